@@ -1,0 +1,1 @@
+//! csv-export (being written)

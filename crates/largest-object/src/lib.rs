@@ -1,0 +1,1 @@
+//! largest-object (being written)

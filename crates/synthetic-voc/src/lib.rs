@@ -1,0 +1,1 @@
+//! synthetic-voc (being written)

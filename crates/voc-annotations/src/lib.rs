@@ -1,0 +1,1 @@
+//! voc-annotations (being written)
