@@ -1,11 +1,20 @@
 //! `cargo xtask`: the lesson's pipelines as a DAG of stages, plus set-up,
 //! data, inspection and benchmark commands.
 
+mod atomic;
 mod cache;
+mod fingerprint;
+mod pipeline;
 mod pyenv;
+mod runner;
+mod stages;
 
-use anyhow::Result;
-use clap::{Parser, Subcommand};
+use anyhow::{bail, Result};
+use clap::{Args, Parser, Subcommand};
+use std::path::{Path, PathBuf};
+
+use cache::{cache_dir, project_root};
+use pipeline::{Pipeline, Vars};
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "fast.ai lesson 8 (object detection) as pipelines of stages")]
@@ -14,23 +23,147 @@ struct Cli {
     command: Cmd,
 }
 
+#[derive(Args, Clone)]
+struct Where {
+    /// Dataset dir in the lesson's layout (default: data/pascal, else the synthetic set).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Output dir (default: runs/<dataset>/<pipeline>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
+    /// Run a pipeline's stale stages (pipelines/<name>.toml).
+    Pipeline {
+        name: String,
+        #[command(flatten)]
+        place: Where,
+        /// Run every stage, up to date or not.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Rerun one stage of a pipeline (its inputs must exist).
+    Stage {
+        pipeline: String,
+        stage: String,
+        #[command(flatten)]
+        place: Where,
+    },
+    /// Show a pipeline's DAG and each stage's state.
+    Dag {
+        pipeline: String,
+        #[command(flatten)]
+        place: Where,
+    },
     /// Install the Python peers used by the benchmarks.
     PeerSetup,
 }
 
-fn main() -> Result<()> {
+fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .without_time()
+        .with_target(false)
         .init();
-    match Cli::parse().command {
+    if let Err(e) = run(Cli::parse().command) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(command: Cmd) -> Result<()> {
+    match command {
+        Cmd::Pipeline { name, place, force } => {
+            let (pipeline, data, out) = open_pipeline(&name, &place)?;
+            let force = if force { (0..pipeline.stages.len()).collect() } else { Vec::new() };
+            run_pipeline(&pipeline, runner::RunOptions { force, only: None, data, out })
+        }
+        Cmd::Stage { pipeline, stage, place } => {
+            let (pipeline, data, out) = open_pipeline(&pipeline, &place)?;
+            let index = pipeline.index_of(&stage)?;
+            run_pipeline(&pipeline, runner::RunOptions { force: vec![index], only: Some(vec![index]), data, out })
+        }
+        Cmd::Dag { pipeline, place } => {
+            let (pipeline, data, out) = open_pipeline(&pipeline, &place)?;
+            print_dag(&pipeline, &data, &out);
+            Ok(())
+        }
         Cmd::PeerSetup => {
-            let python = pyenv::peer_python()?;
-            println!("{}", python.display());
+            println!("{}", pyenv::peer_python()?.display());
+            Ok(())
         }
     }
-    Ok(())
+}
+
+/// The dataset dir: --data, else data/pascal when it holds the lesson's JSON,
+/// else the synthetic set (made on first use), announced loudly.
+fn resolve_data(data: &Option<PathBuf>) -> Result<PathBuf> {
+    if let Some(dir) = data {
+        if !dir.is_dir() {
+            bail!("dataset dir {} does not exist or is not a folder", dir.display());
+        }
+        return Ok(dir.clone());
+    }
+    let pascal = project_root().join("data/pascal");
+    if pascal.join("pascal_train2007.json").exists() {
+        return Ok(pascal);
+    }
+    bail!("no dataset at {}: run `cargo xtask data pascal`, or pass --data DIR", pascal.display())
+}
+
+fn open_pipeline(name: &str, place: &Where) -> Result<(Pipeline, PathBuf, PathBuf)> {
+    let root = project_root();
+    let file = Pipeline::locate(name, &root)?;
+    let data = std::path::absolute(resolve_data(&place.data)?)?;
+    let stem = file.file_stem().unwrap_or_default().to_string_lossy().into_owned();
+    let dataset = data.file_name().unwrap_or_default().to_string_lossy().into_owned();
+    let out = match &place.out {
+        Some(out) => out.clone(),
+        None => root.join("runs").join(dataset).join(&stem),
+    };
+    let out = std::path::absolute(out)?;
+    let vars = Vars { data: data.clone(), out: out.clone(), cache: cache_dir() };
+    let pipeline = Pipeline::load(&file, &vars, &stages::kinds())?;
+    Ok((pipeline, data, out))
+}
+
+fn run_pipeline(pipeline: &Pipeline, options: runner::RunOptions) -> Result<()> {
+    eprintln!("pipeline {} on {} -> {}", pipeline.name, options.data.display(), options.out.display());
+    let (outcomes, result) = runner::run(pipeline, &options);
+    let ran = outcomes.iter().filter(|o| o.result == "ran").count();
+    let skipped = outcomes.iter().filter(|o| o.result == "skipped").count();
+    if ran == 0 && result.is_ok() {
+        eprintln!("pipeline {}: everything up to date, nothing rerun ({skipped} stages skipped)", pipeline.name);
+    } else {
+        let names = |r: &str| -> String {
+            let v: Vec<&str> = outcomes.iter().filter(|o| o.result == r).map(|o| o.stage.as_str()).collect();
+            if v.is_empty() { "none".into() } else { v.join(", ") }
+        };
+        eprintln!("pipeline {}: ran {}; skipped {}", pipeline.name, names("ran"), names("skipped"));
+    }
+    result
+}
+
+fn print_dag(pipeline: &Pipeline, data: &Path, out: &Path) {
+    println!("pipeline {} ({})", pipeline.name, pipeline.file.display());
+    if !pipeline.description.is_empty() {
+        println!("  {}", pipeline.description);
+    }
+    println!("  data: {}\n  out:  {}", data.display(), out.display());
+    let states = runner::states(pipeline, out);
+    let seconds = runner::last_seconds(pipeline, out);
+    for (i, stage) in pipeline.stages.iter().enumerate() {
+        let after: Vec<&str> = stage.upstream.iter().map(|&u| pipeline.stages[u].name.as_str()).collect();
+        let time = seconds[i].map(|s| format!(", last run {s:.1}s")).unwrap_or_default();
+        println!("{:>3}. {} [{}]  {}{}", i + 1, stage.name, stage.kind, states[i], time);
+        if !after.is_empty() {
+            println!("       after: {}", after.join(", "));
+        }
+        for path in stage.outputs.values() {
+            println!("       -> {}", path.strip_prefix(out).unwrap_or(path).display());
+        }
+    }
 }

@@ -1,0 +1,73 @@
+//! The stage kinds a pipeline file can name, and what runs each one.
+//! Kinds that need libtorch run in the trainer's binary; the rest run here.
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Command;
+
+/// What a stage is handed (also the JSON the trainer's binary reads).
+#[derive(Serialize, Debug, Clone)]
+pub struct StageSpec {
+    pub name: String,
+    pub kind: String,
+    pub inputs: BTreeMap<String, PathBuf>,
+    /// Staging paths: renamed into place by the runner after success.
+    pub outputs: BTreeMap<String, PathBuf>,
+    pub params: serde_json::Value,
+    /// Persists between runs of this stage (resume checkpoints).
+    pub work_dir: PathBuf,
+    pub data_dir: PathBuf,
+}
+
+impl StageSpec {
+    pub fn input(&self, name: &str) -> Result<&PathBuf> {
+        self.inputs.get(name).with_context(|| format!("stage {} ({}) needs an input named {name:?}", self.name, self.kind))
+    }
+    pub fn output(&self, name: &str) -> Result<&PathBuf> {
+        self.outputs.get(name).with_context(|| format!("stage {} ({}) needs an output named {name:?}", self.name, self.kind))
+    }
+}
+
+/// Every stage kind, with the workspace crates whose code it runs (part of
+/// its fingerprint).
+const KINDS: &[(&str, &[&str])] = &[
+    ("exec", &[]),
+];
+
+pub fn kinds() -> Vec<&'static str> {
+    KINDS.iter().map(|(k, _)| *k).collect()
+}
+
+pub fn code_of(kind: &str) -> &'static [&'static str] {
+    KINDS.iter().find(|(k, _)| *k == kind).map(|(_, c)| *c).unwrap_or(&[])
+}
+
+pub fn execute(spec: &StageSpec) -> Result<()> {
+    match spec.kind.as_str() {
+        "exec" => exec(spec),
+        other => bail!("no runner for stage kind {other:?}"),
+    }
+}
+
+/// A user command, DVC-style: `params.cmd = ["prog", "arg", ...]`; it finds its
+/// paths in the environment as IN_<NAME> and OUT_<NAME> (upper-cased).
+fn exec(spec: &StageSpec) -> Result<()> {
+    let cmd: Vec<String> = serde_json::from_value(spec.params.get("cmd").cloned().unwrap_or_default())
+        .with_context(|| format!("stage {}: params.cmd must be a list of strings", spec.name))?;
+    let Some((program, args)) = cmd.split_first() else { bail!("stage {}: params.cmd is empty", spec.name) };
+    let mut command = Command::new(program);
+    command.args(args);
+    for (name, path) in &spec.inputs {
+        command.env(format!("IN_{}", name.to_uppercase()), path);
+    }
+    for (name, path) in &spec.outputs {
+        command.env(format!("OUT_{}", name.to_uppercase()), path);
+    }
+    let status = command.status().with_context(|| format!("stage {}: starting {program}", spec.name))?;
+    if !status.success() {
+        bail!("stage {}: {program} exited with {status}", spec.name);
+    }
+    Ok(())
+}

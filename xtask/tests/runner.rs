@@ -1,0 +1,177 @@
+//! The runner end to end, with `exec` stages (shell commands) so that each
+//! case controls exactly what a stage reads, writes and how it fails.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+struct Project {
+    dir: tempfile::TempDir,
+}
+
+impl Project {
+    fn new(pipeline: &str) -> Project {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("data")).unwrap();
+        std::fs::write(dir.path().join("data/input.txt"), "hello\n").unwrap();
+        std::fs::write(dir.path().join("p.toml"), pipeline).unwrap();
+        Project { dir }
+    }
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
+        cmd.args(args)
+            .arg(self.path("p.toml"))
+            .arg("--data")
+            .arg(self.path("data"))
+            .arg("--out")
+            .arg(self.path("out"));
+        cmd
+    }
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+    fn read(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.path(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+    }
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+const TWO_STAGES: &str = r#"
+[[stage]]
+name = "upper"
+kind = "exec"
+inputs = { text = "{data}/input.txt" }
+outputs = { text = "{out}/upper.txt" }
+params = { cmd = ["sh", "-c", "tr a-z A-Z < $IN_TEXT > $OUT_TEXT"] }
+
+[[stage]]
+name = "count"
+kind = "exec"
+inputs = { text = "{out}/upper.txt" }
+outputs = { count = "{out}/count.txt" }
+params = { cmd = ["sh", "-c", "wc -c < $IN_TEXT > $OUT_COUNT"], note = "v1" }
+"#;
+
+#[test]
+fn reruns_only_what_changed() {
+    let p = Project::new(TWO_STAGES);
+    let first = p.run(&["pipeline"]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert_eq!(p.read("out/upper.txt"), "HELLO\n");
+    assert_eq!(p.read("out/count.txt").trim(), "6");
+    assert!(stderr(&first).contains("ran upper, count"), "{}", stderr(&first));
+
+    let second = p.run(&["pipeline"]);
+    assert!(second.status.success());
+    assert!(stderr(&second).contains("nothing rerun"), "{}", stderr(&second));
+
+    // A param of the second stage: only it reruns.
+    std::fs::write(p.path("p.toml"), TWO_STAGES.replace("\"v1\"", "\"v2\"")).unwrap();
+    let third = p.run(&["pipeline"]);
+    assert!(stderr(&third).contains("[count] running (params changed)"), "{}", stderr(&third));
+    assert!(stderr(&third).contains("[upper] up to date"), "{}", stderr(&third));
+
+    // The first stage's input: both rerun.
+    std::fs::write(p.path("data/input.txt"), "hello world\n").unwrap();
+    let dag = p.run(&["dag"]);
+    let dag_text = String::from_utf8_lossy(&dag.stdout);
+    assert!(dag_text.contains("stale (input text changed)"), "{dag_text}");
+    assert!(dag_text.contains("upstream stage #1 is not up to date"), "{dag_text}");
+    let fourth = p.run(&["pipeline"]);
+    assert!(stderr(&fourth).contains("ran upper, count"), "{}", stderr(&fourth));
+    assert_eq!(p.read("out/count.txt").trim(), "12");
+
+    // A deleted output: that stage reruns.
+    std::fs::remove_file(p.path("out/count.txt")).unwrap();
+    let fifth = p.run(&["pipeline"]);
+    assert!(stderr(&fifth).contains("[count] running (an output is missing)"), "{}", stderr(&fifth));
+
+    // `stage` reruns one stage, up to date or not, and nothing else.
+    let one = p.command(&["stage"]).output().unwrap();
+    assert!(!one.status.success(), "stage needs a stage name");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    let one = cmd
+        .args(["stage"])
+        .arg(p.path("p.toml"))
+        .arg("upper")
+        .arg("--data")
+        .arg(p.path("data"))
+        .arg("--out")
+        .arg(p.path("out"))
+        .output()
+        .unwrap();
+    assert!(stderr(&one).contains("[upper] running (forced)") && stderr(&one).contains("ran upper;"), "{}", stderr(&one));
+}
+
+#[test]
+fn a_failed_stage_leaves_earlier_outputs_intact() {
+    let p = Project::new(TWO_STAGES);
+    assert!(p.run(&["pipeline"]).status.success());
+    let failing = TWO_STAGES.replace("wc -c < $IN_TEXT > $OUT_COUNT", "echo partial > $OUT_COUNT; exit 3");
+    std::fs::write(p.path("p.toml"), failing).unwrap();
+    let out = p.run(&["pipeline"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("stage count of pipeline p failed"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("exited with exit status: 3"), "{}", stderr(&out));
+    assert_eq!(p.read("out/count.txt").trim(), "6", "the old output is kept");
+    assert!(!p.path("out/.state/staging/count").exists(), "staging is cleaned up");
+}
+
+#[test]
+fn a_stage_that_forgets_an_output_fails() {
+    let p = Project::new(&TWO_STAGES.replace("wc -c < $IN_TEXT > $OUT_COUNT", "true"));
+    let out = p.run(&["pipeline"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("did not write its output count"), "{}", stderr(&out));
+    assert!(!p.path("out/count.txt").exists());
+}
+
+#[test]
+fn missing_input_is_named() {
+    let p = Project::new(TWO_STAGES);
+    std::fs::remove_file(p.path("data/input.txt")).unwrap();
+    let out = p.run(&["pipeline"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("input text") && stderr(&out).contains("input.txt"), "{}", stderr(&out));
+}
+
+fn wait_for(path: &Path, limit: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if path.exists() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+#[test]
+fn kill_in_the_middle_of_a_stage_leaves_no_partial_output_and_resumes() {
+    let slow = TWO_STAGES.replace(
+        "wc -c < $IN_TEXT > $OUT_COUNT",
+        "echo partial > $OUT_COUNT; touch $OUT_COUNT.started; sleep 30; wc -c < $IN_TEXT > $OUT_COUNT",
+    );
+    let p = Project::new(&slow);
+    let mut child = p.command(&["pipeline"]).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let started = p.path("out/.state/staging/count/count.txt.started");
+    assert!(wait_for(&started, Duration::from_secs(60)), "the slow stage never started");
+    // kill -9 the runner; its shell child is orphaned and killed too.
+    Command::new("kill").args(["-9", &child.id().to_string()]).status().unwrap();
+    child.wait().unwrap();
+    Command::new("pkill").args(["-9", "-f", "sleep 30"]).status().ok();
+    assert!(!p.path("out/count.txt").exists(), "no partial output in place");
+    assert_eq!(p.read("out/upper.txt"), "HELLO\n", "the finished stage's output is kept");
+
+    std::fs::write(p.path("p.toml"), TWO_STAGES).unwrap();
+    let resumed = p.run(&["pipeline"]);
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    assert!(stderr(&resumed).contains("[upper] up to date"), "{}", stderr(&resumed));
+    assert_eq!(p.read("out/count.txt").trim(), "6");
+}
