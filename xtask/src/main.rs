@@ -8,6 +8,7 @@ mod pipeline;
 mod pyenv;
 mod runner;
 mod stages;
+mod torch;
 
 use anyhow::{bail, Result};
 use clap::{Args, Parser, Subcommand};
@@ -57,8 +58,37 @@ enum Cmd {
         #[command(flatten)]
         place: Where,
     },
+    /// Install libtorch (and the pretrained Lite0 weights) into the cache.
+    Setup,
+    /// Pretrained weights.
+    #[command(subcommand)]
+    Weights(WeightsCmd),
+    /// Run every test of the workspace (installs libtorch and the Python peers first).
+    Test {
+        /// Skip the Python peers (about 5 GB); the tests that compare with PyTorch then skip.
+        #[arg(long)]
+        no_peers: bool,
+        /// Extra arguments for `cargo test`.
+        #[arg(last = true)]
+        cargo_args: Vec<String>,
+    },
+    /// Print `export LIBTORCH=...` lines for building the tch crates by hand.
+    TorchEnv,
     /// Install the Python peers used by the benchmarks.
     PeerSetup,
+}
+
+#[derive(Subcommand)]
+enum WeightsCmd {
+    /// Convert a PyTorch state dict (.pth) to safetensors in the cache.
+    Import {
+        /// resnet34 or efficientnet-lite0
+        arch: String,
+        file: PathBuf,
+        /// Where to write it (default: the cache, where the pipelines look).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 fn main() {
@@ -91,11 +121,47 @@ fn run(command: Cmd) -> Result<()> {
             print_dag(&pipeline, &data, &out);
             Ok(())
         }
+        Cmd::Setup => {
+            let libtorch = torch::ensure_libtorch()?;
+            eprintln!("libtorch: {} (cuda: {})", libtorch.dir.display(), libtorch.cuda);
+            let weights = torch::ensure_weights("efficientnet-lite0")?;
+            eprintln!("weights: {}", weights.display());
+            let trainer = torch::trainer_binary(&libtorch)?;
+            eprintln!("trainer: {}", trainer.display());
+            Ok(())
+        }
+        Cmd::Weights(WeightsCmd::Import { arch, file, out }) => {
+            torch::import_weights(&arch, &file, out.as_deref())?;
+            Ok(())
+        }
+        Cmd::Test { no_peers, cargo_args } => test(no_peers, &cargo_args),
+        Cmd::TorchEnv => {
+            print!("{}", torch::shell_exports(&torch::ensure_libtorch()?));
+            Ok(())
+        }
         Cmd::PeerSetup => {
             println!("{}", pyenv::peer_python()?.display());
             Ok(())
         }
     }
+}
+
+/// The README's test command: every crate, the tch ones included, with
+/// libtorch and (unless told not to) the Python peers that parity tests use.
+fn test(no_peers: bool, cargo_args: &[String]) -> Result<()> {
+    let libtorch = torch::ensure_libtorch()?;
+    let mut cmd = std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(project_root()).args(["test", "--workspace"]).args(cargo_args);
+    cmd.envs(torch::cargo_env(&libtorch));
+    if !no_peers {
+        cmd.env("LESSON8_PEER_PYTHON", pyenv::peer_python()?);
+    }
+    eprintln!("running {cmd:?}");
+    let status = cmd.status()?;
+    if !status.success() {
+        bail!("cargo test failed ({status})");
+    }
+    Ok(())
 }
 
 /// The dataset dir: --data, else data/pascal when it holds the lesson's JSON,
@@ -132,6 +198,7 @@ fn open_pipeline(name: &str, place: &Where) -> Result<(Pipeline, PathBuf, PathBu
 
 fn run_pipeline(pipeline: &Pipeline, options: runner::RunOptions) -> Result<()> {
     eprintln!("pipeline {} on {} -> {}", pipeline.name, options.data.display(), options.out.display());
+    stages::prepare(&pipeline.stages)?;
     let (outcomes, result) = runner::run(pipeline, &options);
     let ran = outcomes.iter().filter(|o| o.result == "ran").count();
     let skipped = outcomes.iter().filter(|o| o.result == "skipped").count();

@@ -34,7 +34,14 @@ impl StageSpec {
 /// its fingerprint).
 const KINDS: &[(&str, &[&str])] = &[
     ("exec", &[]),
+    ("lr_find", TRAINER_CODE),
+    ("train", TRAINER_CODE),
+    ("predict", TRAINER_CODE),
 ];
+
+/// The kinds that run in the trainer's binary, and the code they run.
+const TRAINER_KINDS: &[&str] = &["lr_find", "train", "predict"];
+const TRAINER_CODE: &[&str] = &["trainer", "model-zoo", "augment", "csv-export"];
 
 pub fn kinds() -> Vec<&'static str> {
     KINDS.iter().map(|(k, _)| *k).collect()
@@ -47,8 +54,44 @@ pub fn code_of(kind: &str) -> &'static [&'static str] {
 pub fn execute(spec: &StageSpec) -> Result<()> {
     match spec.kind.as_str() {
         "exec" => exec(spec),
+        kind if TRAINER_KINDS.contains(&kind) => in_trainer(spec),
         other => bail!("no runner for stage kind {other:?}"),
     }
+}
+
+/// Before fingerprinting: what trainer stages read from the cache (libtorch,
+/// pretrained weights) must exist, so the set-up runs here, once per run.
+pub fn prepare(stages: &[crate::pipeline::Stage]) -> Result<()> {
+    let mut arches: Vec<&str> = Vec::new();
+    for stage in stages.iter().filter(|s| TRAINER_KINDS.contains(&s.kind.as_str())) {
+        let random_init = stage.params.get("random_init").and_then(|v| v.as_bool()).unwrap_or(false);
+        let arch = stage.params.get("backbone").and_then(|v| v.as_str()).unwrap_or("efficientnet-lite0");
+        if !random_init && !arches.contains(&arch) {
+            arches.push(arch);
+        }
+    }
+    for arch in arches {
+        crate::torch::ensure_weights(arch)?;
+    }
+    Ok(())
+}
+
+/// Kinds that need libtorch run in the trainer's binary (built on first use),
+/// which reads the spec as JSON.
+fn in_trainer(spec: &StageSpec) -> Result<()> {
+    let libtorch = crate::torch::ensure_libtorch()?;
+    let trainer = crate::torch::trainer_binary(&libtorch)?;
+    let spec_file = spec.work_dir.join("spec.json");
+    crate::atomic::write(&spec_file, &serde_json::to_vec_pretty(spec)?)?;
+    let status = Command::new(&trainer)
+        .args(["stage", "--spec"])
+        .arg(&spec_file)
+        .status()
+        .with_context(|| format!("stage {}: starting {}", spec.name, trainer.display()))?;
+    if !status.success() {
+        bail!("stage {}: the trainer exited with {status}", spec.name);
+    }
+    Ok(())
 }
 
 /// A user command, DVC-style: `params.cmd = ["prog", "arg", ...]`; it finds its
