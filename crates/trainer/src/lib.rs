@@ -1,1 +1,51 @@
-//! trainer (being written)
+//! trainer: the lesson's (fastai 0.7) `Learner` over tch, and the training stages.
+//!
+//! - [`schedule`]: SGDR cosine annealing, circular LR and the LR finder's rates, in
+//!   closed form with fastai 0.7's exact semantics (warm-up, restarts, cycle growth).
+//! - [`optim`]: Adam (PyTorch's update, betas (0.9, 0.999), optional L2 weight decay)
+//!   with one rate per layer group and checkpointable state.
+//! - [`learner`]: `lr_find`, `fit`, `freeze_to`/`unfreeze`, validation and prediction.
+//! - [`checkpoint`]: safetensors with JSON metadata, written atomically.
+
+
+pub mod checkpoint;
+pub mod data;
+pub mod learner;
+pub mod model;
+pub mod optim;
+pub mod schedule;
+pub mod task;
+
+pub use data::{cv_indices, Batch, DataSource, InMemorySource};
+pub use learner::{EpochEnd, EpochRecord, FitConfig, FitPosition, FitResume, Learner, LrFindResult, LrPoint, Prediction};
+pub use model::{LayeredModel, TinyCnn};
+pub use optim::{Adam, AdamConfig, Param};
+pub use schedule::{Schedule, SmoothedLoss};
+pub use task::{iou, Task};
+
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("torch: {0}")]
+    Torch(#[from] tch::TchError),
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
+    #[error("data: {0}")]
+    Data(String),
+    #[error("{0}")]
+    Config(String),
+    #[error(
+        "training loss became {loss} at epoch {epoch}, batch {iteration} of the fit; stopped \
+         (the last good checkpoint is kept; try a lower learning rate)"
+    )]
+    NonFiniteLoss { epoch: usize, iteration: usize, loss: f64 },
+}
+
+impl TrainError {
+    pub fn io(path: &Path, source: std::io::Error) -> TrainError {
+        TrainError::Io { path: path.to_path_buf(), source }
+    }
+}

@@ -1,0 +1,146 @@
+//! The two tasks of the lesson, their losses and their metrics.
+
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
+
+/// Boxes are learnt in the lesson's units: pixels of a 224 x 224 input.
+pub const BOX_UNITS: f64 = 224.0;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "task", rename_all = "snake_case")]
+pub enum Task {
+    /// Largest-object classification: cross-entropy over `classes` (sorted names).
+    Classify { classes: Vec<String> },
+    /// Largest-object box regression: L1 loss on `[top, left, bottom, right]`.
+    Bbox,
+}
+
+impl Task {
+    pub fn outputs(&self) -> i64 {
+        match self {
+            Task::Classify { classes } => classes.len() as i64,
+            Task::Bbox => 4,
+        }
+    }
+
+    /// Names of the metric columns, in the order `Metrics::values` gives them.
+    pub fn metric_names(&self) -> &'static [&'static str] {
+        match self {
+            Task::Classify { .. } => &["accuracy"],
+            Task::Bbox => &["l1_px", "mean_iou", "iou50"],
+        }
+    }
+
+    /// The training loss of a batch. `targets` is the class index (n) for classification,
+    /// or the boxes in input pixels (n x 4) for bbox, scaled here to 224-pixel units.
+    pub fn loss(&self, output: &Tensor, targets: &Tensor, input_size: usize) -> Tensor {
+        match self {
+            Task::Classify { .. } => output.cross_entropy_for_logits(targets),
+            Task::Bbox => {
+                let targets = targets * (BOX_UNITS / input_size as f64);
+                (output - targets).abs().mean(Kind::Float)
+            }
+        }
+    }
+}
+
+/// Intersection over union of two `[top, left, bottom, right]` boxes taken as continuous
+/// rectangles (area `(bottom - top) * (right - left)`, the area convention of the
+/// largest-object step); degenerate or inverted boxes have no area.
+pub fn iou(a: [f32; 4], b: [f32; 4]) -> f32 {
+    let area = |r: [f32; 4]| (r[2] - r[0]).max(0.0) * (r[3] - r[1]).max(0.0);
+    let inter_h = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
+    let inter_w = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
+    let inter = inter_h * inter_w;
+    let union = area(a) + area(b) - inter;
+    if union > 0.0 {
+        inter / union
+    } else {
+        0.0
+    }
+}
+
+/// Running sums over a validation pass.
+#[derive(Debug, Clone, Default)]
+pub struct MetricSums {
+    pub items: usize,
+    pub loss_sum: f64,
+    pub correct: usize,
+    pub abs_err_sum: f64,
+    pub iou_sum: f64,
+    pub iou50: usize,
+}
+
+impl MetricSums {
+    /// Adds a batch: its mean loss and, per image, the prediction against the truth.
+    pub fn add_classes(&mut self, batch_loss: f64, predicted: &[i64], truth: &[i64]) {
+        self.items += truth.len();
+        self.loss_sum += batch_loss * truth.len() as f64;
+        self.correct += predicted.iter().zip(truth).filter(|(p, t)| p == t).count();
+    }
+
+    /// Boxes in the same pixel units (the metrics report input pixels).
+    pub fn add_boxes(&mut self, batch_loss: f64, predicted: &[[f32; 4]], truth: &[[f32; 4]]) {
+        self.items += truth.len();
+        self.loss_sum += batch_loss * truth.len() as f64;
+        for (p, t) in predicted.iter().zip(truth) {
+            self.abs_err_sum += p.iter().zip(t).map(|(a, b)| (a - b).abs() as f64).sum::<f64>();
+            let overlap = iou(*p, *t);
+            self.iou_sum += overlap as f64;
+            self.iou50 += usize::from(overlap >= 0.5);
+        }
+    }
+
+    /// Mean loss, weighted by batch size as fastai 0.7's `validate` does.
+    pub fn loss(&self) -> f64 {
+        self.loss_sum / self.items.max(1) as f64
+    }
+
+    /// Metric values in the order of `Task::metric_names`.
+    pub fn values(&self, task: &Task) -> Vec<f64> {
+        let n = self.items.max(1) as f64;
+        match task {
+            Task::Classify { .. } => vec![self.correct as f64 / n],
+            Task::Bbox => vec![self.abs_err_sum / (4.0 * n), self.iou_sum / n, self.iou50 as f64 / n],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iou_of_known_boxes() {
+        let cases: [([f32; 4], [f32; 4], f32); 4] = [
+            ([0., 0., 10., 10.], [0., 0., 10., 10.], 1.0),
+            ([0., 0., 10., 10.], [0., 5., 10., 15.], 50.0 / 150.0),
+            ([0., 0., 10., 10.], [20., 20., 30., 30.], 0.0),
+            ([0., 0., 10., 10.], [2., 2., 8., 8.], 36.0 / 100.0),
+        ];
+        for (a, b, want) in cases {
+            assert!((iou(a, b) - want).abs() < 1e-6, "{a:?} {b:?}");
+            assert!((iou(b, a) - want).abs() < 1e-6);
+        }
+    }
+
+    #[test]
+    fn box_metrics() {
+        let mut sums = MetricSums::default();
+        sums.add_boxes(2.0, &[[0., 0., 10., 10.], [0., 0., 10., 10.]], &[[0., 0., 10., 10.], [0., 5., 10., 15.]]);
+        let v = sums.values(&Task::Bbox);
+        assert!((v[0] - 10.0 / 8.0).abs() < 1e-9); // errors 0,0,0,0 and 0,5,0,5
+        assert!((v[1] - (1.0 + 1.0 / 3.0) / 2.0).abs() < 1e-6);
+        assert_eq!(v[2], 0.5);
+        assert_eq!(sums.loss(), 2.0);
+    }
+
+    #[test]
+    fn bbox_loss_is_in_224_units() {
+        let out = Tensor::from_slice(&[0.0f32, 0.0, 0.0, 0.0]).view([1, 4]);
+        let target = Tensor::from_slice(&[64.0f32, 64.0, 64.0, 64.0]).view([1, 4]);
+        // 64 px of a 448 input are 32 px of 224.
+        let loss = Task::Bbox.loss(&out, &target, 448).double_value(&[]);
+        assert!((loss - 32.0).abs() < 1e-6);
+    }
+}
