@@ -1,1 +1,170 @@
-//! augment (being written)
+//! A GIL-free, multi-threaded image loader for the lesson's bounding-box task.
+//!
+//! Each image is decoded (JPEG at reduced scale in the DCT domain through
+//! libjpeg-turbo, PNG through the `image` crate), squashed to `size x size`
+//! without cropping, augmented together with its box (the lesson's
+//! `transforms_side_on`: rotate, lighting, flip) and written as ImageNet-normalised
+//! f32 in NCHW layout straight into the batch buffer.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use augment::{AugmentParams, Item, Loader, LoaderConfig};
+//! let items = Arc::new(vec![Item { path: "a.jpg".into(), class: Some(3), bbox: Some([10., 20., 200., 300.]) }]);
+//! let cfg = LoaderConfig { augment: Some(AugmentParams::default()), ..LoaderConfig::default() };
+//! let loader = Loader::new(items, cfg);
+//! for batch in loader.epoch(0) {
+//!     let batch = batch?;
+//!     assert_eq!(batch.x.len(), batch.n * 3 * 224 * 224);
+//! }
+//! # Ok::<(), augment::LoadError>(())
+//! ```
+
+mod decode;
+mod loader;
+mod transform;
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+pub use decode::{
+    decode_squashed, decode_with_image_crate, read_image_size, squash_box, JpegDecoder, Squashed,
+};
+pub use loader::{EpochIter, Loader};
+pub use transform::{
+    augment_one, box_after_affine, denorm, lighting, lighting_contrast_factor, mask_box_after_affine,
+    normalize_into, warp_affine_reflect, Affine, AugmentDraw, IMAGENET_MEAN, IMAGENET_STD,
+};
+
+/// One image of a data set. `bbox` is `[top, left, bottom, right]` in the
+/// ORIGINAL image's inclusive pixel coordinates.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Item {
+    pub path: PathBuf,
+    pub class: Option<i64>,
+    pub bbox: Option<[f32; 4]>,
+}
+
+/// How a box follows the image through rotation and flip.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BoxMode {
+    /// The tight box around the four transformed corners, clamped to the image.
+    #[default]
+    Tight,
+    /// The lesson's way (fastai 0.7 `TfmType.COORD`): rasterise the box as a
+    /// mask, transform the mask, take the bounding box of pixels > 0.5.
+    Mask,
+}
+
+/// The lesson's side-on augmentations; the serde defaults are the lesson's
+/// values so a pipeline TOML table deserialises into it.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AugmentParams {
+    /// Maximum rotation in degrees; the angle is uniform in +/- this.
+    pub rotate_deg: f32,
+    /// Probability that an image is rotated at all.
+    pub rotate_p: f32,
+    /// Brightness shift b is uniform in +/- this.
+    pub lighting_b: f32,
+    /// Contrast parameter c is uniform in +/- this.
+    pub lighting_c: f32,
+    /// Probability of a horizontal flip.
+    pub flip_p: f32,
+    pub box_mode: BoxMode,
+}
+
+impl Default for AugmentParams {
+    fn default() -> Self {
+        Self { rotate_deg: 10.0, rotate_p: 0.75, lighting_b: 0.05, lighting_c: 0.05, flip_p: 0.5, box_mode: BoxMode::Tight }
+    }
+}
+
+/// What the loader does with an image it cannot read or decode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BadImage {
+    /// The epoch ends with a [`LoadError`] naming the file, in batch order.
+    #[default]
+    Fail,
+    /// Leave the image out of its batch, count it and report it at epoch end
+    /// ([`EpochIter::skipped`] and a `warn!`).
+    Skip,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoaderConfig {
+    /// Output side in pixels: images are squashed to `size x size`.
+    pub size: u32,
+    pub batch_size: usize,
+    /// Worker threads (at least one is used).
+    pub workers: usize,
+    /// Finished batches that may wait in the queue beyond those being built.
+    pub prefetch: usize,
+    pub shuffle: bool,
+    /// With `epoch`, determines the order and every random draw, whatever `workers` is.
+    pub seed: u64,
+    /// `None` for validation: squash and normalise only.
+    pub augment: Option<AugmentParams>,
+    /// Drop the last batch when it is smaller than `batch_size`.
+    pub drop_last: bool,
+    pub on_bad_image: BadImage,
+}
+
+impl Default for LoaderConfig {
+    fn default() -> Self {
+        Self {
+            size: 224,
+            batch_size: 64,
+            workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            prefetch: 2,
+            shuffle: true,
+            seed: 0,
+            augment: None,
+            drop_last: false,
+            on_bad_image: BadImage::Fail,
+        }
+    }
+}
+
+/// One batch, ready to wrap as a tensor of shape `[n, 3, size, size]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch {
+    /// `n * 3 * size * size` values, NCHW, ImageNet mean/std normalised.
+    pub x: Vec<f32>,
+    pub n: usize,
+    pub size: u32,
+    /// One class per image when every item of the loader has a class, else empty.
+    pub classes: Vec<i64>,
+    /// One box per image (`[top, left, bottom, right]` in `size x size` pixel
+    /// coordinates after augmentation) when every item has a box, else empty.
+    pub boxes: Vec<[f32; 4]>,
+    /// Index into the loader's items of each image.
+    pub indices: Vec<usize>,
+    /// `(height, width)` of each original image.
+    pub orig_sizes: Vec<(u32, u32)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read image {}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("cannot decode image {}: {reason}", path.display())]
+    Decode { path: PathBuf, reason: String },
+    #[error("cannot start an image decoder: {reason}")]
+    Init { reason: String },
+    #[error("a loader worker panicked while building batch {batch}: {message}")]
+    WorkerPanicked { batch: usize, message: String },
+}
+
+impl LoadError {
+    /// The file the error is about, if any.
+    pub fn path(&self) -> Option<&std::path::Path> {
+        match self {
+            LoadError::Io { path, .. } | LoadError::Decode { path, .. } => Some(path),
+            LoadError::Init { .. } | LoadError::WorkerPanicked { .. } => None,
+        }
+    }
+}

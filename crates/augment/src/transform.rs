@@ -1,0 +1,324 @@
+//! The lesson's side-on augmentations (fastai 0.7 `transforms_side_on` with
+//! `TfmType.COORD`): rotate about the centre with a reflected border, lighting,
+//! horizontal flip, the box following the image; then ImageNet normalisation.
+//!
+//! Rotation and flip are fused into one affine warp (one bilinear sampling
+//! pass), and lighting is fused with normalisation into a per-image 3x256
+//! lookup table applied while transposing HWC u8 to CHW f32.
+
+use image::RgbImage;
+use rand::Rng;
+
+use crate::{AugmentParams, BoxMode};
+
+pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
+
+/// A 2-D affine map on pixel coordinates `(x = column, y = row)`:
+/// `x' = m[0][0] x + m[0][1] y + m[0][2]`, `y' = m[1][0] x + m[1][1] y + m[1][2]`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Affine(pub [[f64; 3]; 2]);
+
+impl Affine {
+    pub const IDENTITY: Affine = Affine([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]);
+
+    /// OpenCV's `getRotationMatrix2D(centre, deg, 1)`: positive angles turn the
+    /// image counter-clockwise as displayed.
+    pub fn rotation(deg: f64, cx: f64, cy: f64) -> Affine {
+        let (sin, cos) = deg.to_radians().sin_cos();
+        Affine([[cos, sin, (1.0 - cos) * cx - sin * cy], [-sin, cos, sin * cx + (1.0 - cos) * cy]])
+    }
+
+    /// Mirror left-right in an image `width` pixels wide: column `x` -> `width - 1 - x`.
+    pub fn hflip(width: u32) -> Affine {
+        Affine([[-1.0, 0.0, width as f64 - 1.0], [0.0, 1.0, 0.0]])
+    }
+
+    /// `self` first, then `next`.
+    pub fn then(&self, next: &Affine) -> Affine {
+        let [[a, b, c], [d, e, f]] = next.0;
+        let [[p, q, r], [s, t, u]] = self.0;
+        Affine([[a * p + b * s, a * q + b * t, a * r + b * u + c], [d * p + e * s, d * q + e * t, d * r + e * u + f]])
+    }
+
+    pub fn inverse(&self) -> Affine {
+        let [[a, b, c], [d, e, f]] = self.0;
+        let det = a * e - b * d;
+        let (ia, ib, id, ie) = (e / det, -b / det, -d / det, a / det);
+        Affine([[ia, ib, -(ia * c + ib * f)], [id, ie, -(id * c + ie * f)]])
+    }
+
+    pub fn apply(&self, x: f64, y: f64) -> (f64, f64) {
+        let [[a, b, c], [d, e, f]] = self.0;
+        (a * x + b * y + c, d * x + e * y + f)
+    }
+}
+
+/// The random choices for one image, drawn in a fixed order from its own RNG.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AugmentDraw {
+    /// 0 when the image is not rotated.
+    pub rotate_deg: f32,
+    pub flip: bool,
+    /// Lighting `b`, uniform in +/- `lighting_b`.
+    pub brightness: f32,
+    /// Lighting `c`, uniform in +/- `lighting_c` (before the `c'` mapping).
+    pub contrast: f32,
+}
+
+/// Uniform in `[-range, range)` like fastai's `rand0`; fine for `range = 0`.
+fn symmetric_uniform(rng: &mut impl Rng, range: f32) -> f32 {
+    rng.random::<f32>() * 2.0 * range - range
+}
+
+impl AugmentDraw {
+    /// Nothing changes: no rotation, no flip, neutral lighting.
+    pub const NONE: AugmentDraw = AugmentDraw { rotate_deg: 0.0, flip: false, brightness: 0.0, contrast: 0.0 };
+
+    pub fn sample(params: &AugmentParams, rng: &mut impl Rng) -> AugmentDraw {
+        // Every value is drawn whatever the outcome, so the stream stays aligned.
+        let rotates = rng.random::<f32>() < params.rotate_p;
+        let angle = symmetric_uniform(rng, params.rotate_deg);
+        let brightness = symmetric_uniform(rng, params.lighting_b);
+        let contrast = symmetric_uniform(rng, params.lighting_c);
+        let flip = rng.random::<f32>() < params.flip_p;
+        AugmentDraw { rotate_deg: if rotates { angle } else { 0.0 }, flip, brightness, contrast }
+    }
+
+    /// Whether the draw moves pixels (rotation or flip).
+    pub fn is_geometric(&self) -> bool {
+        self.rotate_deg != 0.0 || self.flip
+    }
+
+    /// The forward map of the geometric part: rotation about the centre
+    /// (`(w div 2, h div 2)` as the lesson's `rotate_cv`), then the flip.
+    pub fn affine(&self, width: u32, height: u32) -> Affine {
+        let rotate = Affine::rotation(self.rotate_deg as f64, (width / 2) as f64, (height / 2) as f64);
+        if self.flip {
+            rotate.then(&Affine::hflip(width))
+        } else {
+            rotate
+        }
+    }
+}
+
+/// OpenCV's BORDER_REFLECT (`fedcba|abcdefgh|hgfedcb`) index for any `i`.
+fn reflect(i: i64, n: i64) -> usize {
+    let period = 2 * n;
+    let i = i.rem_euclid(period);
+    (if i >= n { period - 1 - i } else { i }) as usize
+}
+
+/// Warps packed RGB `src` (`width x height`) by the forward map `forward` into
+/// `dst` (same size) with bilinear sampling and a reflected border, like
+/// `cv2.warpAffine(src, M, (w, h), borderMode=cv2.BORDER_REFLECT)`.
+///
+/// Source coordinates are stepped in 16.16 fixed point along each row (as
+/// OpenCV does) and blended with 8-bit weights, so pixel-exact maps (identity,
+/// flips) reproduce the input exactly.
+pub fn warp_affine_reflect(src: &[u8], width: u32, height: u32, forward: &Affine, dst: &mut [u8]) {
+    let (w, h) = (width as usize, height as usize);
+    assert_eq!(src.len(), w * h * 3, "source is not {width}x{height} RGB");
+    assert_eq!(dst.len(), w * h * 3, "destination is not {width}x{height} RGB");
+    let [[a, b, c], [d, e, f]] = forward.inverse().0;
+    const ONE: f64 = 65536.0;
+    let step_x = (a * ONE).round() as i64;
+    let step_y = (d * ONE).round() as i64;
+    let (wi, hi) = (w as i64, h as i64);
+    for (row, dst_row) in dst.chunks_exact_mut(w * 3).enumerate() {
+        let start_x = ((b * row as f64 + c) * ONE).round() as i64;
+        let start_y = ((e * row as f64 + f) * ONE).round() as i64;
+        for (col, out) in dst_row.chunks_exact_mut(3).enumerate() {
+            let sx = start_x + col as i64 * step_x;
+            let sy = start_y + col as i64 * step_y;
+            let (x0, y0) = (sx >> 16, sy >> 16);
+            let fx = ((sx >> 8) & 255) as u32;
+            let fy = ((sy >> 8) & 255) as u32;
+            let (c0, c1, r0, r1) = if x0 >= 0 && x0 + 1 < wi && y0 >= 0 && y0 + 1 < hi {
+                (x0 as usize, x0 as usize + 1, y0 as usize, y0 as usize + 1)
+            } else {
+                (reflect(x0, wi), reflect(x0 + 1, wi), reflect(y0, hi), reflect(y0 + 1, hi))
+            };
+            let p00 = &src[(r0 * w + c0) * 3..][..3];
+            let p01 = &src[(r0 * w + c1) * 3..][..3];
+            let p10 = &src[(r1 * w + c0) * 3..][..3];
+            let p11 = &src[(r1 * w + c1) * 3..][..3];
+            for ch in 0..3 {
+                let top = p00[ch] as u32 * (256 - fx) + p01[ch] as u32 * fx;
+                let bottom = p10[ch] as u32 * (256 - fx) + p11[ch] as u32 * fx;
+                out[ch] = ((top * (256 - fy) + bottom * fy + 32768) >> 16) as u8;
+            }
+        }
+    }
+}
+
+/// Clamps a box to `[0, width-1] x [0, height-1]`.
+fn clamp_box(bbox: [f32; 4], width: u32, height: u32) -> [f32; 4] {
+    let (max_x, max_y) = ((width - 1) as f32, (height - 1) as f32);
+    let cy = |v: f32| v.max(0.0).min(max_y);
+    let cx = |v: f32| v.max(0.0).min(max_x);
+    [cy(bbox[0]), cx(bbox[1]), cy(bbox[2]), cx(bbox[3])]
+}
+
+/// The tight box around the four corners of `bbox` (`[top, left, bottom,
+/// right]`) moved by `forward`, clamped to the `width x height` image.
+pub fn box_after_affine(bbox: [f32; 4], forward: &Affine, width: u32, height: u32) -> [f32; 4] {
+    let [top, left, bottom, right] = bbox.map(|v| v as f64);
+    let corners = [(left, top), (right, top), (left, bottom), (right, bottom)].map(|(x, y)| forward.apply(x, y));
+    let min_x = corners.iter().map(|p| p.0).fold(f64::INFINITY, f64::min);
+    let max_x = corners.iter().map(|p| p.0).fold(f64::NEG_INFINITY, f64::max);
+    let min_y = corners.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
+    let max_y = corners.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max);
+    clamp_box([min_y as f32, min_x as f32, max_y as f32, max_x as f32], width, height)
+}
+
+/// The lesson's box transform: the box rasterised as a 0/1 mask (rows
+/// `round(top)..=round(bottom)`, columns likewise), warped by `forward` with
+/// bilinear sampling and a zero border, and the bounding box of the pixels
+/// above 0.5. `None` when no pixel is (the box left the image).
+pub fn mask_box_after_affine(bbox: [f32; 4], forward: &Affine, width: u32, height: u32) -> Option<[f32; 4]> {
+    let [top, left, bottom, right] = clamp_box(bbox, width, height).map(|v| v.round() as i64);
+    // The mask is separable, so its bilinear sample is the product of the
+    // 1-D samples of the row and column indicators.
+    let coverage = |s: f64, lo: i64, hi: i64| {
+        let i0 = s.floor();
+        let frac = s - i0;
+        let inside = |i: i64| if i >= lo && i <= hi { 1.0 } else { 0.0 };
+        inside(i0 as i64) * (1.0 - frac) + inside(i0 as i64 + 1) * frac
+    };
+    let inverse = forward.inverse();
+    let mut found: Option<[u32; 4]> = None;
+    for y in 0..height {
+        for x in 0..width {
+            let (sx, sy) = inverse.apply(x as f64, y as f64);
+            if coverage(sx, left, right) * coverage(sy, top, bottom) > 0.5 {
+                let b = found.get_or_insert([y, x, y, x]);
+                *b = [b[0].min(y), b[1].min(x), b[2].max(y), b[3].max(x)];
+            }
+        }
+    }
+    found.map(|b| b.map(|v| v as f32))
+}
+
+/// fastai's contrast mapping: `c' = -1/(c-1)` for `c < 0`, else `c + 1`.
+pub fn lighting_contrast_factor(c: f32) -> f32 {
+    if c < 0.0 {
+        -1.0 / (c - 1.0)
+    } else {
+        c + 1.0
+    }
+}
+
+/// fastai's `lighting`: `clip((x - mu) * c' + mu + b, 0, 1)` for a value `x` in 0..1,
+/// with `mu` the mean of the whole image.
+pub fn lighting(x: f32, mu: f32, b: f32, c: f32) -> f32 {
+    ((x - mu) * lighting_contrast_factor(c) + mu + b).clamp(0.0, 1.0)
+}
+
+/// Writes packed RGB `rgb` as CHW f32 into `out` (`3 * pixels` values),
+/// ImageNet-normalised, after the lesson's lighting with `(b, c)` when given.
+pub fn normalize_into(rgb: &[u8], lighting_bc: Option<(f32, f32)>, out: &mut [f32]) {
+    let pixels = rgb.len() / 3;
+    assert_eq!(out.len(), 3 * pixels, "output holds {} values, the image {}", out.len(), 3 * pixels);
+    let mu = lighting_bc.map(|_| {
+        let sum: u64 = rgb.iter().map(|&v| v as u64).sum();
+        (sum as f64 / (rgb.len() as f64 * 255.0)) as f32
+    });
+    // Every output value depends only on its channel and input byte, so a
+    // 3x256 table per image does lighting and normalisation at once.
+    let mut lut = [[0f32; 256]; 3];
+    for (ch, table) in lut.iter_mut().enumerate() {
+        for (v, slot) in table.iter_mut().enumerate() {
+            let mut x = v as f32 / 255.0;
+            if let (Some((b, c)), Some(mu)) = (lighting_bc, mu) {
+                x = lighting(x, mu, b, c);
+            }
+            *slot = (x - IMAGENET_MEAN[ch]) / IMAGENET_STD[ch];
+        }
+    }
+    let (red, rest) = out.split_at_mut(pixels);
+    let (green, blue) = rest.split_at_mut(pixels);
+    for ((px, (r, g)), b) in rgb.chunks_exact(3).zip(red.iter_mut().zip(green.iter_mut())).zip(blue.iter_mut()) {
+        *r = lut[0][px[0] as usize];
+        *g = lut[1][px[1] as usize];
+        *b = lut[2][px[2] as usize];
+    }
+}
+
+/// The inverse of the normalisation for one `3 x size x size` image (the first
+/// such values of `x`), for display.
+pub fn denorm(x: &[f32], size: u32) -> RgbImage {
+    let pixels = (size * size) as usize;
+    assert!(x.len() >= 3 * pixels, "need {} values for a {size}x{size} image, got {}", 3 * pixels, x.len());
+    let mut img = RgbImage::new(size, size);
+    for (p, px) in img.pixels_mut().enumerate() {
+        for ch in 0..3 {
+            let v = x[ch * pixels + p] * IMAGENET_STD[ch] + IMAGENET_MEAN[ch];
+            px.0[ch] = (v * 255.0).round().clamp(0.0, 255.0) as u8;
+        }
+    }
+    img
+}
+
+/// The per-image work after decoding: the geometric part of `draw` (if any)
+/// into `scratch`, the box along with it, then lighting and normalisation into
+/// `out`. Returns the box in output pixel coordinates.
+pub(crate) fn augment_into(
+    src: &[u8],
+    (width, height): (u32, u32),
+    bbox: Option<[f32; 4]>,
+    draw: Option<&AugmentDraw>,
+    box_mode: BoxMode,
+    scratch: &mut Vec<u8>,
+    out: &mut [f32],
+) -> Option<[f32; 4]> {
+    let (pixels, bbox) = match draw {
+        Some(draw) if draw.is_geometric() => {
+            let forward = draw.affine(width, height);
+            scratch.resize(src.len(), 0);
+            warp_affine_reflect(src, width, height, &forward, scratch);
+            let bbox = bbox.map(|bbox| match box_mode {
+                BoxMode::Tight => box_after_affine(bbox, &forward, width, height),
+                // A box moved out of the image entirely keeps its tight (clamped) form.
+                BoxMode::Mask => mask_box_after_affine(bbox, &forward, width, height)
+                    .unwrap_or_else(|| box_after_affine(bbox, &forward, width, height)),
+            });
+            (&scratch[..], bbox)
+        }
+        _ => (src, bbox.map(|b| clamp_box(b, width, height))),
+    };
+    normalize_into(pixels, draw.map(|d| (d.brightness, d.contrast)), out);
+    bbox
+}
+
+/// One squashed image through the loader's augmentation (`draw = None`:
+/// normalisation only). Returns CHW f32 (`3 * w * h`, see [`denorm`]) and the
+/// box in the image's pixel coordinates.
+pub fn augment_one(img: &RgbImage, bbox: Option<[f32; 4]>, draw: Option<&AugmentDraw>, box_mode: BoxMode) -> (Vec<f32>, Option<[f32; 4]>) {
+    let (w, h) = img.dimensions();
+    let mut out = vec![0f32; 3 * (w * h) as usize];
+    let mut scratch = Vec::new();
+    let bbox = augment_into(img.as_raw(), (w, h), bbox, draw, box_mode, &mut scratch, &mut out);
+    (out, bbox)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reflect_repeats_the_edge_pixel() {
+        let n = 5;
+        let got: Vec<usize> = (-3..8).map(|i| reflect(i, n)).collect();
+        assert_eq!(got, [2, 1, 0, 0, 1, 2, 3, 4, 4, 3, 2]);
+    }
+
+    #[test]
+    fn affine_inverse_and_composition_round_trip() {
+        let m = Affine::rotation(7.0, 112.0, 112.0).then(&Affine::hflip(224));
+        let back = m.then(&m.inverse());
+        for (got, want) in back.0.iter().flatten().zip(Affine::IDENTITY.0.iter().flatten()) {
+            assert!((got - want).abs() < 1e-12, "{back:?}");
+        }
+    }
+}
