@@ -1,1 +1,226 @@
-//! model-zoo
+//! Pretrained CNN backbones and heads for the lesson's models, in `tch::nn`.
+//!
+//! Backbone variables carry exactly the names of the PyTorch state dicts they
+//! come from (torchvision's ResNet34; the EfficientNet-Lite0 port with
+//! lukemelas/EfficientNet-PyTorch names), so [`load_backbone`] maps a
+//! safetensors file one to one. Heads live under `head.` with fastai's
+//! `nn.Sequential` indices.
+//!
+//! Each model has three layer groups (fastai's split): two body groups and
+//! the head. Variables are created in the optimiser group of their layer group
+//! (`nn::Path::set_group`), so `opt.set_lr_group(g, lr)` gives differential
+//! learning rates, and [`Net::forward`] takes one train/eval flag per group so
+//! frozen groups keep BatchNorm on its running statistics.
+//!
+//! The net must be built at `vs.root()` for [`load_backbone`] to find its
+//! variables by their PyTorch names.
+
+mod efficientnet;
+mod head;
+mod load;
+mod resnet;
+
+use std::str::FromStr;
+use tch::{nn, Tensor};
+
+pub use head::HeadSpec;
+pub use load::{load_backbone, LoadReport};
+
+/// Number of layer groups of every model: body (early), body (late), head.
+pub const N_GROUPS: usize = 3;
+/// Index of the head's layer group.
+pub const HEAD_GROUP: usize = 2;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelZooError {
+    #[error("unknown architecture `{0}` (known: resnet34, efficientnet-lite0)")]
+    UnknownArch(String),
+    #[error("{path}: {source}")]
+    Read { path: String, source: tch::TchError },
+    #[error("{path}: the weights do not fit {arch}: {details}")]
+    Mismatch { path: String, arch: Arch, details: String },
+    #[error("{path}: copying `{name}`: {source}")]
+    Copy { path: String, name: String, source: tch::TchError },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Arch {
+    ResNet34,
+    EfficientNetLite0,
+}
+
+impl Arch {
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::ResNet34 => "resnet34",
+            Arch::EfficientNetLite0 => "efficientnet-lite0",
+        }
+    }
+
+    /// Channels of the body's last feature map.
+    pub fn feature_channels(self) -> i64 {
+        match self {
+            Arch::ResNet34 => resnet::FEATURES,
+            Arch::EfficientNetLite0 => efficientnet::FEATURES,
+        }
+    }
+
+    /// Height (= width) of the body's last feature map for a square input
+    /// (7 for 224 on both).
+    pub fn feature_size(self, input_size: i64) -> i64 {
+        match self {
+            Arch::ResNet34 => resnet::feature_size(input_size),
+            Arch::EfficientNetLite0 => efficientnet::feature_size(input_size),
+        }
+    }
+
+    /// Per-channel (mean, std) of RGB in 0..1 that the pretrained weights
+    /// expect: ImageNet statistics for torchvision's ResNet34; the TF Lite
+    /// models' `(x - 127) / 128` for EfficientNet-Lite0.
+    pub fn input_normalization(self) -> ([f32; 3], [f32; 3]) {
+        match self {
+            Arch::ResNet34 => ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+            Arch::EfficientNetLite0 => ([127.0 / 255.0; 3], [128.0 / 255.0; 3]),
+        }
+    }
+
+    /// Layer group (0 or 1) of a body variable, by its PyTorch name.
+    fn body_group_of(self, name: &str) -> usize {
+        match self {
+            Arch::ResNet34 => resnet::group_of(name),
+            Arch::EfficientNetLite0 => efficientnet::group_of(name),
+        }
+    }
+}
+
+impl std::fmt::Display for Arch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Arch {
+    type Err = ModelZooError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "resnet34" => Ok(Arch::ResNet34),
+            "efficientnet-lite0" => Ok(Arch::EfficientNetLite0),
+            other => Err(ModelZooError::UnknownArch(other.to_string())),
+        }
+    }
+}
+
+enum Body {
+    ResNet34(resnet::ResNet34),
+    EfficientNetLite0(efficientnet::EfficientNetLite0),
+}
+
+/// A backbone with a head.
+pub struct Net {
+    arch: Arch,
+    body: Body,
+    head: head::Head,
+    input_size: i64,
+}
+
+impl Net {
+    /// Builds the model with freshly initialised weights (torchvision's and
+    /// fastai's initialisation). `input_size` is the side of the square input
+    /// the head is sized for (only heads that flatten the feature map care).
+    pub fn new(vs_root: &nn::Path, arch: Arch, head: HeadSpec, input_size: i64) -> Net {
+        let body = match arch {
+            Arch::ResNet34 => Body::ResNet34(resnet::ResNet34::new(vs_root)),
+            Arch::EfficientNetLite0 => Body::EfficientNetLite0(efficientnet::EfficientNetLite0::new(vs_root)),
+        };
+        let feature_size = arch.feature_size(input_size);
+        let head = head::Head::new(
+            &vs_root.set_group(HEAD_GROUP).sub("head"),
+            head,
+            arch.feature_channels(),
+            feature_size,
+        );
+        Net { arch, body, head, input_size }
+    }
+
+    pub fn arch(&self) -> Arch {
+        self.arch
+    }
+
+    pub fn input_size(&self) -> i64 {
+        self.input_size
+    }
+
+    pub fn n_groups(&self) -> usize {
+        N_GROUPS
+    }
+
+    /// The layer group of a variable of this net's VarStore (its name as in
+    /// `VarStore::variables()`); also the optimiser group it was created in.
+    pub fn group_of(&self, var_name: &str) -> usize {
+        if var_name.starts_with("head.") {
+            HEAD_GROUP
+        } else {
+            self.arch.body_group_of(var_name)
+        }
+    }
+
+    /// (channels, height, width) of the body's output for this net's input size.
+    pub fn feature_shape(&self) -> (i64, i64, i64) {
+        let side = self.arch.feature_size(self.input_size);
+        (self.arch.feature_channels(), side, side)
+    }
+
+    /// The body's feature map, `[N, C, H, W]`. `train_groups[g]`: whether
+    /// layer group g uses batch statistics (and updates its running ones) and
+    /// dropout; groups past the slice's end run in eval mode.
+    pub fn features(&self, x: &Tensor, train_groups: &[bool]) -> Tensor {
+        let train = |g: usize| train_groups.get(g).copied().unwrap_or(false);
+        match &self.body {
+            Body::ResNet34(body) => body.forward(x, train(0), train(1)),
+            Body::EfficientNetLite0(body) => body.forward(x, train(0), train(1)),
+        }
+    }
+
+    /// The head applied to a feature map.
+    pub fn head_forward(&self, features: &Tensor, train: bool) -> Tensor {
+        self.head.forward(features, train)
+    }
+
+    /// The whole model, with per-group train flags as in [`Net::features`].
+    pub fn forward(&self, x: &Tensor, train_groups: &[bool]) -> Tensor {
+        let features = self.features(x, train_groups);
+        self.head_forward(&features, train_groups.get(HEAD_GROUP).copied().unwrap_or(false))
+    }
+}
+
+/// SAME-padding amounts `(before, after)` of TensorFlow for one spatial dim:
+/// the output has `ceil(input / stride)` positions and an odd total goes after
+/// (bottom / right), as in the TF checkpoints the Lite0 weights come from.
+pub fn tf_same_padding(input: i64, kernel: i64, stride: i64) -> (i64, i64) {
+    let output = (input + stride - 1) / stride;
+    let total = ((output - 1) * stride + kernel - input).max(0);
+    (total / 2, total - total / 2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arch_names_round_trip() {
+        for arch in [Arch::ResNet34, Arch::EfficientNetLite0] {
+            assert_eq!(arch.name().parse::<Arch>().unwrap(), arch);
+        }
+        let err = "resnet50".parse::<Arch>().unwrap_err().to_string();
+        assert!(err.contains("`resnet50`"), "{err}");
+    }
+
+    #[test]
+    fn tf_same_padding_puts_the_odd_pixel_after() {
+        // (input, kernel, stride) -> (before, after)
+        let cases = [((224, 3, 2), (0, 1)), ((112, 5, 2), (1, 2)), ((56, 3, 1), (1, 1)), ((7, 5, 1), (2, 2)), ((225, 3, 2), (1, 1))];
+        for ((input, kernel, stride), want) in cases {
+            assert_eq!(tf_same_padding(input, kernel, stride), want, "input {input} kernel {kernel} stride {stride}");
+        }
+    }
+}
