@@ -10,7 +10,7 @@ mod runner;
 mod stages;
 mod torch;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use std::path::{Path, PathBuf};
 
@@ -183,7 +183,8 @@ fn resolve_data(data: &Option<PathBuf>) -> Result<PathBuf> {
 fn open_pipeline(name: &str, place: &Where) -> Result<(Pipeline, PathBuf, PathBuf)> {
     let root = project_root();
     let file = Pipeline::locate(name, &root)?;
-    let data = std::path::absolute(resolve_data(&place.data)?)?;
+    let data = resolve_data(&place.data)?;
+    let data = std::fs::canonicalize(&data).with_context(|| format!("dataset dir {}", data.display()))?;
     let stem = file.file_stem().unwrap_or_default().to_string_lossy().into_owned();
     let dataset = data.file_name().unwrap_or_default().to_string_lossy().into_owned();
     let out = match &place.out {

@@ -34,6 +34,7 @@ impl StageSpec {
 /// its fingerprint).
 const KINDS: &[(&str, &[&str])] = &[
     ("exec", &[]),
+    ("annotations", &["voc-annotations", "largest-object", "csv-export"]),
     ("lr_find", TRAINER_CODE),
     ("train", TRAINER_CODE),
     ("predict", TRAINER_CODE),
@@ -54,9 +55,43 @@ pub fn code_of(kind: &str) -> &'static [&'static str] {
 pub fn execute(spec: &StageSpec) -> Result<()> {
     match spec.kind.as_str() {
         "exec" => exec(spec),
+        "annotations" => annotations(spec),
         kind if TRAINER_KINDS.contains(&kind) => in_trainer(spec),
         other => bail!("no runner for stage kind {other:?}"),
     }
+}
+
+/// The lesson's first cells: annotations (COCO JSON, or VOC XML with
+/// `source = "xml"`) -> each image's largest object -> `lrg.csv`, `bb.csv`.
+fn annotations(spec: &StageSpec) -> Result<()> {
+    let source = spec.params.get("source").and_then(|v| v.as_str()).unwrap_or("json");
+    let dataset = match source {
+        "json" => voc_annotations::load_coco_json(spec.input("json")?)?,
+        "xml" => {
+            // Inputs: the Annotations folder and the split's list (ImageSets/Main/<split>.txt).
+            let annotations = spec.input("annotations")?;
+            let list = spec.input("list")?;
+            let voc_dir = annotations.parent().context("the Annotations folder has a parent")?;
+            let split = list.file_stem().context("a split list file")?.to_string_lossy();
+            if list != &voc_dir.join("ImageSets/Main").join(format!("{split}.txt")) {
+                bail!("stage {}: the split list must be <VOC2007>/ImageSets/Main/<split>.txt beside Annotations, not {}", spec.name, list.display());
+            }
+            voc_annotations::load_voc_xml(voc_dir, &split)?
+        }
+        other => bail!("stage {}: params.source must be \"json\" or \"xml\", not {other:?}", spec.name),
+    };
+    let largest = largest_object::largest_objects(&dataset)?;
+    largest.write_csvs(spec.output("lrg")?, spec.output("bb")?)?;
+    eprintln!(
+        "{} images, {} usable boxes ({} ignored, {} clamped to their image); {} rows in lrg.csv and bb.csv, {} images without a box left out",
+        dataset.images.len(),
+        dataset.object_count(),
+        dataset.stats.ignored,
+        dataset.stats.clamped,
+        largest.rows.len(),
+        largest.images_without_box
+    );
+    Ok(())
 }
 
 /// Before fingerprinting: what trainer stages read from the cache (libtorch,
