@@ -40,22 +40,25 @@ pub fn load_backbone(vs: &mut nn::VarStore, arch: Arch, safetensors: &Path) -> R
     let mut ignored = Vec::new();
     let mut unexpected = BTreeSet::new();
     let mut mismatched = Vec::new();
-    let mut found = BTreeSet::new();
+    let mut present = BTreeSet::new();
+    let mut found = 0;
     for (key, tensor) in &named {
         match body.get(key.as_str()) {
             _ if is_ignored(arch, key) => ignored.push(key.clone()),
             None => {
                 unexpected.insert(key.as_str());
             }
-            Some(var) if var.size() != tensor.size() => {
-                mismatched.push(format!("{key}: file {:?}, model {:?}", tensor.size(), var.size()))
-            }
-            Some(_) => {
-                found.insert(key.as_str());
+            Some(var) => {
+                present.insert(key.as_str());
+                if var.size() == tensor.size() {
+                    found += 1;
+                } else {
+                    mismatched.push(format!("{key}: file {:?}, model {:?}", tensor.size(), var.size()));
+                }
             }
         }
     }
-    let missing: BTreeSet<&str> = body.keys().copied().filter(|k| !found.contains(k) && !mismatched.iter().any(|m| m.starts_with(&format!("{k}:")))).collect();
+    let missing: BTreeSet<&str> = body.keys().copied().filter(|k| !present.contains(k)).collect();
     if !missing.is_empty() || !unexpected.is_empty() || !mismatched.is_empty() {
         let mut details = Vec::new();
         let list = |what: &str, items: Vec<String>| {
@@ -84,5 +87,5 @@ pub fn load_backbone(vs: &mut nn::VarStore, arch: Arch, safetensors: &Path) -> R
         }
     }
     ignored.sort();
-    Ok(LoadReport { file: safetensors.to_path_buf(), loaded: found.len(), ignored })
+    Ok(LoadReport { file: safetensors.to_path_buf(), loaded: found, ignored })
 }
