@@ -1,0 +1,409 @@
+//! Readers for the artifacts the training stages write (see the shared
+//! contracts): metrics CSV, lr_find CSV + JSON, bbox and class prediction CSVs.
+//! Every error names the file, and the line where one applies.
+
+use crate::{Result, VizError};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// One row of a bbox predictions CSV (`fn,bbox,true_bbox,iou`), boxes in original image pixels.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BboxPrediction {
+    pub file_name: String,
+    pub bbox: [f32; 4],
+    pub true_bbox: [f32; 4],
+    pub iou: f32,
+}
+
+/// One row of a class predictions CSV (`fn,cat,true_cat,prob`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClassPrediction {
+    pub file_name: String,
+    pub category: String,
+    pub true_category: String,
+    pub prob: f32,
+}
+
+/// One lr_find step (`iteration,lr,loss,smooth_loss`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LrFindPoint {
+    pub iteration: u64,
+    pub lr: f64,
+    pub loss: f64,
+    pub smooth_loss: f64,
+}
+
+/// The lr_find JSON: `{"suggested_lr": f64, "min_loss_lr": f64}`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LrSuggestion {
+    pub suggested_lr: f64,
+    pub min_loss_lr: f64,
+}
+
+/// A metrics CSV (`epoch,trn_loss,val_loss,<metrics...>,seconds`): every
+/// column numeric; an empty cell reads as NaN (e.g. no validation that epoch).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricsTable {
+    pub path: PathBuf,
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<f64>>,
+}
+
+/// Columns of a metrics CSV that are not metrics.
+const NON_METRIC_COLUMNS: [&str; 4] = ["epoch", "trn_loss", "val_loss", "seconds"];
+
+impl MetricsTable {
+    pub fn column(&self, name: &str) -> Option<Vec<f64>> {
+        let index = self.columns.iter().position(|c| c == name)?;
+        Some(self.rows.iter().map(|row| row[index]).collect())
+    }
+    /// The metric columns between the losses and `seconds`, in file order.
+    pub fn metric_columns(&self) -> Vec<&str> {
+        self.columns
+            .iter()
+            .map(String::as_str)
+            .filter(|c| !NON_METRIC_COLUMNS.contains(c))
+            .collect()
+    }
+}
+
+/// A CSV as strings: header and rows, for tables in the report and summaries.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StringTable {
+    pub header: Vec<String>,
+    pub rows: Vec<Vec<String>>,
+}
+
+fn reader(path: &Path) -> Result<csv::Reader<std::fs::File>> {
+    let file = std::fs::File::open(path).map_err(|e| VizError::io(path, e))?;
+    Ok(csv::ReaderBuilder::new()
+        .has_headers(true)
+        .from_reader(file))
+}
+
+fn csv_error(path: &Path, error: csv::Error) -> VizError {
+    let line = error.position().map(|p| p.line()).unwrap_or(0);
+    match error.into_kind() {
+        csv::ErrorKind::Io(e) => VizError::io(path, e),
+        kind => VizError::Parse {
+            path: path.to_path_buf(),
+            line,
+            message: format!("{kind:?}"),
+        },
+    }
+}
+
+/// Reads the header and checks it is exactly `expected`.
+fn expect_header(
+    path: &Path,
+    reader: &mut csv::Reader<std::fs::File>,
+    expected: &[&str],
+) -> Result<()> {
+    let header = reader.headers().map_err(|e| csv_error(path, e))?;
+    if header.iter().ne(expected.iter().copied()) {
+        return Err(VizError::Parse {
+            path: path.to_path_buf(),
+            line: 1,
+            message: format!(
+                "header is `{}`, expected `{}`",
+                header.iter().collect::<Vec<_>>().join(","),
+                expected.join(",")
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Reads every data row, with its 1-based line number, after checking the header.
+fn records(path: &Path, expected_header: &[&str]) -> Result<Vec<(u64, csv::StringRecord)>> {
+    let mut reader = reader(path)?;
+    expect_header(path, &mut reader, expected_header)?;
+    let mut rows = Vec::new();
+    for record in reader.records() {
+        let record = record.map_err(|e| csv_error(path, e))?;
+        let line = record.position().map(|p| p.line()).unwrap_or(0);
+        rows.push((line, record));
+    }
+    Ok(rows)
+}
+
+fn parse_error(path: &Path, line: u64, message: String) -> VizError {
+    VizError::Parse {
+        path: path.to_path_buf(),
+        line,
+        message,
+    }
+}
+
+fn parse_f64(path: &Path, line: u64, column: &str, text: &str) -> Result<f64> {
+    if text.trim().is_empty() {
+        return Ok(f64::NAN);
+    }
+    text.trim().parse().map_err(|_| {
+        parse_error(
+            path,
+            line,
+            format!("column `{column}`: `{text}` is not a number"),
+        )
+    })
+}
+
+/// Parses a space-separated `top left bottom right` box. Unlike
+/// `csv_export::parse_bbox` it accepts inverted boxes: an untrained model
+/// predicts them, and they are still worth drawing.
+pub fn parse_bbox(text: &str) -> Option<[f32; 4]> {
+    let values: Vec<f32> = text
+        .split_whitespace()
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    let bbox: [f32; 4] = values.try_into().ok()?;
+    bbox.iter().all(|v| v.is_finite()).then_some(bbox)
+}
+
+fn bbox_field(path: &Path, line: u64, column: &str, text: &str) -> Result<[f32; 4]> {
+    parse_bbox(text).ok_or_else(|| {
+        parse_error(path, line, format!("column `{column}`: `{text}` is not four space-separated numbers (top left bottom right)"))
+    })
+}
+
+pub fn read_bbox_predictions(path: &Path) -> Result<Vec<BboxPrediction>> {
+    records(path, &["fn", "bbox", "true_bbox", "iou"])?
+        .into_iter()
+        .map(|(line, r)| {
+            Ok(BboxPrediction {
+                file_name: r[0].to_string(),
+                bbox: bbox_field(path, line, "bbox", &r[1])?,
+                true_bbox: bbox_field(path, line, "true_bbox", &r[2])?,
+                iou: parse_f64(path, line, "iou", &r[3])? as f32,
+            })
+        })
+        .collect()
+}
+
+pub fn read_class_predictions(path: &Path) -> Result<Vec<ClassPrediction>> {
+    records(path, &["fn", "cat", "true_cat", "prob"])?
+        .into_iter()
+        .map(|(line, r)| {
+            Ok(ClassPrediction {
+                file_name: r[0].to_string(),
+                category: r[1].to_string(),
+                true_category: r[2].to_string(),
+                prob: parse_f64(path, line, "prob", &r[3])? as f32,
+            })
+        })
+        .collect()
+}
+
+pub fn read_lr_find(path: &Path) -> Result<Vec<LrFindPoint>> {
+    records(path, &["iteration", "lr", "loss", "smooth_loss"])?
+        .into_iter()
+        .map(|(line, r)| {
+            let iteration = r[0].trim().parse().map_err(|_| {
+                parse_error(
+                    path,
+                    line,
+                    format!("column `iteration`: `{}` is not a whole number", &r[0]),
+                )
+            })?;
+            let lr = parse_f64(path, line, "lr", &r[1])?;
+            if lr.is_nan() || lr <= 0.0 {
+                return Err(parse_error(
+                    path,
+                    line,
+                    format!("column `lr`: {lr} is not positive"),
+                ));
+            }
+            Ok(LrFindPoint {
+                iteration,
+                lr,
+                loss: parse_f64(path, line, "loss", &r[2])?,
+                smooth_loss: parse_f64(path, line, "smooth_loss", &r[3])?,
+            })
+        })
+        .collect()
+}
+
+pub fn read_lr_suggestion(path: &Path) -> Result<LrSuggestion> {
+    let text = std::fs::read_to_string(path).map_err(|e| VizError::io(path, e))?;
+    serde_json::from_str(&text).map_err(|e| parse_error(path, e.line() as u64, e.to_string()))
+}
+
+pub fn read_metrics(path: &Path) -> Result<MetricsTable> {
+    let mut reader = reader(path)?;
+    let columns: Vec<String> = reader
+        .headers()
+        .map_err(|e| csv_error(path, e))?
+        .iter()
+        .map(str::to_string)
+        .collect();
+    for required in ["epoch", "trn_loss", "val_loss"] {
+        if !columns.iter().any(|c| c == required) {
+            return Err(parse_error(
+                path,
+                1,
+                format!("header `{}` has no `{required}` column", columns.join(",")),
+            ));
+        }
+    }
+    let mut rows = Vec::new();
+    for record in reader.records() {
+        let record = record.map_err(|e| csv_error(path, e))?;
+        let line = record.position().map(|p| p.line()).unwrap_or(0);
+        let row = columns
+            .iter()
+            .zip(record.iter())
+            .map(|(column, text)| parse_f64(path, line, column, text))
+            .collect::<Result<Vec<_>>>()?;
+        rows.push(row);
+    }
+    Ok(MetricsTable {
+        path: path.to_path_buf(),
+        columns,
+        rows,
+    })
+}
+
+/// Any CSV with a header, as strings.
+pub fn read_string_table(path: &Path) -> Result<StringTable> {
+    let mut reader = reader(path)?;
+    let header = reader
+        .headers()
+        .map_err(|e| csv_error(path, e))?
+        .iter()
+        .map(str::to_string)
+        .collect();
+    let rows = reader
+        .records()
+        .map(|r| {
+            r.map(|r| r.iter().map(str::to_string).collect())
+                .map_err(|e| csv_error(path, e))
+        })
+        .collect::<Result<_>>()?;
+    Ok(StringTable { header, rows })
+}
+
+/// The first line of a CSV split on commas: how `show` tells artifacts apart.
+pub fn read_header(path: &Path) -> Result<Vec<String>> {
+    let mut reader = reader(path)?;
+    Ok(reader
+        .headers()
+        .map_err(|e| csv_error(path, e))?
+        .iter()
+        .map(str::to_string)
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn reads_bbox_predictions() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(
+            dir.path(),
+            "p.csv",
+            "fn,bbox,true_bbox,iou\n000012.jpg,96 155 269 350,90 150 270 349.5,0.81\n",
+        );
+        let rows = read_bbox_predictions(&path).unwrap();
+        assert_eq!(
+            rows,
+            vec![BboxPrediction {
+                file_name: "000012.jpg".into(),
+                bbox: [96.0, 155.0, 269.0, 350.0],
+                true_bbox: [90.0, 150.0, 270.0, 349.5],
+                iou: 0.81
+            }]
+        );
+    }
+
+    #[test]
+    fn bad_rows_name_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases = [
+            (
+                "fn,bbox,true_bbox,iou\na.jpg,1 2 3 4,1 2 3 4,0.5\nb.jpg,1 2 3,1 2 3 4,0.5\n",
+                "line 3",
+                "bbox",
+            ),
+            (
+                "fn,bbox,true_bbox,iou\na.jpg,1 2 3 4,1 2 3 4,high\n",
+                "line 2",
+                "iou",
+            ),
+            ("fn,box,true_bbox,iou\n", "line 1", "header"),
+        ];
+        for (text, line, word) in cases {
+            let path = write(dir.path(), "bad.csv", text);
+            let message = read_bbox_predictions(&path).unwrap_err().to_string();
+            assert!(
+                message.contains("bad.csv") && message.contains(line) && message.contains(word),
+                "{message}"
+            );
+        }
+        let missing = read_class_predictions(&dir.path().join("nope.csv"))
+            .unwrap_err()
+            .to_string();
+        assert!(missing.contains("nope.csv"), "{missing}");
+    }
+
+    #[test]
+    fn reads_metrics_with_metric_columns_and_empty_cells() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(
+            dir.path(),
+            "m.csv",
+            "epoch,trn_loss,val_loss,l1_px,mean_iou,seconds\n1,2.5,2.0,30.1,0.4,12\n2,1.5,,25.0,0.5,11\n",
+        );
+        let table = read_metrics(&path).unwrap();
+        assert_eq!(table.metric_columns(), vec!["l1_px", "mean_iou"]);
+        assert_eq!(table.column("trn_loss").unwrap(), vec![2.5, 1.5]);
+        assert!(table.column("val_loss").unwrap()[1].is_nan());
+    }
+
+    #[test]
+    fn reads_lr_find_and_suggestion() {
+        let dir = tempfile::tempdir().unwrap();
+        let csv = write(
+            dir.path(),
+            "lr.csv",
+            "iteration,lr,loss,smooth_loss\n0,1e-5,3.0,3.0\n1,2e-5,2.9,2.95\n",
+        );
+        let json = write(
+            dir.path(),
+            "lr.json",
+            r#"{"suggested_lr": 0.001, "min_loss_lr": 0.01}"#,
+        );
+        let points = read_lr_find(&csv).unwrap();
+        assert_eq!(
+            points[1],
+            LrFindPoint {
+                iteration: 1,
+                lr: 2e-5,
+                loss: 2.9,
+                smooth_loss: 2.95
+            }
+        );
+        assert_eq!(
+            read_lr_suggestion(&json).unwrap(),
+            LrSuggestion {
+                suggested_lr: 0.001,
+                min_loss_lr: 0.01
+            }
+        );
+        let bad = write(
+            dir.path(),
+            "bad.csv",
+            "iteration,lr,loss,smooth_loss\n0,0,3.0,3.0\n",
+        );
+        let message = read_lr_find(&bad).unwrap_err().to_string();
+        assert!(message.contains("bad.csv: line 2"), "{message}");
+    }
+}

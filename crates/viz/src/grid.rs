@@ -1,0 +1,392 @@
+//! R x C grids of annotated images (the lesson's `plt.subplots(3, 4)` loops):
+//! each cell an image scaled to fit, its boxes and labels drawn at the cell's
+//! resolution (so lines keep their width), and a caption under it.
+
+use crate::artifacts::{
+    read_bbox_predictions, read_class_predictions, BboxPrediction, ClassPrediction,
+};
+use crate::draw::{
+    draw_annotations, draw_text, text_extent, Annotation, TextStyle, GROUND_TRUTH_COLOR,
+    PREDICTION_COLOR, WHITE,
+};
+use crate::{open_rgb, save_png, Result, VizError};
+use csv_export::{BbRow, LrgRow};
+use image::{imageops, Rgb, RgbImage};
+use std::path::Path;
+
+const BACKGROUND: Rgb<u8> = Rgb([32, 32, 32]);
+const MISSING_IMAGE: Rgb<u8> = Rgb([90, 30, 30]);
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GridLayout {
+    pub rows: usize,
+    pub cols: usize,
+    /// Each image is scaled to fit a square of this many pixels.
+    pub cell_px: u32,
+    /// Height of the caption strip under each cell.
+    pub caption_px: u32,
+    pub gap_px: u32,
+    /// Size of labels drawn on the images.
+    pub label_px: f32,
+}
+
+impl Default for GridLayout {
+    /// The lesson's 3 x 4 grid.
+    fn default() -> Self {
+        GridLayout {
+            rows: 3,
+            cols: 4,
+            cell_px: 256,
+            caption_px: 22,
+            gap_px: 6,
+            label_px: 15.0,
+        }
+    }
+}
+
+impl GridLayout {
+    /// The smallest grid of at most `max_cols` columns that holds `count` images.
+    pub fn for_count(count: usize, max_cols: usize) -> Self {
+        let cols = count.clamp(1, max_cols.max(1));
+        GridLayout {
+            rows: count.max(1).div_ceil(cols),
+            cols,
+            ..GridLayout::default()
+        }
+    }
+    pub fn capacity(&self) -> usize {
+        self.rows * self.cols
+    }
+    /// `(width, height)` of the rendered grid in pixels.
+    pub fn size_px(&self) -> (u32, u32) {
+        let (rows, cols) = (self.rows as u32, self.cols as u32);
+        let width = cols * self.cell_px + (cols + 1) * self.gap_px;
+        let height = rows * (self.cell_px + self.caption_px) + (rows + 1) * self.gap_px;
+        (width, height)
+    }
+}
+
+/// One cell: an image at its own resolution, what to draw on it (in the
+/// image's pixels), and a caption.
+#[derive(Debug, Clone)]
+pub struct Tile {
+    pub image: RgbImage,
+    pub annotations: Vec<Annotation>,
+    pub caption: String,
+}
+
+/// Renders the first `layout.capacity()` tiles row by row; extra tiles are ignored.
+pub fn render_grid(tiles: &[Tile], layout: &GridLayout) -> RgbImage {
+    let (width, height) = layout.size_px();
+    let mut canvas = RgbImage::from_pixel(width, height, BACKGROUND);
+    for (index, tile) in tiles.iter().take(layout.capacity()).enumerate() {
+        let (row, col) = ((index / layout.cols) as u32, (index % layout.cols) as u32);
+        let x = layout.gap_px + col * (layout.cell_px + layout.gap_px);
+        let y = layout.gap_px + row * (layout.cell_px + layout.caption_px + layout.gap_px);
+        let cell = render_cell(tile, layout);
+        imageops::replace(&mut canvas, &cell, i64::from(x), i64::from(y));
+    }
+    canvas
+}
+
+/// The image scaled to fit the cell, annotated, with the caption strip below.
+fn render_cell(tile: &Tile, layout: &GridLayout) -> RgbImage {
+    let cell = layout.cell_px;
+    let mut out = RgbImage::from_pixel(cell, cell + layout.caption_px, BACKGROUND);
+    let (w, h) = tile.image.dimensions();
+    if w > 0 && h > 0 {
+        let scale = (cell as f32 / w as f32).min(cell as f32 / h as f32);
+        let (sw, sh) = (
+            ((w as f32 * scale).round() as u32).clamp(1, cell),
+            ((h as f32 * scale).round() as u32).clamp(1, cell),
+        );
+        let mut scaled = imageops::resize(&tile.image, sw, sh, imageops::FilterType::Triangle);
+        let scaled_annotations: Vec<Annotation> = tile
+            .annotations
+            .iter()
+            .map(|a| Annotation {
+                bbox: a.bbox.map(|b| b.map(|v| v * scale)),
+                ..a.clone()
+            })
+            .collect();
+        draw_annotations(&mut scaled, &scaled_annotations, layout.label_px);
+        // Centred across, at the bottom of the cell: the caption sits right under its image.
+        imageops::replace(
+            &mut out,
+            &scaled,
+            i64::from((cell - sw) / 2),
+            i64::from(cell - sh),
+        );
+    }
+    let caption_style = TextStyle {
+        color: WHITE,
+        size_px: (layout.caption_px as f32 * 0.7).max(8.0),
+        outline_px: 0,
+    };
+    let caption = fit_text(&tile.caption, &caption_style, cell.saturating_sub(4));
+    draw_text(&mut out, (2, i64::from(cell) + 2), &caption, &caption_style);
+    out
+}
+
+/// `text`, cut with an ellipsis where it is wider than `max_width` pixels.
+fn fit_text(text: &str, style: &TextStyle, max_width: u32) -> String {
+    if text_extent(text, style).0 <= max_width {
+        return text.to_string();
+    }
+    let chars: Vec<char> = text.chars().collect();
+    (0..chars.len())
+        .rev()
+        .map(|keep| format!("{}…", chars[..keep].iter().collect::<String>()))
+        .find(|candidate| text_extent(candidate, style).0 <= max_width)
+        .unwrap_or_default()
+}
+
+/// Loads `images_dir/file_name`; a missing or broken image becomes a dark red
+/// placeholder (counted by a warning) so one bad file does not lose the grid.
+fn load_or_placeholder(images_dir: &Path, file_name: &str) -> RgbImage {
+    let path = images_dir.join(file_name);
+    match open_rgb(&path) {
+        Ok(image) => image,
+        Err(error) => {
+            tracing::warn!("grid: {error}; drawing a placeholder");
+            RgbImage::from_pixel(320, 240, MISSING_IMAGE)
+        }
+    }
+}
+
+/// Tiles for a bbox predictions CSV: prediction in white, ground truth in green, IoU in the caption.
+pub fn bbox_prediction_tiles(predictions: &[BboxPrediction], images_dir: &Path) -> Vec<Tile> {
+    predictions
+        .iter()
+        .map(|p| Tile {
+            image: load_or_placeholder(images_dir, &p.file_name),
+            annotations: vec![
+                Annotation::bare_box(p.true_bbox, GROUND_TRUTH_COLOR),
+                Annotation::bare_box(p.bbox, PREDICTION_COLOR),
+            ],
+            caption: format!("{}  IoU {:.2}", p.file_name, p.iou),
+        })
+        .collect()
+}
+
+/// Tiles for a class predictions CSV: predicted class and probability in white, true class in green.
+pub fn class_prediction_tiles(predictions: &[ClassPrediction], images_dir: &Path) -> Vec<Tile> {
+    predictions
+        .iter()
+        .map(|p| {
+            let verdict = if p.category == p.true_category {
+                "right"
+            } else {
+                "WRONG"
+            };
+            Tile {
+                image: load_or_placeholder(images_dir, &p.file_name),
+                annotations: vec![
+                    Annotation::label(format!("{} {:.2}", p.category, p.prob), PREDICTION_COLOR),
+                    Annotation::label(format!("true: {}", p.true_category), GROUND_TRUTH_COLOR),
+                ],
+                caption: format!("{}  {verdict}", p.file_name),
+            }
+        })
+        .collect()
+}
+
+/// Tiles for bb.csv rows: the largest object's box.
+pub fn bb_tiles(rows: &[BbRow], images_dir: &Path) -> Vec<Tile> {
+    rows.iter()
+        .map(|row| {
+            let [top, left, bottom, right] = row.bbox;
+            Tile {
+                image: load_or_placeholder(images_dir, &row.file_name),
+                annotations: vec![Annotation::bare_box(row.bbox, PREDICTION_COLOR)],
+                caption: format!("{}  {}x{}", row.file_name, right - left, bottom - top),
+            }
+        })
+        .collect()
+}
+
+/// Tiles for lrg.csv rows: the largest object's class at the top-left corner.
+pub fn lrg_tiles(rows: &[LrgRow], images_dir: &Path) -> Vec<Tile> {
+    rows.iter()
+        .map(|row| Tile {
+            image: load_or_placeholder(images_dir, &row.file_name),
+            annotations: vec![Annotation::label(row.category.clone(), PREDICTION_COLOR)],
+            caption: row.file_name.clone(),
+        })
+        .collect()
+}
+
+fn write_grid(tiles: &[Tile], layout: &GridLayout, out: &Path) -> Result<()> {
+    save_png(&render_grid(tiles, layout), out)
+}
+
+fn first<T>(rows: Vec<T>, count: usize, path: &Path) -> Result<Vec<T>> {
+    if rows.is_empty() {
+        return Err(VizError::invalid(path, "no rows to draw"));
+    }
+    Ok(rows.into_iter().take(count).collect())
+}
+
+/// The lesson's prediction grid for the bbox model: the first `layout.capacity()` rows.
+pub fn bbox_prediction_grid(
+    predictions_csv: &Path,
+    images_dir: &Path,
+    layout: &GridLayout,
+    out: &Path,
+) -> Result<()> {
+    let rows = first(
+        read_bbox_predictions(predictions_csv)?,
+        layout.capacity(),
+        predictions_csv,
+    )?;
+    write_grid(&bbox_prediction_tiles(&rows, images_dir), layout, out)
+}
+
+/// The lesson's prediction grid for the classifier: the first `layout.capacity()` rows.
+pub fn class_prediction_grid(
+    predictions_csv: &Path,
+    images_dir: &Path,
+    layout: &GridLayout,
+    out: &Path,
+) -> Result<()> {
+    let rows = first(
+        read_class_predictions(predictions_csv)?,
+        layout.capacity(),
+        predictions_csv,
+    )?;
+    write_grid(&class_prediction_tiles(&rows, images_dir), layout, out)
+}
+
+/// The first `layout.capacity()` boxes of bb.csv on their images.
+pub fn bb_grid(bb_csv: &Path, images_dir: &Path, layout: &GridLayout, out: &Path) -> Result<()> {
+    let rows = first(csv_export::read_bb(bb_csv)?, layout.capacity(), bb_csv)?;
+    write_grid(&bb_tiles(&rows, images_dir), layout, out)
+}
+
+/// The first `layout.capacity()` classes of lrg.csv on their images.
+pub fn lrg_grid(lrg_csv: &Path, images_dir: &Path, layout: &GridLayout, out: &Path) -> Result<()> {
+    let rows = first(csv_export::read_lrg(lrg_csv)?, layout.capacity(), lrg_csv)?;
+    write_grid(&lrg_tiles(&rows, images_dir), layout, out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::draw::BLACK;
+    use crate::test_support::{png_size, write_jpeg};
+
+    #[test]
+    fn layout_sizes() {
+        let layout = GridLayout::default();
+        assert_eq!((layout.rows, layout.cols, layout.capacity()), (3, 4, 12));
+        assert_eq!(layout.size_px(), (4 * 256 + 5 * 6, 3 * (256 + 22) + 4 * 6));
+        let five = GridLayout::for_count(5, 4);
+        assert_eq!((five.rows, five.cols), (2, 4));
+        let two = GridLayout::for_count(2, 4);
+        assert_eq!((two.rows, two.cols), (1, 2));
+    }
+
+    #[test]
+    fn boxes_are_scaled_into_their_cell() {
+        // A 512x256 image in a 256 px cell is halved and sits at the cell's bottom (128 px band above).
+        let layout = GridLayout {
+            rows: 1,
+            cols: 1,
+            cell_px: 256,
+            caption_px: 20,
+            gap_px: 0,
+            label_px: 12.0,
+        };
+        let tile = Tile {
+            image: RgbImage::from_pixel(512, 256, Rgb([128, 128, 128])),
+            annotations: vec![Annotation::bare_box([40.0, 100.0, 200.0, 400.0], WHITE)],
+            caption: "caption".into(),
+        };
+        let grid = render_grid(&[tile], &layout);
+        assert_eq!(grid.dimensions(), (256, 276));
+        // Box top edge at 40/2 + 128 = 148, left edge at 50: white on it, black just outside.
+        assert_eq!(*grid.get_pixel(120, 148), WHITE);
+        assert_eq!(*grid.get_pixel(120, 146), BLACK);
+        assert_eq!(*grid.get_pixel(50, 180), WHITE);
+        assert_eq!(*grid.get_pixel(48, 180), BLACK);
+        // The letterbox band above the image stays background; the caption has white text.
+        assert_eq!(*grid.get_pixel(120, 100), BACKGROUND);
+        assert!((256..276).any(|y| (0..256).any(|x| *grid.get_pixel(x, y) == WHITE)));
+    }
+
+    #[test]
+    fn prediction_grids_write_pngs_of_the_layout_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let images = dir.path().join("images");
+        std::fs::create_dir(&images).unwrap();
+        write_jpeg(&images.join("a.jpg"), 200, 150);
+        write_jpeg(&images.join("b.jpg"), 120, 240);
+        let bbox_csv = dir.path().join("bbox.csv");
+        std::fs::write(&bbox_csv, "fn,bbox,true_bbox,iou\na.jpg,10 10 100 150,12 8 110 140,0.8\nb.jpg,5 5 60 60,0 0 50 50,0.5\nmissing.jpg,1 1 9 9,1 1 9 9,1\n").unwrap();
+        let class_csv = dir.path().join("class.csv");
+        std::fs::write(
+            &class_csv,
+            "fn,cat,true_cat,prob\na.jpg,car,car,0.9\nb.jpg,dog,cat,0.4\n",
+        )
+        .unwrap();
+        let layout = GridLayout {
+            rows: 2,
+            cols: 2,
+            cell_px: 128,
+            ..GridLayout::default()
+        };
+        let bbox_png = dir.path().join("out/bbox.png");
+        bbox_prediction_grid(&bbox_csv, &images, &layout, &bbox_png).unwrap();
+        assert_eq!(png_size(&bbox_png), layout.size_px());
+        let class_png = dir.path().join("class.png");
+        class_prediction_grid(&class_csv, &images, &layout, &class_png).unwrap();
+        assert_eq!(png_size(&class_png), layout.size_px());
+
+        // Ground truth in green and prediction in white both show in the bbox grid.
+        let grid = image::open(&bbox_png).unwrap().into_rgb8();
+        assert!(grid.pixels().any(|p| *p == GROUND_TRUTH_COLOR));
+        assert!(grid.pixels().any(|p| *p == WHITE));
+    }
+
+    #[test]
+    fn csv_grids_use_csv_export_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        write_jpeg(&dir.path().join("a.jpg"), 100, 80);
+        let bb = dir.path().join("bb.csv");
+        csv_export::write_bb(
+            &bb,
+            &[BbRow {
+                file_name: "a.jpg".into(),
+                bbox: [10.0, 10.0, 70.0, 90.0],
+            }],
+        )
+        .unwrap();
+        let lrg = dir.path().join("lrg.csv");
+        csv_export::write_lrg(
+            &lrg,
+            &[LrgRow {
+                file_name: "a.jpg".into(),
+                category: "horse".into(),
+            }],
+        )
+        .unwrap();
+        let layout = GridLayout::for_count(1, 4);
+        for (draw, csv) in [
+            (
+                bb_grid as fn(&Path, &Path, &GridLayout, &Path) -> Result<()>,
+                &bb,
+            ),
+            (lrg_grid, &lrg),
+        ] {
+            let out = dir.path().join("grid.png");
+            draw(csv, dir.path(), &layout, &out).unwrap();
+            assert_eq!(png_size(&out), layout.size_px());
+        }
+        let empty = dir.path().join("empty.csv");
+        std::fs::write(&empty, "fn,bbox\n").unwrap();
+        let message = bb_grid(&empty, dir.path(), &layout, &dir.path().join("x.png"))
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("empty.csv"), "{message}");
+    }
+}

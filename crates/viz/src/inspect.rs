@@ -1,0 +1,708 @@
+//! What `cargo xtask show` prints and draws: artifacts are recognised by
+//! their CSV header (or JSON keys), summarised as text, and drawn as a grid
+//! or a plot.
+
+use crate::artifacts::{
+    read_bbox_predictions, read_class_predictions, read_header, read_lr_find, read_lr_suggestion,
+    read_metrics, read_string_table, LrSuggestion,
+};
+use crate::draw::{draw_annotations, Annotation, PREDICTION_COLOR};
+use crate::grid::{
+    bb_tiles, bbox_prediction_tiles, class_prediction_tiles, lrg_tiles, render_grid, GridLayout,
+    Tile,
+};
+use crate::plot::{plot_lr_find_points, plot_metrics_table, LrFindPlotOptions};
+use crate::{open_rgb, save_png, Result, VizError};
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArtifactKind {
+    /// lrg.csv: `fn,cat`
+    Lrg,
+    /// bb.csv: `fn,bbox`
+    Bb,
+    /// `fn,bbox,true_bbox,iou`
+    BboxPredictions,
+    /// `fn,cat,true_cat,prob`
+    ClassPredictions,
+    /// `epoch,trn_loss,val_loss,...`
+    Metrics,
+    /// `iteration,lr,loss,smooth_loss`
+    LrFind,
+    /// `{"suggested_lr": .., "min_loss_lr": ..}`
+    LrFindJson,
+    /// COCO-style annotations (`images`, `annotations`, `categories`)
+    CocoJson,
+}
+
+/// Rows shown under "first rows".
+pub const FIRST_ROWS: usize = 5;
+
+pub fn detect_kind(path: &Path) -> Result<ArtifactKind> {
+    if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("json"))
+    {
+        let text = std::fs::read_to_string(path).map_err(|e| VizError::io(path, e))?;
+        let value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| VizError::Parse {
+                path: path.to_path_buf(),
+                line: e.line() as u64,
+                message: e.to_string(),
+            })?;
+        return if value.get("suggested_lr").is_some() {
+            Ok(ArtifactKind::LrFindJson)
+        } else if value.get("images").is_some() && value.get("annotations").is_some() {
+            Ok(ArtifactKind::CocoJson)
+        } else {
+            Err(VizError::invalid(
+                path,
+                "JSON is neither an lr_find result nor COCO-style annotations",
+            ))
+        };
+    }
+    let header = read_header(path)?;
+    let names: Vec<&str> = header.iter().map(String::as_str).collect();
+    match names.as_slice() {
+        ["fn", "cat"] => Ok(ArtifactKind::Lrg),
+        ["fn", "bbox"] => Ok(ArtifactKind::Bb),
+        ["fn", "bbox", "true_bbox", "iou"] => Ok(ArtifactKind::BboxPredictions),
+        ["fn", "cat", "true_cat", "prob"] => Ok(ArtifactKind::ClassPredictions),
+        ["iteration", "lr", "loss", "smooth_loss"] => Ok(ArtifactKind::LrFind),
+        ["epoch", "trn_loss", "val_loss", ..] => Ok(ArtifactKind::Metrics),
+        _ => Err(VizError::Parse {
+            path: path.to_path_buf(),
+            line: 1,
+            message: format!(
+                "unknown artifact header `{}` (expected lrg, bb, metrics, lr_find or predictions CSV)",
+                header.join(",")
+            ),
+        }),
+    }
+}
+
+/// `(min, mean, max)` of the finite values, `None` if there are none.
+pub fn min_mean_max(values: impl IntoIterator<Item = f64>) -> Option<(f64, f64, f64)> {
+    let (mut min, mut max, mut sum, mut count) = (f64::INFINITY, f64::NEG_INFINITY, 0.0, 0usize);
+    for v in values.into_iter().filter(|v| v.is_finite()) {
+        min = min.min(v);
+        max = max.max(v);
+        sum += v;
+        count += 1;
+    }
+    (count > 0).then(|| (min, sum / count as f64, max))
+}
+
+/// Human-readable summary of any artifact `show` knows.
+pub fn summarize(path: &Path) -> Result<String> {
+    let kind = detect_kind(path)?;
+    let mut out = String::new();
+    let _ = writeln!(out, "{} ({})", path.display(), kind_name(kind));
+    match kind {
+        ArtifactKind::LrFindJson => {
+            let s = read_lr_suggestion(path)?;
+            let _ = writeln!(
+                out,
+                "suggested lr {:.3e}, min loss lr {:.3e}",
+                s.suggested_lr, s.min_loss_lr
+            );
+            return Ok(out);
+        }
+        ArtifactKind::CocoJson => {
+            summarize_dataset(&mut out, path)?;
+            return Ok(out);
+        }
+        _ => {}
+    }
+    let table = read_string_table(path)?;
+    let _ = writeln!(out, "rows: {}", table.rows.len());
+    let shown: Vec<Vec<String>> = table.rows.iter().take(FIRST_ROWS).cloned().collect();
+    let _ = writeln!(out, "first rows:\n{}", aligned(&table.header, &shown));
+    match kind {
+        ArtifactKind::Lrg => {
+            let rows = csv_export::read_lrg(path)?;
+            let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+            for row in &rows {
+                *counts.entry(row.category.as_str()).or_default() += 1;
+            }
+            let _ = writeln!(out, "classes: {}", counts.len());
+            histogram(
+                &mut out,
+                counts
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect(),
+                rows.len(),
+            );
+        }
+        ArtifactKind::Bb => {
+            let rows = csv_export::read_bb(path)?;
+            let sizes: Vec<(f64, f64)> = rows
+                .iter()
+                .map(|r| {
+                    (
+                        f64::from(r.bbox[3] - r.bbox[1]),
+                        f64::from(r.bbox[2] - r.bbox[0]),
+                    )
+                })
+                .collect();
+            let _ = writeln!(
+                out,
+                "box sizes in pixels (width = right-left, height = bottom-top):"
+            );
+            let _ = writeln!(out, "{:>8} {:>10} {:>10} {:>10}", "", "min", "mean", "max");
+            let stats = [
+                ("width", min_mean_max(sizes.iter().map(|s| s.0))),
+                ("height", min_mean_max(sizes.iter().map(|s| s.1))),
+                ("area", min_mean_max(sizes.iter().map(|s| s.0 * s.1))),
+            ];
+            for (name, stat) in stats {
+                if let Some((min, mean, max)) = stat {
+                    let _ = writeln!(out, "{name:>8} {min:>10.1} {mean:>10.1} {max:>10.1}");
+                }
+            }
+        }
+        ArtifactKind::BboxPredictions => {
+            let rows = read_bbox_predictions(path)?;
+            if let Some((min, mean, max)) = min_mean_max(rows.iter().map(|r| f64::from(r.iou))) {
+                let _ = writeln!(out, "IoU: min {min:.3}, mean {mean:.3}, max {max:.3}");
+            }
+            let hits = rows.iter().filter(|r| r.iou >= 0.5).count();
+            let _ = writeln!(
+                out,
+                "IoU >= 0.5: {hits} of {} ({:.1}%)",
+                rows.len(),
+                percent(hits, rows.len())
+            );
+            let l1 = rows.iter().map(|r| {
+                r.bbox
+                    .iter()
+                    .zip(&r.true_bbox)
+                    .map(|(p, t)| f64::from((p - t).abs()))
+                    .sum::<f64>()
+                    / 4.0
+            });
+            if let Some((_, mean, _)) = min_mean_max(l1) {
+                let _ = writeln!(out, "mean L1 error per coordinate: {mean:.1} px");
+            }
+            let mut worst: Vec<_> = rows.iter().collect();
+            worst.sort_by(|a, b| a.iou.total_cmp(&b.iou));
+            let names: Vec<String> = worst
+                .iter()
+                .take(3)
+                .map(|r| format!("{} ({:.2})", r.file_name, r.iou))
+                .collect();
+            let _ = writeln!(out, "lowest IoU: {}", names.join(", "));
+        }
+        ArtifactKind::ClassPredictions => {
+            let rows = read_class_predictions(path)?;
+            let right = rows
+                .iter()
+                .filter(|r| r.category == r.true_category)
+                .count();
+            let _ = writeln!(
+                out,
+                "accuracy: {right} of {} ({:.1}%)",
+                rows.len(),
+                percent(right, rows.len())
+            );
+            if let Some((_, mean, _)) = min_mean_max(rows.iter().map(|r| f64::from(r.prob))) {
+                let _ = writeln!(out, "mean predicted probability: {mean:.3}");
+            }
+            let mut per_class: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+            let mut confusions: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+            for row in &rows {
+                let entry = per_class.entry(row.true_category.as_str()).or_default();
+                entry.0 += 1;
+                if row.category == row.true_category {
+                    entry.1 += 1;
+                } else {
+                    *confusions
+                        .entry((row.true_category.as_str(), row.category.as_str()))
+                        .or_default() += 1;
+                }
+            }
+            let _ = writeln!(out, "per true class (count, accuracy):");
+            let mut classes: Vec<_> = per_class.into_iter().collect();
+            classes.sort_by(|a, b| b.1 .0.cmp(&a.1 .0).then(a.0.cmp(b.0)));
+            for (class, (count, right)) in classes {
+                let _ = writeln!(
+                    out,
+                    "  {class:<14} {count:>5} {:>6.1}%",
+                    percent(right, count)
+                );
+            }
+            let mut confusions: Vec<_> = confusions.into_iter().collect();
+            confusions.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            if !confusions.is_empty() {
+                let top: Vec<String> = confusions
+                    .iter()
+                    .take(5)
+                    .map(|((t, p), n)| format!("{t} -> {p} ({n})"))
+                    .collect();
+                let _ = writeln!(
+                    out,
+                    "most common mistakes (true -> predicted): {}",
+                    top.join(", ")
+                );
+            }
+        }
+        ArtifactKind::Metrics => {
+            let metrics = read_metrics(path)?;
+            let all: Vec<Vec<String>> = table.rows.clone();
+            if table.rows.len() > FIRST_ROWS {
+                let _ = writeln!(out, "all epochs:\n{}", aligned(&table.header, &all));
+            }
+            let epochs = metrics.column("epoch").unwrap_or_default();
+            let val = metrics.column("val_loss").unwrap_or_default();
+            if let Some((index, loss)) = val
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| v.is_finite())
+                .min_by(|a, b| a.1.total_cmp(b.1))
+            {
+                let _ = writeln!(out, "best val_loss {loss:.4} at epoch {}", epochs[index]);
+            }
+            if let Some(seconds) = metrics.column("seconds") {
+                let _ = writeln!(
+                    out,
+                    "total training time: {:.1} s",
+                    seconds.iter().filter(|s| s.is_finite()).sum::<f64>()
+                );
+            }
+            let _ = writeln!(
+                out,
+                "metric columns: {}",
+                metrics.metric_columns().join(", ")
+            );
+        }
+        ArtifactKind::LrFind => {
+            let points = read_lr_find(path)?;
+            if let (Some(first), Some(last)) = (points.first(), points.last()) {
+                let _ = writeln!(out, "lr from {:.2e} to {:.2e}", first.lr, last.lr);
+            }
+            if let Some(best) = points
+                .iter()
+                .filter(|p| p.smooth_loss.is_finite())
+                .min_by(|a, b| a.smooth_loss.total_cmp(&b.smooth_loss))
+            {
+                let _ = writeln!(
+                    out,
+                    "lowest smoothed loss {:.4} at lr {:.2e}",
+                    best.smooth_loss, best.lr
+                );
+            }
+            match lr_find_json_beside(path) {
+                Some(json) => {
+                    let s = read_lr_suggestion(&json)?;
+                    let _ = writeln!(
+                        out,
+                        "{}: suggested lr {:.3e}, min loss lr {:.3e}",
+                        json.display(),
+                        s.suggested_lr,
+                        s.min_loss_lr
+                    );
+                }
+                None => {
+                    let _ = writeln!(
+                        out,
+                        "no lr_find JSON beside it ({})",
+                        path.with_extension("json").display()
+                    );
+                }
+            }
+        }
+        ArtifactKind::LrFindJson | ArtifactKind::CocoJson => unreachable!("handled above"),
+    }
+    Ok(out)
+}
+
+fn kind_name(kind: ArtifactKind) -> &'static str {
+    match kind {
+        ArtifactKind::Lrg => "largest-object classes, lrg.csv",
+        ArtifactKind::Bb => "largest-object boxes, bb.csv",
+        ArtifactKind::BboxPredictions => "bbox predictions",
+        ArtifactKind::ClassPredictions => "class predictions",
+        ArtifactKind::Metrics => "training metrics per epoch",
+        ArtifactKind::LrFind => "lr_find curve",
+        ArtifactKind::LrFindJson => "lr_find result",
+        ArtifactKind::CocoJson => "COCO-style annotations",
+    }
+}
+
+fn percent(part: usize, whole: usize) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        100.0 * part as f64 / whole as f64
+    }
+}
+
+fn summarize_dataset(out: &mut String, path: &Path) -> Result<()> {
+    let dataset = voc_annotations::load_coco_json(path)?;
+    let _ = writeln!(
+        out,
+        "images: {}, usable objects: {} ({} ignored dropped, {} clamped), categories: {}",
+        dataset.images.len(),
+        dataset.object_count(),
+        dataset.stats.ignored,
+        dataset.stats.clamped,
+        dataset.categories.len()
+    );
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for object in dataset.images.iter().flat_map(|i| &i.objects) {
+        let name = dataset
+            .category_name(object.category_id)
+            .unwrap_or("?")
+            .to_string();
+        *counts.entry(name).or_default() += 1;
+    }
+    histogram(out, counts, dataset.object_count());
+    Ok(())
+}
+
+/// Class counts, most frequent first, with a bar.
+fn histogram(out: &mut String, counts: BTreeMap<String, usize>, total: usize) {
+    let mut counts: Vec<_> = counts.into_iter().collect();
+    counts.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let most = counts.first().map_or(1, |c| c.1.max(1));
+    for (name, count) in counts {
+        let bar = "#".repeat((count * 40).div_ceil(most));
+        let _ = writeln!(
+            out,
+            "  {name:<14} {count:>6} {:>5.1}% {bar}",
+            percent(count, total)
+        );
+    }
+}
+
+/// Columns padded to their widest cell.
+fn aligned(header: &[String], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |cells: &[String]| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        format!("  {}", padded.join("  ").trim_end())
+    };
+    let mut lines = vec![line(header)];
+    lines.extend(rows.iter().map(|r| line(r)));
+    lines.join("\n")
+}
+
+/// `x.json` beside `x.csv`, the lr_find JSON's usual place.
+fn lr_find_json_beside(csv: &Path) -> Option<PathBuf> {
+    Some(csv.with_extension("json")).filter(|p| p.is_file())
+}
+
+/// What `--draw N` made.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Drawn {
+    pub path: PathBuf,
+    pub what: String,
+}
+
+/// Draws the first `count` rows of a bb/lrg/predictions CSV on their images
+/// (a grid of at most 4 columns), or plots a metrics or lr_find CSV.
+pub fn draw_artifact(path: &Path, count: usize, images_dir: &Path, out: &Path) -> Result<Drawn> {
+    let kind = detect_kind(path)?;
+    let tiles: Vec<Tile> = match kind {
+        ArtifactKind::Lrg => lrg_tiles(&take(csv_export::read_lrg(path)?, count), images_dir),
+        ArtifactKind::Bb => bb_tiles(&take(csv_export::read_bb(path)?, count), images_dir),
+        ArtifactKind::BboxPredictions => {
+            bbox_prediction_tiles(&take(read_bbox_predictions(path)?, count), images_dir)
+        }
+        ArtifactKind::ClassPredictions => {
+            class_prediction_tiles(&take(read_class_predictions(path)?, count), images_dir)
+        }
+        ArtifactKind::Metrics => {
+            let table = read_metrics(path)?;
+            if table.rows.is_empty() {
+                return Err(VizError::invalid(path, "no epochs to plot"));
+            }
+            plot_metrics_table(&table, out)?;
+            return Ok(Drawn {
+                path: out.to_path_buf(),
+                what: format!("losses and metrics over {} epochs", table.rows.len()),
+            });
+        }
+        ArtifactKind::LrFind => {
+            let points = read_lr_find(path)?;
+            if points.is_empty() {
+                return Err(VizError::invalid(path, "no lr_find points to plot"));
+            }
+            let suggestion: Option<LrSuggestion> = lr_find_json_beside(path)
+                .map(|json| read_lr_suggestion(&json))
+                .transpose()?;
+            plot_lr_find_points(
+                &points,
+                suggestion.as_ref(),
+                out,
+                &LrFindPlotOptions::default(),
+            )?;
+            return Ok(Drawn {
+                path: out.to_path_buf(),
+                what: format!("lr_find curve of {} points", points.len()),
+            });
+        }
+        ArtifactKind::LrFindJson | ArtifactKind::CocoJson => {
+            return Err(VizError::invalid(
+                path,
+                "nothing to draw for this JSON; use show-image for one image of the dataset",
+            ));
+        }
+    };
+    if tiles.is_empty() {
+        return Err(VizError::invalid(path, "no rows to draw"));
+    }
+    let layout = GridLayout::for_count(tiles.len(), 4);
+    save_png(&render_grid(&tiles, &layout), out)?;
+    Ok(Drawn {
+        path: out.to_path_buf(),
+        what: format!(
+            "first {} rows in a {}x{} grid",
+            tiles.len(),
+            layout.rows,
+            layout.cols
+        ),
+    })
+}
+
+fn take<T>(rows: Vec<T>, count: usize) -> Vec<T> {
+    rows.into_iter().take(count).collect()
+}
+
+/// Every object of image `id` as a labelled box (the lesson's `draw_idx`).
+pub fn image_annotations(
+    dataset: &voc_annotations::Dataset,
+    id: u64,
+) -> Option<(&voc_annotations::ImageInfo, Vec<Annotation>)> {
+    let image = dataset.images.iter().find(|i| i.id == id)?;
+    let annotations = image
+        .objects
+        .iter()
+        .map(|o| {
+            let name = dataset.category_name(o.category_id).unwrap_or("?");
+            Annotation::labelled_box(o.bbox, name, PREDICTION_COLOR)
+        })
+        .collect();
+    Some((image, annotations))
+}
+
+/// Draws every box and class name of image `id` from a COCO-style JSON on
+/// the full-size image; returns the names drawn, in annotation order.
+pub fn draw_dataset_image(
+    dataset_json: &Path,
+    images_dir: &Path,
+    id: u64,
+    out: &Path,
+) -> Result<Vec<String>> {
+    let dataset = voc_annotations::load_coco_json(dataset_json)?;
+    let (info, annotations) = image_annotations(&dataset, id)
+        .ok_or_else(|| VizError::invalid(dataset_json, format!("no image with id {id}")))?;
+    let mut image = open_rgb(&images_dir.join(&info.file_name))?;
+    // Text scaled to the image as the lesson's 16 pt on a ~500 px figure.
+    let text_px = (image.width().max(image.height()) as f32 / 30.0).clamp(14.0, 48.0);
+    draw_annotations(&mut image, &annotations, text_px);
+    save_png(&image, out)?;
+    Ok(annotations.into_iter().filter_map(|a| a.label).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::draw::{BLACK, WHITE};
+    use crate::test_support::{png_size, write_jpeg};
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn kinds_are_detected_from_headers() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases = [
+            ("fn,cat\n", ArtifactKind::Lrg),
+            ("fn,bbox\n", ArtifactKind::Bb),
+            ("fn,bbox,true_bbox,iou\n", ArtifactKind::BboxPredictions),
+            ("fn,cat,true_cat,prob\n", ArtifactKind::ClassPredictions),
+            (
+                "epoch,trn_loss,val_loss,accuracy,seconds\n",
+                ArtifactKind::Metrics,
+            ),
+            ("iteration,lr,loss,smooth_loss\n", ArtifactKind::LrFind),
+        ];
+        for (header, kind) in cases {
+            assert_eq!(
+                detect_kind(&write(dir.path(), "a.csv", header)).unwrap(),
+                kind,
+                "{header}"
+            );
+        }
+        assert_eq!(
+            detect_kind(&write(
+                dir.path(),
+                "l.json",
+                r#"{"suggested_lr":1e-3,"min_loss_lr":1e-2}"#
+            ))
+            .unwrap(),
+            ArtifactKind::LrFindJson
+        );
+        let message = detect_kind(&write(dir.path(), "odd.csv", "x,y\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("odd.csv") && message.contains("x,y"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn lrg_summary_has_rows_and_class_histogram() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(
+            dir.path(),
+            "lrg.csv",
+            "fn,cat\na.jpg,car\nb.jpg,horse\nc.jpg,car\n",
+        );
+        let summary = summarize(&path).unwrap();
+        assert!(summary.contains("rows: 3"), "{summary}");
+        assert!(summary.contains("classes: 2"), "{summary}");
+        let car = summary
+            .lines()
+            .find(|l| l.trim_start().starts_with("car "))
+            .unwrap();
+        assert!(car.contains(" 2 ") && car.contains("66.7%"), "{car}");
+        // Most frequent class first.
+        assert!(summary.find("  car").unwrap() < summary.find("  horse").unwrap());
+    }
+
+    #[test]
+    fn bb_summary_has_box_statistics() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(
+            dir.path(),
+            "bb.csv",
+            "fn,bbox\na.jpg,0 0 10 20\nb.jpg,10 10 40 30\n",
+        );
+        let summary = summarize(&path).unwrap();
+        // widths 20 and 20, heights 10 and 30, areas 200 and 600.
+        for expected in [
+            "   width       20.0       20.0       20.0",
+            "  height       10.0       20.0       30.0",
+            "    area      200.0      400.0      600.0",
+        ] {
+            assert!(
+                summary.contains(expected),
+                "missing `{expected}` in\n{summary}"
+            );
+        }
+    }
+
+    #[test]
+    fn prediction_and_metrics_summaries() {
+        let dir = tempfile::tempdir().unwrap();
+        let bbox = write(
+            dir.path(),
+            "p.csv",
+            "fn,bbox,true_bbox,iou\na.jpg,0 0 10 10,0 0 10 14,0.7\nb.jpg,0 0 10 10,4 4 14 14,0.2\n",
+        );
+        let summary = summarize(&bbox).unwrap();
+        assert!(
+            summary.contains("IoU: min 0.200, mean 0.450, max 0.700"),
+            "{summary}"
+        );
+        assert!(summary.contains("IoU >= 0.5: 1 of 2 (50.0%)"), "{summary}");
+        assert!(
+            summary.contains("mean L1 error per coordinate: 2.5 px"),
+            "{summary}"
+        );
+        let class = write(
+            dir.path(),
+            "c.csv",
+            "fn,cat,true_cat,prob\na.jpg,car,car,0.9\nb.jpg,dog,cat,0.5\nc.jpg,dog,cat,0.4\n",
+        );
+        let summary = summarize(&class).unwrap();
+        assert!(summary.contains("accuracy: 1 of 3 (33.3%)"), "{summary}");
+        assert!(summary.contains("cat -> dog (2)"), "{summary}");
+        let metrics = write(dir.path(), "m.csv", "epoch,trn_loss,val_loss,accuracy,seconds\n1,1.0,0.9,0.6,10\n2,0.8,0.7,0.7,11\n3,0.6,0.75,0.72,12\n");
+        let summary = summarize(&metrics).unwrap();
+        assert!(
+            summary.contains("best val_loss 0.7000 at epoch 2"),
+            "{summary}"
+        );
+        assert!(summary.contains("total training time: 33.0 s"), "{summary}");
+    }
+
+    #[test]
+    fn draw_makes_a_grid_of_the_first_rows_or_a_plot() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["a.jpg", "b.jpg", "c.jpg"] {
+            write_jpeg(&dir.path().join(name), 160, 120);
+        }
+        let bb = write(
+            dir.path(),
+            "bb.csv",
+            "fn,bbox\na.jpg,10 10 100 150\nb.jpg,20 20 60 60\nc.jpg,0 0 119 159\n",
+        );
+        let out = dir.path().join("draw.png");
+        let drawn = draw_artifact(&bb, 2, dir.path(), &out).unwrap();
+        assert_eq!(png_size(&out), GridLayout::for_count(2, 4).size_px());
+        assert!(drawn.what.contains("first 2 rows"));
+        let metrics = write(
+            dir.path(),
+            "m.csv",
+            "epoch,trn_loss,val_loss,accuracy,seconds\n1,1.0,0.9,0.6,10\n",
+        );
+        draw_artifact(&metrics, 12, dir.path(), &out).unwrap();
+        assert_eq!(
+            png_size(&out),
+            (
+                2 * crate::plot::METRICS_PANEL_PX.0,
+                crate::plot::METRICS_PANEL_PX.1
+            )
+        );
+    }
+
+    #[test]
+    fn dataset_image_gets_every_box_and_name() {
+        let dir = tempfile::tempdir().unwrap();
+        write_jpeg(&dir.path().join("000017.jpg"), 480, 364);
+        let json = write(
+            dir.path(),
+            "ann.json",
+            r#"{"images":[{"file_name":"000017.jpg","height":364,"width":480,"id":17}],
+                "type":"instances",
+                "annotations":[
+                  {"segmentation":[],"area":13110,"iscrowd":0,"image_id":17,"bbox":[184,61,95,138],"category_id":15,"id":1,"ignore":0},
+                  {"segmentation":[],"area":81326,"iscrowd":0,"image_id":17,"bbox":[89,77,314,259],"category_id":13,"id":2,"ignore":0}],
+                "categories":[{"supercategory":"none","id":13,"name":"horse"},{"supercategory":"none","id":15,"name":"person"}]}"#,
+        );
+        let out = dir.path().join("17.png");
+        let names = draw_dataset_image(&json, dir.path(), 17, &out).unwrap();
+        assert_eq!(names, vec!["person", "horse"]);
+        assert_eq!(png_size(&out), (480, 364));
+        let image = image::open(&out).unwrap().into_rgb8();
+        // person: [61, 184, 198, 278]; its top edge row 61 is white, row 59 black outline.
+        assert_eq!(*image.get_pixel(230, 61), WHITE);
+        assert_eq!(*image.get_pixel(230, 59), BLACK);
+        let missing = draw_dataset_image(&json, dir.path(), 99, &out)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            missing.contains("ann.json") && missing.contains("99"),
+            "{missing}"
+        );
+    }
+}
