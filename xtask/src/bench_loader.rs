@@ -13,7 +13,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use augment::{AugmentDraw, AugmentParams, BadImage, Item, JpegDecoder, Loader, LoaderConfig};
+use augment::{
+    AugmentDraw, AugmentParams, BadImage, Item, JpegDecoder, JpegScale, Loader, LoaderConfig,
+};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchLoaderArgs {
@@ -51,15 +53,34 @@ pub fn run(python: &Path, args: &BenchLoaderArgs) -> Result<()> {
     let list = voc.join("ImageSets/Main/train.txt");
     let peer_script = root.join(&args.bench_dir).join("peer_loader.py");
     if !list.is_file() {
-        bail!("{} is absent: the loader benchmark needs the shared VOC 2007 data", list.display());
+        bail!(
+            "{} is absent: the loader benchmark needs the shared VOC 2007 data",
+            list.display()
+        );
     }
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    println!("loader benchmark: {} images of {}, batch {}, {} px, lesson augmentations", args.images, list.display(), args.batch, args.size);
-    println!("machine: {cores} cores, load average {}", std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim());
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    println!(
+        "loader benchmark: {} images of {}, batch {}, {} px, lesson augmentations",
+        args.images,
+        list.display(),
+        args.batch,
+        args.size
+    );
+    println!(
+        "machine: {cores} cores, load average {}",
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    );
 
     let paths = first_existing(&list, &img_dir, args.images)?;
     // Page-cache every file first, so neither side pays for disk reads.
-    let files: Vec<Vec<u8>> = paths.iter().map(|p| std::fs::read(p).with_context(|| format!("reading {}", p.display()))).collect::<Result<_>>()?;
+    let files: Vec<Vec<u8>> = paths
+        .iter()
+        .map(|p| std::fs::read(p).with_context(|| format!("reading {}", p.display())))
+        .collect::<Result<_>>()?;
     let items = Arc::new(peer_items(&paths)?);
 
     println!("\n== decode only, one thread, from memory (images/s per core)");
@@ -71,7 +92,10 @@ pub fn run(python: &Path, args: &BenchLoaderArgs) -> Result<()> {
     println!("\n== one loader thread, per phase (ms per image)");
     phase_profile(&paths, args.size)?;
 
-    println!("\n== augment loader (median of {} epochs after one warm-up)", args.repeats.max(1));
+    println!(
+        "\n== augment loader (median of {} epochs after one warm-up)",
+        args.repeats.max(1)
+    );
     let mut thread_counts = args.threads.clone();
     thread_counts.push(args.workers);
     thread_counts.sort_unstable();
@@ -79,28 +103,46 @@ pub fn run(python: &Path, args: &BenchLoaderArgs) -> Result<()> {
     let mut loader_rates = Vec::new();
     for &threads in &thread_counts {
         let (rate, peak_kb) = time_loader(&items, args, threads)?;
-        println!("augment threads={threads:<3} {rate:8.1} img/s   peak RSS (VmHWM) {:7.1} MB", peak_kb as f64 / 1024.0);
+        println!(
+            "augment threads={threads:<3} {rate:8.1} img/s   peak RSS (VmHWM) {:7.1} MB",
+            peak_kb as f64 / 1024.0
+        );
         loader_rates.push((threads, rate));
     }
-    let loader_rate = loader_rates.iter().find(|(t, _)| *t == args.workers).map(|(_, r)| *r).expect("workers count was timed");
+    let loader_rate = loader_rates
+        .iter()
+        .find(|(t, _)| *t == args.workers)
+        .map(|(_, r)| *r)
+        .expect("workers count was timed");
 
-    let scaled_decode = decode.iter().find(|(n, _)| n.starts_with("libjpeg-turbo scaled")).map(|(_, r)| *r).unwrap_or(f64::NAN);
-    let full_decode = decode.iter().find(|(n, _)| n.starts_with("libjpeg-turbo full")).map(|(_, r)| *r).unwrap_or(f64::NAN);
+    let used_decode = decode
+        .iter()
+        .find(|(n, _)| n.contains("as the loader"))
+        .map(|(_, r)| *r)
+        .unwrap_or(f64::NAN);
+    let full_decode = decode
+        .iter()
+        .find(|(n, _)| n.contains("full size"))
+        .map(|(_, r)| *r)
+        .unwrap_or(f64::NAN);
     println!(
-        "loader at {} threads = {:.0}% of {}x the scaled decode-only rate, {:.0}% of {}x the full-size decode-only rate",
-        args.workers,
-        100.0 * loader_rate / (args.workers as f64 * scaled_decode),
-        args.workers,
+        "loader at {w} threads = {:.0}% of {w}x the decode-only rate of the decode it uses, {:.0}% of {w}x plain full-size decoding",
+        100.0 * loader_rate / (args.workers as f64 * used_decode),
         100.0 * loader_rate / (args.workers as f64 * full_decode),
-        args.workers
+        w = args.workers,
     );
 
-    if args.peers.is_empty() {
+    let peers: Vec<&String> = args.peers.iter().filter(|p| !p.is_empty()).collect();
+    if peers.is_empty() {
         return Ok(());
     }
-    println!("\n== Python peers ({} DataLoader workers, {})", args.workers, python.display());
+    println!(
+        "\n== Python peers ({} DataLoader workers, {})",
+        args.workers,
+        python.display()
+    );
     let mut peer_rates = Vec::new();
-    for peer in &args.peers {
+    for peer in peers {
         match run_peer(python, &peer_script, &img_dir, &list, args, peer) {
             Ok(result) => {
                 println!(
@@ -114,7 +156,11 @@ pub fn run(python: &Path, args: &BenchLoaderArgs) -> Result<()> {
             Err(e) => println!("{peer:8} failed: {e:#}"),
         }
     }
-    let Some((fastest, fastest_rate)) = peer_rates.iter().cloned().max_by(|a, b| a.1.total_cmp(&b.1)) else {
+    let Some((fastest, fastest_rate)) = peer_rates
+        .iter()
+        .cloned()
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+    else {
         bail!("no peer ran");
     };
     println!("\n== summary");
@@ -126,7 +172,8 @@ pub fn run(python: &Path, args: &BenchLoaderArgs) -> Result<()> {
 
 /// The first `n` ids of the list whose JPEG exists (as peer_loader.py picks them).
 fn first_existing(list: &Path, img_dir: &Path, n: usize) -> Result<Vec<PathBuf>> {
-    let text = std::fs::read_to_string(list).with_context(|| format!("reading {}", list.display()))?;
+    let text =
+        std::fs::read_to_string(list).with_context(|| format!("reading {}", list.display()))?;
     Ok(text
         .lines()
         .map(str::trim)
@@ -144,7 +191,11 @@ fn peer_items(paths: &[PathBuf]) -> Result<Vec<Item>> {
         .map(|path| {
             let (h, w) = augment::read_image_size(path)?;
             let (h, w) = (h as f32, w as f32);
-            Ok(Item { path: path.clone(), class: Some(0), bbox: Some([0.2 * h, 0.2 * w, 0.8 * h, 0.8 * w]) })
+            Ok(Item {
+                path: path.clone(),
+                class: Some(0),
+                bbox: Some([0.2 * h, 0.2 * w, 0.8 * h, 0.8 * w]),
+            })
         })
         .collect()
 }
@@ -164,11 +215,38 @@ fn decode_speeds(files: &[Vec<u8>], size: u32) -> Result<Vec<(String, f64)>> {
         results.push((name.to_string(), rate(files.len(), start.elapsed())));
         Ok(())
     };
-    time("libjpeg-turbo full size (turbojpeg)", &mut |b| decoder.decode(b, None).map(|_| ()).map_err(anyhow::Error::msg))?;
-    time(&format!("libjpeg-turbo scaled M/8 to >= {size} (used)"), &mut |b| {
-        decoder.decode(b, Some(size)).map(|_| ()).map_err(anyhow::Error::msg)
+    let mut turbo = |name: &str, scale: JpegScale| -> Result<()> {
+        time(name, &mut |b| {
+            decoder
+                .decode_at(b, scale)
+                .map(|_| ())
+                .map_err(anyhow::Error::msg)
+        })
+    };
+    turbo("libjpeg-turbo full size", JpegScale::Full)?;
+    turbo(
+        &format!("libjpeg-turbo as the loader: 1/8,1/4,1/2 >= {size}"),
+        JpegScale::Covering {
+            side: size,
+            eighths: &[1, 2, 4],
+        },
+    )?;
+    turbo(
+        &format!("libjpeg-turbo smallest M/8 >= {size}"),
+        JpegScale::Covering {
+            side: size,
+            eighths: &[1, 2, 3, 4, 5, 6, 7],
+        },
+    )?;
+    turbo(
+        "libjpeg-turbo 1/2 (below target, reference)",
+        JpegScale::Eighths(4),
+    )?;
+    time("image crate full size (zune-jpeg)", &mut |b| {
+        augment::decode_with_image_crate(b)
+            .map(|_| ())
+            .map_err(anyhow::Error::msg)
     })?;
-    time("image crate full size (zune-jpeg)", &mut |b| augment::decode_with_image_crate(b).map(|_| ()).map_err(anyhow::Error::msg))?;
     Ok(results)
 }
 
@@ -178,7 +256,11 @@ fn phase_profile(paths: &[PathBuf], size: u32) -> Result<()> {
     let mut squasher = augment::Squasher::new();
     let params = AugmentParams::default();
     let pixels = (size * size) as usize;
-    let (mut squashed, mut warped, mut out) = (vec![0u8; pixels * 3], vec![0u8; pixels * 3], vec![0f32; pixels * 3]);
+    let (mut squashed, mut warped, mut out) = (
+        vec![0u8; pixels * 3],
+        vec![0u8; pixels * 3],
+        vec![0f32; pixels * 3],
+    );
     let mut phases = [Duration::ZERO; 5];
     let start_all = Instant::now();
     for (index, path) in paths.iter().enumerate() {
@@ -186,10 +268,14 @@ fn phase_profile(paths: &[PathBuf], size: u32) -> Result<()> {
         let bytes = std::fs::read(path)?;
         phases[0] += t.elapsed();
         let t = Instant::now();
-        let (dims, rgb) = decoder.decode(&bytes, Some(size)).map_err(anyhow::Error::msg)?;
+        let (dims, rgb) = decoder
+            .decode(&bytes, Some(size))
+            .map_err(anyhow::Error::msg)?;
         phases[1] += t.elapsed();
         let t = Instant::now();
-        squasher.squash(rgb, dims.width, dims.height, size, &mut squashed).map_err(anyhow::Error::msg)?;
+        squasher
+            .squash(rgb, dims.width, dims.height, size, &mut squashed)
+            .map_err(anyhow::Error::msg)?;
         phases[2] += t.elapsed();
         let draw = AugmentDraw::for_item(&params, 0, 0, index);
         let t = Instant::now();
@@ -204,18 +290,33 @@ fn phase_profile(paths: &[PathBuf], size: u32) -> Result<()> {
     }
     let total = start_all.elapsed();
     let per_image = |d: Duration| d.as_secs_f64() * 1e3 / paths.len() as f64;
-    for (name, d) in ["read file", "decode (scaled)", "squash (box filter)", "rotate+flip warp, box", "lighting+normalise to CHW f32"]
-        .iter()
-        .zip(phases)
+    for (name, d) in [
+        "read file",
+        "decode (as the loader)",
+        "squash (box filter)",
+        "rotate+flip warp, box",
+        "lighting+normalise to CHW f32",
+    ]
+    .iter()
+    .zip(phases)
     {
         println!("{name:44} {:7.3}", per_image(d));
     }
-    println!("{:44} {:7.3}  ({:.0} images/s on one core)", "total", per_image(total), rate(paths.len(), total));
+    println!(
+        "{:44} {:7.3}  ({:.0} images/s on one core)",
+        "total",
+        per_image(total),
+        rate(paths.len(), total)
+    );
     Ok(())
 }
 
 /// Median images/s over `repeats` epochs, and the peak RSS in kB while they ran.
-fn time_loader(items: &Arc<Vec<Item>>, args: &BenchLoaderArgs, threads: usize) -> Result<(f64, u64)> {
+fn time_loader(
+    items: &Arc<Vec<Item>>,
+    args: &BenchLoaderArgs,
+    threads: usize,
+) -> Result<(f64, u64)> {
     let cfg = LoaderConfig {
         size: args.size,
         batch_size: args.batch,
@@ -237,6 +338,8 @@ fn time_loader(items: &Arc<Vec<Item>>, args: &BenchLoaderArgs, threads: usize) -
             let batch = batch?;
             std::hint::black_box(&batch.x);
             n += batch.n;
+            // as a trainer does once it has copied x into a tensor
+            loader.recycle(batch);
         }
         if epoch > 0 {
             rates.push(rate(n, start.elapsed()));
@@ -254,7 +357,11 @@ fn reset_peak_rss() {
 fn peak_rss_kb() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(0)
 }
 
@@ -266,7 +373,14 @@ struct PeerResult {
 
 /// Runs the peer script for one pipeline inside a wrapper that prints the
 /// peak RSS of the main process and of its largest DataLoader worker.
-fn run_peer(python: &Path, script: &Path, img_dir: &Path, list: &Path, args: &BenchLoaderArgs, peer: &str) -> Result<PeerResult> {
+fn run_peer(
+    python: &Path,
+    script: &Path,
+    img_dir: &Path,
+    list: &Path,
+    args: &BenchLoaderArgs,
+    peer: &str,
+) -> Result<PeerResult> {
     const WRAPPER: &str = "import resource, runpy, sys\n\
         script = sys.argv[1]\n\
         sys.argv = sys.argv[1:]\n\
@@ -287,7 +401,15 @@ fn run_peer(python: &Path, script: &Path, img_dir: &Path, list: &Path, args: &Be
         .with_context(|| format!("running {}", python.display()))?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     if !output.status.success() {
-        bail!("{} exited with {}: {}", script.display(), output.status, String::from_utf8_lossy(&output.stderr).lines().last().unwrap_or(""));
+        bail!(
+            "{} exited with {}: {}",
+            script.display(),
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        );
     }
     // "cv2                          workers=2 images=1000    439.1 img/s"
     let rate = stdout
@@ -302,5 +424,9 @@ fn run_peer(python: &Path, script: &Path, img_dir: &Path, list: &Path, args: &Be
             Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
         })
         .unwrap_or((0, 0));
-    Ok(PeerResult { rate, self_kb, children_kb })
+    Ok(PeerResult {
+        rate,
+        self_kb,
+        children_kb,
+    })
 }

@@ -28,12 +28,14 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 pub use decode::{
-    decode_squashed, decode_with_image_crate, read_image_size, squash_box, JpegDecoder, Squashed,
+    decode_squashed, decode_with_image_crate, read_image_size, squash_box, DecodedDims,
+    JpegDecoder, JpegScale, Squashed, Squasher,
 };
 pub use loader::{EpochIter, Loader};
 pub use transform::{
-    augment_one, box_after_affine, denorm, lighting, lighting_contrast_factor, mask_box_after_affine,
-    normalize_into, warp_affine_reflect, Affine, AugmentDraw, IMAGENET_MEAN, IMAGENET_STD,
+    augment_one, box_after_affine, denorm, lighting, lighting_contrast_factor,
+    mask_box_after_affine, normalize_into, warp_affine_reflect, Affine, AugmentDraw, IMAGENET_MEAN,
+    IMAGENET_STD,
 };
 
 /// One image of a data set. `bbox` is `[top, left, bottom, right]` in the
@@ -77,7 +79,14 @@ pub struct AugmentParams {
 
 impl Default for AugmentParams {
     fn default() -> Self {
-        Self { rotate_deg: 10.0, rotate_p: 0.75, lighting_b: 0.05, lighting_c: 0.05, flip_p: 0.5, box_mode: BoxMode::Tight }
+        Self {
+            rotate_deg: 10.0,
+            rotate_p: 0.75,
+            lighting_b: 0.05,
+            lighting_c: 0.05,
+            flip_p: 0.5,
+            box_mode: BoxMode::Tight,
+        }
     }
 }
 
@@ -118,7 +127,9 @@ impl Default for LoaderConfig {
         Self {
             size: 224,
             batch_size: 64,
-            workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            workers: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
             prefetch: 2,
             shuffle: true,
             seed: 0,
@@ -150,7 +161,10 @@ pub struct Batch {
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("cannot read image {}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot decode image {}: {reason}", path.display())]
     Decode { path: PathBuf, reason: String },
     #[error("cannot start an image decoder: {reason}")]

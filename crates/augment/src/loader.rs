@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender};
@@ -26,6 +26,40 @@ use crate::{BadImage, Batch, BoxMode, Item, LoadError, LoaderConfig};
 pub struct Loader {
     items: Arc<Vec<Item>>,
     cfg: LoaderConfig,
+    pool: Arc<BufferPool>,
+}
+
+/// Batch buffers handed back with [`Loader::recycle`]. A fresh 38 MB buffer
+/// (64 x 3 x 224 x 224 f32) costs thousands of page faults on first write;
+/// a recycled one costs none.
+#[derive(Default)]
+struct BufferPool {
+    buffers: Mutex<Vec<Vec<f32>>>,
+}
+
+impl BufferPool {
+    /// A buffer of `len` values with unspecified contents (every value is overwritten).
+    fn take(&self, len: usize) -> Vec<f32> {
+        let recycled = self.buffers.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        match recycled {
+            Some(mut x) if x.capacity() >= len => {
+                if x.len() >= len {
+                    x.truncate(len);
+                } else {
+                    x.resize(len, 0.0);
+                }
+                x
+            }
+            _ => vec![0f32; len],
+        }
+    }
+
+    fn give(&self, x: Vec<f32>, keep: usize) {
+        let mut buffers = self.buffers.lock().unwrap_or_else(|e| e.into_inner());
+        if buffers.len() < keep {
+            buffers.push(x);
+        }
+    }
 }
 
 impl Loader {
@@ -33,8 +67,22 @@ impl Loader {
     /// When `cfg.size` or `cfg.batch_size` is 0.
     pub fn new(items: Arc<Vec<Item>>, cfg: LoaderConfig) -> Self {
         assert!(cfg.size > 0, "LoaderConfig.size must be at least 1");
-        assert!(cfg.batch_size > 0, "LoaderConfig.batch_size must be at least 1");
-        Self { items, cfg }
+        assert!(
+            cfg.batch_size > 0,
+            "LoaderConfig.batch_size must be at least 1"
+        );
+        Self {
+            items,
+            cfg,
+            pool: Arc::default(),
+        }
+    }
+
+    /// Hands a batch's buffer back for reuse by later batches (optional: call
+    /// it once the batch's `x` has been copied, e.g. into a tensor).
+    pub fn recycle(&self, batch: Batch) {
+        self.pool
+            .give(batch.x, self.cfg.workers.max(1) + self.cfg.prefetch + 2);
     }
 
     pub fn items(&self) -> &Arc<Vec<Item>> {
@@ -57,7 +105,11 @@ impl Loader {
     pub fn epoch_order(&self, epoch: u64) -> Vec<usize> {
         let mut order: Vec<usize> = (0..self.items.len()).collect();
         if self.cfg.shuffle {
-            order.shuffle(&mut ChaCha8Rng::seed_from_u64(stream_seed(self.cfg.seed, epoch, u64::MAX)));
+            order.shuffle(&mut ChaCha8Rng::seed_from_u64(stream_seed(
+                self.cfg.seed,
+                epoch,
+                u64::MAX,
+            )));
         }
         order
     }
@@ -67,7 +119,11 @@ impl Loader {
     pub fn epoch(&self, epoch: u64) -> EpochIter {
         let n_batches = self.batches_per_epoch();
         let mut order = self.epoch_order(epoch);
-        order.truncate(if self.cfg.drop_last { n_batches * self.cfg.batch_size } else { order.len() });
+        order.truncate(if self.cfg.drop_last {
+            n_batches * self.cfg.batch_size
+        } else {
+            order.len()
+        });
         let shared = Arc::new(EpochShared {
             items: Arc::clone(&self.items),
             cfg: self.cfg.clone(),
@@ -76,13 +132,15 @@ impl Loader {
             has_classes: self.items.iter().all(|i| i.class.is_some()),
             has_boxes: self.items.iter().all(|i| i.bbox.is_some()),
             cancel: AtomicBool::new(false),
+            pool: Arc::clone(&self.pool),
         });
         let (job_tx, job_rx) = crossbeam_channel::unbounded::<usize>();
         let (result_tx, result_rx) = crossbeam_channel::unbounded();
         let n_workers = self.cfg.workers.max(1).min(n_batches);
         let workers = (0..n_workers)
             .map(|i| {
-                let (shared, jobs, results) = (Arc::clone(&shared), job_rx.clone(), result_tx.clone());
+                let (shared, jobs, results) =
+                    (Arc::clone(&shared), job_rx.clone(), result_tx.clone());
                 std::thread::Builder::new()
                     .name(format!("augment-{i}"))
                     .spawn(move || worker(&shared, jobs, results))
@@ -138,6 +196,7 @@ struct EpochShared {
     has_boxes: bool,
     /// Set when the consumer no longer wants batches: workers stop between images.
     cancel: AtomicBool,
+    pool: Arc<BufferPool>,
 }
 
 struct BuiltBatch {
@@ -154,16 +213,23 @@ fn worker(shared: &EpochShared, jobs: Receiver<usize>, results: Sender<(usize, O
             break;
         }
         let outcome = match &mut pipeline {
-            Ok(pipeline) => std::panic::catch_unwind(AssertUnwindSafe(|| build_batch(shared, batch_index, pipeline)))
-                .unwrap_or_else(|panic| {
-                    let message = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_default();
-                    Err(LoadError::WorkerPanicked { batch: batch_index, message })
-                }),
-            Err(reason) => Err(LoadError::Init { reason: reason.clone() }),
+            Ok(pipeline) => std::panic::catch_unwind(AssertUnwindSafe(|| {
+                build_batch(shared, batch_index, pipeline)
+            }))
+            .unwrap_or_else(|panic| {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                Err(LoadError::WorkerPanicked {
+                    batch: batch_index,
+                    message,
+                })
+            }),
+            Err(reason) => Err(LoadError::Init {
+                reason: reason.clone(),
+            }),
         };
         if matches!(outcome, Err(LoadError::WorkerPanicked { .. })) {
             // The scratch state may be half-updated; start clean.
@@ -183,7 +249,7 @@ fn build_batch(shared: &EpochShared, batch_index: usize, pipeline: &mut ImagePip
     let indices = &shared.order[start..(start + cfg.batch_size).min(shared.order.len())];
     let box_mode = cfg.augment.map(|a| a.box_mode).unwrap_or(BoxMode::Tight);
 
-    let mut x = vec![0f32; indices.len() * per_image];
+    let mut x = shared.pool.take(indices.len() * per_image);
     let mut batch = Batch {
         x: Vec::new(),
         n: 0,
@@ -199,7 +265,9 @@ fn build_batch(shared: &EpochShared, batch_index: usize, pipeline: &mut ImagePip
             break; // nobody will read this batch
         }
         let item = &shared.items[item_index];
-        let draw = cfg.augment.map(|params| AugmentDraw::sample(&params, &mut image_rng(cfg.seed, shared.epoch, item_index)));
+        let draw = cfg
+            .augment
+            .map(|params| AugmentDraw::for_item(&params, cfg.seed, shared.epoch, item_index));
         let orig_size = match pipeline.load_squashed(&item.path, size) {
             Ok(orig_size) => orig_size,
             Err(error) if cfg.on_bad_image == BadImage::Skip => {
@@ -211,7 +279,15 @@ fn build_batch(shared: &EpochShared, batch_index: usize, pipeline: &mut ImagePip
         };
         let bbox = item.bbox.map(|b| squash_box(b, orig_size, size));
         let out = &mut x[batch.n * per_image..][..per_image];
-        let bbox = augment_into(&pipeline.squashed, (size, size), bbox, draw.as_ref(), box_mode, &mut pipeline.scratch, out);
+        let bbox = augment_into(
+            &pipeline.squashed,
+            (size, size),
+            bbox,
+            draw.as_ref(),
+            box_mode,
+            &mut pipeline.scratch,
+            out,
+        );
         if shared.has_classes {
             batch.classes.push(item.class.unwrap_or_default());
         }
@@ -273,8 +349,18 @@ impl EpochIter {
         self.shared.cancel.store(true, Ordering::Relaxed);
         self.jobs = None;
         if !self.skipped.is_empty() {
-            let files: Vec<String> = self.skipped.iter().filter_map(|e| e.path()).map(|p| p.display().to_string()).collect();
-            tracing::warn!("epoch {}: skipped {} unreadable images: {}", self.epoch, self.skipped.len(), files.join(", "));
+            let files: Vec<String> = self
+                .skipped
+                .iter()
+                .filter_map(|e| e.path())
+                .map(|p| p.display().to_string())
+                .collect();
+            tracing::warn!(
+                "epoch {}: skipped {} unreadable images: {}",
+                self.epoch,
+                self.skipped.len(),
+                files.join(", ")
+            );
         }
     }
 

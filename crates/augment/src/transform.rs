@@ -26,7 +26,10 @@ impl Affine {
     /// image counter-clockwise as displayed.
     pub fn rotation(deg: f64, cx: f64, cy: f64) -> Affine {
         let (sin, cos) = deg.to_radians().sin_cos();
-        Affine([[cos, sin, (1.0 - cos) * cx - sin * cy], [-sin, cos, sin * cx + (1.0 - cos) * cy]])
+        Affine([
+            [cos, sin, (1.0 - cos) * cx - sin * cy],
+            [-sin, cos, sin * cx + (1.0 - cos) * cy],
+        ])
     }
 
     /// Mirror left-right in an image `width` pixels wide: column `x` -> `width - 1 - x`.
@@ -38,7 +41,10 @@ impl Affine {
     pub fn then(&self, next: &Affine) -> Affine {
         let [[a, b, c], [d, e, f]] = next.0;
         let [[p, q, r], [s, t, u]] = self.0;
-        Affine([[a * p + b * s, a * q + b * t, a * r + b * u + c], [d * p + e * s, d * q + e * t, d * r + e * u + f]])
+        Affine([
+            [a * p + b * s, a * q + b * t, a * r + b * u + c],
+            [d * p + e * s, d * q + e * t, d * r + e * u + f],
+        ])
     }
 
     pub fn inverse(&self) -> Affine {
@@ -73,7 +79,12 @@ fn symmetric_uniform(rng: &mut impl Rng, range: f32) -> f32 {
 
 impl AugmentDraw {
     /// Nothing changes: no rotation, no flip, neutral lighting.
-    pub const NONE: AugmentDraw = AugmentDraw { rotate_deg: 0.0, flip: false, brightness: 0.0, contrast: 0.0 };
+    pub const NONE: AugmentDraw = AugmentDraw {
+        rotate_deg: 0.0,
+        flip: false,
+        brightness: 0.0,
+        contrast: 0.0,
+    };
 
     pub fn sample(params: &AugmentParams, rng: &mut impl Rng) -> AugmentDraw {
         // Every value is drawn whatever the outcome, so the stream stays aligned.
@@ -82,7 +93,26 @@ impl AugmentDraw {
         let brightness = symmetric_uniform(rng, params.lighting_b);
         let contrast = symmetric_uniform(rng, params.lighting_c);
         let flip = rng.random::<f32>() < params.flip_p;
-        AugmentDraw { rotate_deg: if rotates { angle } else { 0.0 }, flip, brightness, contrast }
+        AugmentDraw {
+            rotate_deg: if rotates { angle } else { 0.0 },
+            flip,
+            brightness,
+            contrast,
+        }
+    }
+
+    /// The draw the [`Loader`](crate::Loader) makes for item `item_index` in
+    /// `epoch` under `seed` (for showing exactly what training saw).
+    pub fn for_item(
+        params: &AugmentParams,
+        seed: u64,
+        epoch: u64,
+        item_index: usize,
+    ) -> AugmentDraw {
+        AugmentDraw::sample(
+            params,
+            &mut crate::loader::image_rng(seed, epoch, item_index),
+        )
     }
 
     /// Whether the draw moves pixels (rotation or flip).
@@ -93,7 +123,11 @@ impl AugmentDraw {
     /// The forward map of the geometric part: rotation about the centre
     /// (`(w div 2, h div 2)` as the lesson's `rotate_cv`), then the flip.
     pub fn affine(&self, width: u32, height: u32) -> Affine {
-        let rotate = Affine::rotation(self.rotate_deg as f64, (width / 2) as f64, (height / 2) as f64);
+        let rotate = Affine::rotation(
+            self.rotate_deg as f64,
+            (width / 2) as f64,
+            (height / 2) as f64,
+        );
         if self.flip {
             rotate.then(&Affine::hflip(width))
         } else {
@@ -119,37 +153,94 @@ fn reflect(i: i64, n: i64) -> usize {
 pub fn warp_affine_reflect(src: &[u8], width: u32, height: u32, forward: &Affine, dst: &mut [u8]) {
     let (w, h) = (width as usize, height as usize);
     assert_eq!(src.len(), w * h * 3, "source is not {width}x{height} RGB");
-    assert_eq!(dst.len(), w * h * 3, "destination is not {width}x{height} RGB");
+    assert_eq!(
+        dst.len(),
+        w * h * 3,
+        "destination is not {width}x{height} RGB"
+    );
     let [[a, b, c], [d, e, f]] = forward.inverse().0;
     const ONE: f64 = 65536.0;
     let step_x = (a * ONE).round() as i64;
     let step_y = (d * ONE).round() as i64;
     let (wi, hi) = (w as i64, h as i64);
-    for (row, dst_row) in dst.chunks_exact_mut(w * 3).enumerate() {
+    let stride = w * 3;
+    for (row, dst_row) in dst.chunks_exact_mut(stride).enumerate() {
         let start_x = ((b * row as f64 + c) * ONE).round() as i64;
         let start_y = ((e * row as f64 + f) * ONE).round() as i64;
         for (col, out) in dst_row.chunks_exact_mut(3).enumerate() {
             let sx = start_x + col as i64 * step_x;
             let sy = start_y + col as i64 * step_y;
             let (x0, y0) = (sx >> 16, sy >> 16);
-            let fx = ((sx >> 8) & 255) as u32;
-            let fy = ((sy >> 8) & 255) as u32;
-            let (c0, c1, r0, r1) = if x0 >= 0 && x0 + 1 < wi && y0 >= 0 && y0 + 1 < hi {
-                (x0 as usize, x0 as usize + 1, y0 as usize, y0 as usize + 1)
+            let fx = ((sx >> 8) & 255) as u16;
+            let fy = ((sy >> 8) & 255) as u16;
+            let interior = x0 >= 0 && x0 + 1 < wi && y0 >= 0 && y0 + 1 < hi;
+            let i = (y0 * stride as i64 + x0 * 3) as usize;
+            let (top, bottom) = if interior && i + stride + 8 <= src.len() {
+                // The four taps are two adjacent pixel pairs: two 8-byte loads.
+                (load8(&src[i..]), load8(&src[i + stride..]))
             } else {
-                (reflect(x0, wi), reflect(x0 + 1, wi), reflect(y0, hi), reflect(y0 + 1, hi))
+                let (c0, c1) = (reflect(x0, wi) * 3, reflect(x0 + 1, wi) * 3);
+                let (r0, r1) = (reflect(y0, hi) * stride, reflect(y0 + 1, hi) * stride);
+                let pair = |r: usize| {
+                    let mut bytes = [0u8; 8];
+                    bytes[..3].copy_from_slice(&src[r + c0..r + c0 + 3]);
+                    bytes[3..6].copy_from_slice(&src[r + c1..r + c1 + 3]);
+                    u64::from_le_bytes(bytes)
+                };
+                (pair(r0), pair(r1))
             };
-            let p00 = &src[(r0 * w + c0) * 3..][..3];
-            let p01 = &src[(r0 * w + c1) * 3..][..3];
-            let p10 = &src[(r1 * w + c0) * 3..][..3];
-            let p11 = &src[(r1 * w + c1) * 3..][..3];
-            for ch in 0..3 {
-                let top = p00[ch] as u32 * (256 - fx) + p01[ch] as u32 * fx;
-                let bottom = p10[ch] as u32 * (256 - fx) + p11[ch] as u32 * fx;
-                out[ch] = ((top * (256 - fy) + bottom * fy + 32768) >> 16) as u8;
-            }
+            out.copy_from_slice(&blend_rgb_pairs(top, bottom, fx, fy).to_le_bytes()[..3]);
         }
     }
+}
+
+fn load8(bytes: &[u8]) -> u64 {
+    u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"))
+}
+
+/// Bilinear blend of two RGB pixel pairs (bytes 0..3 and 3..6 of `top` and
+/// `bottom`) with 8-bit weights `fx`, `fy` in 0..256: first vertically, then
+/// horizontally, rounding after each. Returns RGB in the low three bytes.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn blend_rgb_pairs(top: u64, bottom: u64, fx: u16, fy: u16) -> u32 {
+    use std::arch::x86_64::*;
+    // SAFETY: SSE2 is part of the x86_64 baseline, so every x86_64 CPU has
+    // these instructions; none of them touches memory.
+    unsafe {
+        let zero = _mm_setzero_si128();
+        let top = _mm_unpacklo_epi8(_mm_cvtsi64_si128(top as i64), zero);
+        let bottom = _mm_unpacklo_epi8(_mm_cvtsi64_si128(bottom as i64), zero);
+        let half = _mm_set1_epi16(128);
+        // Products stay below 2^16, so 16-bit lanes cannot overflow.
+        let vertical = _mm_add_epi16(
+            _mm_mullo_epi16(top, _mm_set1_epi16((256 - fy) as i16)),
+            _mm_mullo_epi16(bottom, _mm_set1_epi16(fy as i16)),
+        );
+        let vertical = _mm_srli_epi16(_mm_add_epi16(vertical, half), 8);
+        let right = _mm_srli_si128(vertical, 6);
+        let mixed = _mm_add_epi16(
+            _mm_mullo_epi16(vertical, _mm_set1_epi16((256 - fx) as i16)),
+            _mm_mullo_epi16(right, _mm_set1_epi16(fx as i16)),
+        );
+        let mixed = _mm_srli_epi16(_mm_add_epi16(mixed, half), 8);
+        _mm_cvtsi128_si32(_mm_packus_epi16(mixed, mixed)) as u32
+    }
+}
+
+/// The same arithmetic as the SSE2 version, one channel at a time.
+#[cfg(not(target_arch = "x86_64"))]
+#[inline(always)]
+fn blend_rgb_pairs(top: u64, bottom: u64, fx: u16, fy: u16) -> u32 {
+    let (top, bottom) = (top.to_le_bytes(), bottom.to_le_bytes());
+    let (fx, fy) = (fx as u32, fy as u32);
+    let vertical = |i: usize| (top[i] as u32 * (256 - fy) + bottom[i] as u32 * fy + 128) >> 8;
+    let mut rgb = 0u32;
+    for ch in 0..3 {
+        let v = (vertical(ch) * (256 - fx) + vertical(ch + 3) * fx + 128) >> 8;
+        rgb |= v << (8 * ch);
+    }
+    rgb
 }
 
 /// Clamps a box to `[0, width-1] x [0, height-1]`.
@@ -164,19 +255,35 @@ fn clamp_box(bbox: [f32; 4], width: u32, height: u32) -> [f32; 4] {
 /// right]`) moved by `forward`, clamped to the `width x height` image.
 pub fn box_after_affine(bbox: [f32; 4], forward: &Affine, width: u32, height: u32) -> [f32; 4] {
     let [top, left, bottom, right] = bbox.map(|v| v as f64);
-    let corners = [(left, top), (right, top), (left, bottom), (right, bottom)].map(|(x, y)| forward.apply(x, y));
+    let corners = [(left, top), (right, top), (left, bottom), (right, bottom)]
+        .map(|(x, y)| forward.apply(x, y));
     let min_x = corners.iter().map(|p| p.0).fold(f64::INFINITY, f64::min);
-    let max_x = corners.iter().map(|p| p.0).fold(f64::NEG_INFINITY, f64::max);
+    let max_x = corners
+        .iter()
+        .map(|p| p.0)
+        .fold(f64::NEG_INFINITY, f64::max);
     let min_y = corners.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
-    let max_y = corners.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max);
-    clamp_box([min_y as f32, min_x as f32, max_y as f32, max_x as f32], width, height)
+    let max_y = corners
+        .iter()
+        .map(|p| p.1)
+        .fold(f64::NEG_INFINITY, f64::max);
+    clamp_box(
+        [min_y as f32, min_x as f32, max_y as f32, max_x as f32],
+        width,
+        height,
+    )
 }
 
 /// The lesson's box transform: the box rasterised as a 0/1 mask (rows
 /// `round(top)..=round(bottom)`, columns likewise), warped by `forward` with
 /// bilinear sampling and a zero border, and the bounding box of the pixels
 /// above 0.5. `None` when no pixel is (the box left the image).
-pub fn mask_box_after_affine(bbox: [f32; 4], forward: &Affine, width: u32, height: u32) -> Option<[f32; 4]> {
+pub fn mask_box_after_affine(
+    bbox: [f32; 4],
+    forward: &Affine,
+    width: u32,
+    height: u32,
+) -> Option<[f32; 4]> {
     let [top, left, bottom, right] = clamp_box(bbox, width, height).map(|v| v.round() as i64);
     // The mask is separable, so its bilinear sample is the product of the
     // 1-D samples of the row and column indicators.
@@ -219,7 +326,13 @@ pub fn lighting(x: f32, mu: f32, b: f32, c: f32) -> f32 {
 /// ImageNet-normalised, after the lesson's lighting with `(b, c)` when given.
 pub fn normalize_into(rgb: &[u8], lighting_bc: Option<(f32, f32)>, out: &mut [f32]) {
     let pixels = rgb.len() / 3;
-    assert_eq!(out.len(), 3 * pixels, "output holds {} values, the image {}", out.len(), 3 * pixels);
+    assert_eq!(
+        out.len(),
+        3 * pixels,
+        "output holds {} values, the image {}",
+        out.len(),
+        3 * pixels
+    );
     let mu = lighting_bc.map(|_| {
         let sum: u64 = rgb.iter().map(|&v| v as u64).sum();
         (sum as f64 / (rgb.len() as f64 * 255.0)) as f32
@@ -238,7 +351,11 @@ pub fn normalize_into(rgb: &[u8], lighting_bc: Option<(f32, f32)>, out: &mut [f3
     }
     let (red, rest) = out.split_at_mut(pixels);
     let (green, blue) = rest.split_at_mut(pixels);
-    for ((px, (r, g)), b) in rgb.chunks_exact(3).zip(red.iter_mut().zip(green.iter_mut())).zip(blue.iter_mut()) {
+    for ((px, (r, g)), b) in rgb
+        .chunks_exact(3)
+        .zip(red.iter_mut().zip(green.iter_mut()))
+        .zip(blue.iter_mut())
+    {
         *r = lut[0][px[0] as usize];
         *g = lut[1][px[1] as usize];
         *b = lut[2][px[2] as usize];
@@ -249,7 +366,12 @@ pub fn normalize_into(rgb: &[u8], lighting_bc: Option<(f32, f32)>, out: &mut [f3
 /// such values of `x`), for display.
 pub fn denorm(x: &[f32], size: u32) -> RgbImage {
     let pixels = (size * size) as usize;
-    assert!(x.len() >= 3 * pixels, "need {} values for a {size}x{size} image, got {}", 3 * pixels, x.len());
+    assert!(
+        x.len() >= 3 * pixels,
+        "need {} values for a {size}x{size} image, got {}",
+        3 * pixels,
+        x.len()
+    );
     let mut img = RgbImage::new(size, size);
     for (p, px) in img.pixels_mut().enumerate() {
         for ch in 0..3 {
@@ -294,11 +416,24 @@ pub(crate) fn augment_into(
 /// One squashed image through the loader's augmentation (`draw = None`:
 /// normalisation only). Returns CHW f32 (`3 * w * h`, see [`denorm`]) and the
 /// box in the image's pixel coordinates.
-pub fn augment_one(img: &RgbImage, bbox: Option<[f32; 4]>, draw: Option<&AugmentDraw>, box_mode: BoxMode) -> (Vec<f32>, Option<[f32; 4]>) {
+pub fn augment_one(
+    img: &RgbImage,
+    bbox: Option<[f32; 4]>,
+    draw: Option<&AugmentDraw>,
+    box_mode: BoxMode,
+) -> (Vec<f32>, Option<[f32; 4]>) {
     let (w, h) = img.dimensions();
     let mut out = vec![0f32; 3 * (w * h) as usize];
     let mut scratch = Vec::new();
-    let bbox = augment_into(img.as_raw(), (w, h), bbox, draw, box_mode, &mut scratch, &mut out);
+    let bbox = augment_into(
+        img.as_raw(),
+        (w, h),
+        bbox,
+        draw,
+        box_mode,
+        &mut scratch,
+        &mut out,
+    );
     (out, bbox)
 }
 
@@ -317,7 +452,12 @@ mod tests {
     fn affine_inverse_and_composition_round_trip() {
         let m = Affine::rotation(7.0, 112.0, 112.0).then(&Affine::hflip(224));
         let back = m.then(&m.inverse());
-        for (got, want) in back.0.iter().flatten().zip(Affine::IDENTITY.0.iter().flatten()) {
+        for (got, want) in back
+            .0
+            .iter()
+            .flatten()
+            .zip(Affine::IDENTITY.0.iter().flatten())
+        {
             assert!((got - want).abs() < 1e-12, "{back:?}");
         }
     }

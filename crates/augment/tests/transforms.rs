@@ -3,8 +3,9 @@
 mod util;
 
 use augment::{
-    augment_one, box_after_affine, decode_squashed, denorm, lighting, mask_box_after_affine, normalize_into,
-    warp_affine_reflect, Affine, AugmentDraw, AugmentParams, BoxMode, IMAGENET_MEAN, IMAGENET_STD,
+    augment_one, box_after_affine, decode_squashed, denorm, lighting, mask_box_after_affine,
+    normalize_into, warp_affine_reflect, Affine, AugmentDraw, AugmentParams, BoxMode,
+    IMAGENET_MEAN, IMAGENET_STD,
 };
 use image::RgbImage;
 use proptest::prelude::*;
@@ -40,7 +41,10 @@ fn rotating_by_zero_degrees_changes_nothing() {
     assert_eq!(warp(&img, &rotate0), img);
     let bbox = [2.5, 3.0, 17.0, 30.0];
     assert_eq!(box_after_affine(bbox, &rotate0, 40, 30), bbox);
-    assert_eq!(mask_box_after_affine([2.0, 3.0, 17.0, 30.0], &rotate0, 40, 30), Some([2.0, 3.0, 17.0, 30.0]));
+    assert_eq!(
+        mask_box_after_affine([2.0, 3.0, 17.0, 30.0], &rotate0, 40, 30),
+        Some([2.0, 3.0, 17.0, 30.0])
+    );
 }
 
 #[test]
@@ -51,11 +55,68 @@ fn positive_angles_turn_counter_clockwise_like_opencv() {
     img.put_pixel(24, 16, image::Rgb([255, 255, 255]));
     let rotate = Affine::rotation(90.0, 16.0, 16.0);
     let out = warp(&img, &rotate);
-    let brightest = out.enumerate_pixels().max_by_key(|(_, _, p)| p.0[0]).map(|(x, y, _)| (x, y)).unwrap();
+    let brightest = out
+        .enumerate_pixels()
+        .max_by_key(|(_, _, p)| p.0[0])
+        .map(|(x, y, _)| (x, y))
+        .unwrap();
     assert_eq!(brightest, (16, 8));
     let moved = box_after_affine([16.0, 24.0, 16.0, 24.0], &rotate, 33, 33);
     for (got, want) in moved.iter().zip([8.0, 16.0, 8.0, 16.0]) {
         assert!((got - want).abs() < 1e-4, "{moved:?}");
+    }
+}
+
+/// Bilinear sampling with a reflected border in f64, the textbook way.
+fn reference_warp(img: &RgbImage, forward: &Affine) -> RgbImage {
+    let (w, h) = img.dimensions();
+    let reflect = |i: i64, n: i64| {
+        let i = i.rem_euclid(2 * n);
+        (if i >= n { 2 * n - 1 - i } else { i }) as u32
+    };
+    let inverse = forward.inverse();
+    RgbImage::from_fn(w, h, |x, y| {
+        let (sx, sy) = inverse.apply(x as f64, y as f64);
+        let (x0, y0) = (sx.floor(), sy.floor());
+        let (fx, fy) = (sx - x0, sy - y0);
+        let tap = |dx: i64, dy: i64, ch: usize| {
+            img.get_pixel(
+                reflect(x0 as i64 + dx, w as i64),
+                reflect(y0 as i64 + dy, h as i64),
+            )
+            .0[ch] as f64
+        };
+        image::Rgb(std::array::from_fn(|ch| {
+            let top = tap(0, 0, ch) * (1.0 - fx) + tap(1, 0, ch) * fx;
+            let bottom = tap(0, 1, ch) * (1.0 - fx) + tap(1, 1, ch) * fx;
+            (top * (1.0 - fy) + bottom * fy).round() as u8
+        }))
+    })
+}
+
+#[test]
+fn the_warp_is_bilinear_sampling_within_one_level() {
+    let img = util::picture(61, 47, 6);
+    for (deg, flip) in [(10.0, false), (-9.3, true), (3.7, false), (45.0, true)] {
+        let draw = AugmentDraw {
+            rotate_deg: deg,
+            flip,
+            brightness: 0.0,
+            contrast: 0.0,
+        };
+        let forward = draw.affine(61, 47);
+        let (got, want) = (warp(&img, &forward), reference_warp(&img, &forward));
+        let worst = got
+            .as_raw()
+            .iter()
+            .zip(want.as_raw())
+            .map(|(a, b)| (*a as i32 - *b as i32).abs())
+            .max()
+            .unwrap();
+        assert!(
+            worst <= 1,
+            "{deg} deg, flip {flip}: differs by up to {worst}"
+        );
     }
 }
 
@@ -78,21 +139,37 @@ fn box_of_a_rotated_rectangle_matches_the_analytic_extent() {
     // A w x h rectangle centred on the rotation centre turned by theta spans
     // w|cos| + h|sin| across and w|sin| + h|cos| down.
     let (size, cx, cy) = (224u32, 112.0f32, 112.0f32);
-    for (deg, half_w, half_h) in [(10.0f32, 50.0f32, 30.0f32), (-7.5, 20.0, 60.0), (30.0, 40.0, 40.0), (-45.0, 10.0, 70.0)] {
+    for (deg, half_w, half_h) in [
+        (10.0f32, 50.0f32, 30.0f32),
+        (-7.5, 20.0, 60.0),
+        (30.0, 40.0, 40.0),
+        (-45.0, 10.0, 70.0),
+    ] {
         let bbox = [cy - half_h, cx - half_w, cy + half_h, cx + half_w];
         let rotate = Affine::rotation(deg as f64, cx as f64, cy as f64);
         let (sin, cos) = deg.to_radians().sin_cos();
         let half_across = half_w * cos.abs() + half_h * sin.abs();
         let half_down = half_w * sin.abs() + half_h * cos.abs();
-        let want = [cy - half_down, cx - half_across, cy + half_down, cx + half_across];
+        let want = [
+            cy - half_down,
+            cx - half_across,
+            cy + half_down,
+            cx + half_across,
+        ];
         let tight = box_after_affine(bbox, &rotate, size, size);
         for (got, want) in tight.iter().zip(want) {
-            assert!((got - want).abs() < 1e-3, "{deg} deg: tight {tight:?}, analytic {want:?}");
+            assert!(
+                (got - want).abs() < 1e-3,
+                "{deg} deg: tight {tight:?}, analytic {want:?}"
+            );
         }
         // The mask box samples pixel centres of the same rotated rectangle.
         let mask = mask_box_after_affine(bbox, &rotate, size, size).unwrap();
         for (got, want) in mask.iter().zip(want) {
-            assert!((got - want).abs() <= 1.5, "{deg} deg: mask {mask:?}, analytic {want:?}");
+            assert!(
+                (got - want).abs() <= 1.5,
+                "{deg} deg: mask {mask:?}, analytic {want:?}"
+            );
         }
     }
 }
@@ -133,17 +210,25 @@ fn lighting_follows_the_formula_on_known_pixels() {
     //   black: -0.525 + 0.55 = 0.025;  white: 0.525 + 0.55 = 1.075, clipped to 1
     // c = 0.05, b = -0.05:
     //   black: -0.525 + 0.45 = -0.075, clipped to 0;  white: 0.525 + 0.45 = 0.975
-    for (b, c, black, white) in
-        [(0.02f32, -0.05f32, 0.0438095f32, 0.9961905f32), (0.05, 0.05, 0.025, 1.0), (-0.05, 0.05, 0.0, 0.975)]
-    {
+    for (b, c, black, white) in [
+        (0.02f32, -0.05f32, 0.0438095f32, 0.9961905f32),
+        (0.05, 0.05, 0.025, 1.0),
+        (-0.05, 0.05, 0.0, 0.975),
+    ] {
         assert!((lighting(0.0, 0.5, b, c) - black).abs() < 1e-6);
         assert!((lighting(1.0, 0.5, b, c) - white).abs() < 1e-6);
         let mut out = [0f32; 6];
         normalize_into(&rgb, Some((b, c)), &mut out);
         for ch in 0..3 {
             let normalised = |v: f32| (v - IMAGENET_MEAN[ch]) / IMAGENET_STD[ch];
-            assert!((out[ch * 2] - normalised(black)).abs() < 1e-5, "channel {ch} black: {out:?}");
-            assert!((out[ch * 2 + 1] - normalised(white)).abs() < 1e-5, "channel {ch} white: {out:?}");
+            assert!(
+                (out[ch * 2] - normalised(black)).abs() < 1e-5,
+                "channel {ch} black: {out:?}"
+            );
+            assert!(
+                (out[ch * 2 + 1] - normalised(white)).abs() < 1e-5,
+                "channel {ch} white: {out:?}"
+            );
         }
     }
 }
@@ -178,15 +263,27 @@ fn augment_one_moves_the_box_with_the_pixels() {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
     for _ in 0..20 {
         let draw = AugmentDraw::sample(&AugmentParams::default(), &mut rng);
-        let draw = AugmentDraw { brightness: 0.0, contrast: 0.0, ..draw };
-        let (x, bbox) = augment_one(&img, Some([20.0, 10.0, 29.0, 39.0]), Some(&draw), BoxMode::Tight);
+        let draw = AugmentDraw {
+            brightness: 0.0,
+            contrast: 0.0,
+            ..draw
+        };
+        let (x, bbox) = augment_one(
+            &img,
+            Some([20.0, 10.0, 29.0, 39.0]),
+            Some(&draw),
+            BoxMode::Tight,
+        );
         let [top, left, bottom, right] = bbox.unwrap();
         let out = denorm(&x, 64);
         for (px, py, p) in out.enumerate_pixels() {
             if p.0[0] > 200 {
                 let (px, py) = (px as f32, py as f32);
-                assert!(py >= top - 1.0 && py <= bottom + 1.0 && px >= left - 1.0 && px <= right + 1.0,
-                    "white pixel ({py}, {px}) outside box {:?} for {draw:?}", bbox);
+                assert!(
+                    py >= top - 1.0 && py <= bottom + 1.0 && px >= left - 1.0 && px <= right + 1.0,
+                    "white pixel ({py}, {px}) outside box {:?} for {draw:?}",
+                    bbox
+                );
             }
         }
     }
@@ -196,39 +293,71 @@ fn augment_one_moves_the_box_with_the_pixels() {
 fn draws_follow_the_lesson_distribution() {
     let params = AugmentParams::default();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
-    let draws: Vec<AugmentDraw> = (0..20_000).map(|_| AugmentDraw::sample(&params, &mut rng)).collect();
-    let share = |f: &dyn Fn(&AugmentDraw) -> bool| draws.iter().filter(|d| f(d)).count() as f64 / draws.len() as f64;
+    let draws: Vec<AugmentDraw> = (0..20_000)
+        .map(|_| AugmentDraw::sample(&params, &mut rng))
+        .collect();
+    let share = |f: &dyn Fn(&AugmentDraw) -> bool| {
+        draws.iter().filter(|d| f(d)).count() as f64 / draws.len() as f64
+    };
     assert!((share(&|d| d.rotate_deg != 0.0) - 0.75).abs() < 0.02);
     assert!((share(&|d| d.flip) - 0.5).abs() < 0.02);
-    assert!(draws.iter().all(|d| d.rotate_deg.abs() <= 10.0 && d.brightness.abs() <= 0.05 && d.contrast.abs() <= 0.05));
-    assert!(share(&|d| d.rotate_deg > 5.0) > 0.15, "angles should spread over the range");
+    assert!(draws.iter().all(|d| d.rotate_deg.abs() <= 10.0
+        && d.brightness.abs() <= 0.05
+        && d.contrast.abs() <= 0.05));
+    assert!(
+        share(&|d| d.rotate_deg > 5.0) > 0.15,
+        "angles should spread over the range"
+    );
 }
 
 #[test]
 fn params_deserialise_from_a_pipeline_table_with_the_lessons_defaults() {
     let params: AugmentParams = toml::from_str("rotate_deg = 5.0\nbox_mode = \"mask\"").unwrap();
-    assert_eq!(params, AugmentParams { rotate_deg: 5.0, box_mode: BoxMode::Mask, ..AugmentParams::default() });
+    assert_eq!(
+        params,
+        AugmentParams {
+            rotate_deg: 5.0,
+            box_mode: BoxMode::Mask,
+            ..AugmentParams::default()
+        }
+    );
     let defaults: AugmentParams = serde_json::from_str("{}").unwrap();
     assert_eq!(
-        (defaults.rotate_deg, defaults.rotate_p, defaults.lighting_b, defaults.lighting_c, defaults.flip_p, defaults.box_mode),
+        (
+            defaults.rotate_deg,
+            defaults.rotate_p,
+            defaults.lighting_b,
+            defaults.lighting_c,
+            defaults.flip_p,
+            defaults.box_mode
+        ),
         (10.0, 0.75, 0.05, 0.05, 0.5, BoxMode::Tight)
     );
-    assert!(toml::from_str::<AugmentParams>("rotate = 3").is_err(), "unknown keys are refused");
+    assert!(
+        toml::from_str::<AugmentParams>("rotate = 3").is_err(),
+        "unknown keys are refused"
+    );
 }
 
 #[test]
 fn scaled_jpeg_decoding_keeps_the_picture() {
-    // 500x375 decodes at 5/8 before the squash; compare with the image crate's
-    // full decode squashed the same way.
+    // 1000x750 decodes at 1/2 (500x375) before the squash; compare with a
+    // full-size resize of the original picture.
     let dir = tempfile::tempdir().unwrap();
-    let img = util::picture(500, 375, 9);
+    let img = util::picture(1000, 750, 9);
     let path = dir.path().join("big.jpg");
     util::write_jpeg(&path, &img);
     let squashed = decode_squashed(&path, 224).unwrap();
-    assert_eq!(squashed.orig_size, (375, 500));
+    assert_eq!(squashed.orig_size, (750, 1000));
     assert_eq!(squashed.image.dimensions(), (224, 224));
     let reference = image::imageops::resize(&img, 224, 224, image::imageops::FilterType::Triangle);
-    let mean_abs_diff = squashed.image.as_raw().iter().zip(reference.as_raw()).map(|(a, b)| (*a as f64 - *b as f64).abs()).sum::<f64>()
+    let mean_abs_diff = squashed
+        .image
+        .as_raw()
+        .iter()
+        .zip(reference.as_raw())
+        .map(|(a, b)| (*a as f64 - *b as f64).abs())
+        .sum::<f64>()
         / reference.as_raw().len() as f64;
     assert!(mean_abs_diff < 4.0, "mean abs difference {mean_abs_diff}");
 }
@@ -240,10 +369,17 @@ fn png_images_load_too() {
     let path = dir.path().join("square.png");
     square.save(&path).unwrap();
     let squashed = decode_squashed(&path, 20).unwrap();
-    assert_eq!((squashed.orig_size, squashed.image), ((20, 20), square), "PNG is lossless and needs no resize");
+    assert_eq!(
+        (squashed.orig_size, squashed.image),
+        ((20, 20), square),
+        "PNG is lossless and needs no resize"
+    );
 
     let wide = dir.path().join("wide.png");
     util::picture(30, 20, 4).save(&wide).unwrap();
     let squashed = decode_squashed(&wide, 16).unwrap();
-    assert_eq!((squashed.orig_size, squashed.image.dimensions()), ((20, 30), (16, 16)));
+    assert_eq!(
+        (squashed.orig_size, squashed.image.dimensions()),
+        ((20, 30), (16, 16))
+    );
 }

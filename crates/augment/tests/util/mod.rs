@@ -27,7 +27,8 @@ pub fn picture(width: u32, height: u32, variant: u32) -> RgbImage {
 
 pub fn write_jpeg(path: &Path, img: &RgbImage) {
     let file = std::fs::File::create(path).unwrap();
-    let mut encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(std::io::BufWriter::new(file), 92);
+    let mut encoder =
+        image::codecs::jpeg::JpegEncoder::new_with_quality(std::io::BufWriter::new(file), 92);
     encoder.encode_image(img).unwrap();
 }
 
@@ -52,14 +53,17 @@ pub fn within<T: Send + 'static>(secs: u64, body: impl FnOnce() -> T + Send + 's
     });
     match rx.recv_timeout(Duration::from_secs(secs)) {
         Ok(value) => value,
-        Err(mpsc::RecvTimeoutError::Timeout) => panic!("no result after {secs} s: the loader hangs"),
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            panic!("no result after {secs} s: the loader hangs")
+        }
         Err(mpsc::RecvTimeoutError::Disconnected) => panic!("the test body panicked (see above)"),
     }
 }
 
 /// The shared VOC 2007 images, or `None` (with the reason printed) where absent.
 pub fn voc_dir() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/voc2007/VOCdevkit/VOC2007");
+    let dir =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/voc2007/VOCdevkit/VOC2007");
     if dir.join("JPEGImages").is_dir() {
         Some(dir)
     } else {
