@@ -5,7 +5,6 @@ use crate::TrainError;
 use safetensors::tensor::{Dtype, SafeTensors, View};
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
@@ -124,19 +123,13 @@ pub fn copy_into(vs: &tch::nn::VarStore, tensors: &HashMap<String, Tensor>, sour
     Ok(())
 }
 
-/// Temp file in the same directory, fsync, rename: readers see the old file or the new
-/// one, never a half-written one.
+/// Writes through `csv_export::write_atomic` (temp file beside, fsync, rename): readers
+/// see the old file or the new one, never a half-written one.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| TrainError::io(dir, e))?;
-    tmp.write_all(bytes).map_err(|e| TrainError::io(path, e))?;
-    tmp.as_file().sync_all().map_err(|e| TrainError::io(path, e))?;
-    tmp.persist(path).map_err(|e| TrainError::io(path, e.error))?;
-    Ok(())
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
+    }
+    csv_export::write_atomic(path, |out| out.write_all(bytes)).map_err(|e| TrainError::io(path, e))
 }
 
 #[cfg(test)]

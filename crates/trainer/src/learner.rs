@@ -107,8 +107,8 @@ pub struct LrFindResult {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Prediction {
     Class { index: usize, class: usize, prob: f32 },
-    /// Box in input pixels (`size x size`).
-    Box { index: usize, bbox: [f32; 4] },
+    /// Box in input pixels (`size x size`), and the original image's (height, width).
+    Box { index: usize, bbox: [f32; 4], orig_size: (u32, u32) },
 }
 
 pub struct Learner<M: LayeredModel> {
@@ -434,7 +434,7 @@ impl<M: LayeredModel> Learner<M> {
                 }
                 Task::Bbox => {
                     for (k, bbox) in boxes_in_input_pixels(&out, batch.size)?.into_iter().enumerate() {
-                        out_all.push(Prediction::Box { index: batch.indices[k], bbox });
+                        out_all.push(Prediction::Box { index: batch.indices[k], bbox, orig_size: batch.orig_sizes[k] });
                     }
                 }
             }

@@ -6,6 +6,7 @@
 //!   with one rate per layer group and checkpointable state.
 //! - [`learner`]: `lr_find`, `fit`, `freeze_to`/`unfreeze`, validation and prediction.
 //! - [`checkpoint`]: safetensors with JSON metadata, written atomically.
+//! - [`stage`]: the `trainer stage --spec` runner (lr_find, train, predict).
 
 
 pub mod checkpoint;
@@ -14,6 +15,7 @@ pub mod learner;
 pub mod model;
 pub mod optim;
 pub mod schedule;
+pub mod stage;
 pub mod task;
 
 pub use data::{cv_indices, Batch, DataSource, InMemorySource};

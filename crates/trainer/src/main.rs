@@ -1,0 +1,53 @@
+//! `trainer`: runs the lesson's training stages (lr_find, train, predict) from a stage
+//! spec, and reports what hardware torch sees.
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "trainer", about = "fast.ai lesson 8 training stages on libtorch")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one stage from its JSON spec (as the pipeline runner writes it).
+    Stage {
+        #[arg(long)]
+        spec: PathBuf,
+        /// Continue from the checkpoint in the spec's work_dir if it belongs to this run.
+        #[arg(long)]
+        resume: bool,
+    },
+    /// Print the torch device, CUDA availability and thread counts.
+    Info,
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Stage { spec, resume } => {
+            let text = std::fs::read_to_string(&spec).with_context(|| format!("reading {}", spec.display()))?;
+            let spec: trainer::stage::StageSpec =
+                serde_json::from_str(&text).with_context(|| format!("{}: not a stage spec", spec.display()))?;
+            trainer::stage::run(&spec, resume)
+        }
+        Command::Info => {
+            println!("device: {:?}", trainer::stage::device());
+            println!("cuda available: {}", tch::Cuda::is_available());
+            println!("cuda devices: {}", tch::Cuda::device_count());
+            println!("cudnn available: {}", tch::Cuda::cudnn_is_available());
+            println!("cores: {}", trainer::stage::cores());
+            println!("torch threads: {}", tch::get_num_threads());
+            Ok(())
+        }
+    }
+}

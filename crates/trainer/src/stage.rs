@@ -1,0 +1,754 @@
+//! The training stages the pipeline runner hands to `trainer stage --spec spec.json`:
+//! `lr_find`, `train` and `predict`, configured by the stage's `params` (from the
+//! pipeline TOML).
+//!
+//! Inputs (by name): `csv` (lrg.csv for `task = "classify"`, bb.csv for `"bbox"`),
+//! `images` (the folder the CSV's file names are in), `weights` (the backbone's
+//! pretrained safetensors; may be absent only with `random_init = true`), `model`
+//! (predict: a model the train stage wrote), `val` (optional: the validation images,
+//! as a JSON array of file names or a CSV whose first column is `fn`).
+//! Outputs are picked by extension: train writes the `.safetensors` model and the
+//! `.csv` metrics; lr_find the `.csv` curve and the `.json` suggestion; predict the
+//! `.csv` predictions.
+
+use crate::checkpoint;
+use crate::data::{cv_indices, Batch, DataSource};
+use crate::learner::{EpochEnd, EpochRecord, FitConfig, FitPosition, FitResume, Learner, LrFindResult, Prediction};
+use crate::model::{LayeredModel, TinyCnn};
+use crate::task::{iou, Task};
+use crate::TrainError;
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tch::{nn, Device, Tensor};
+
+/// What the runner hands a stage (xtask's `StageSpec`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct StageSpec {
+    pub name: String,
+    pub kind: String,
+    #[serde(default)]
+    pub inputs: BTreeMap<String, PathBuf>,
+    #[serde(default)]
+    pub outputs: BTreeMap<String, PathBuf>,
+    #[serde(default)]
+    pub params: serde_json::Value,
+    pub work_dir: PathBuf,
+    #[serde(default)]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskKind {
+    Classify,
+    Bbox,
+}
+
+fn default_backbone() -> String {
+    "efficientnet-lite0".into()
+}
+fn default_size() -> u32 {
+    224
+}
+fn default_batch() -> usize {
+    64
+}
+fn default_seed() -> u64 {
+    42
+}
+fn default_val_fraction() -> f64 {
+    0.2
+}
+fn default_cycles() -> usize {
+    1
+}
+fn default_one() -> usize {
+    1
+}
+
+/// The stage's `params`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Params {
+    pub task: TaskKind,
+    /// `efficientnet-lite0`, `resnet34`, or `tiny-cnn` (a small test network, random init only).
+    #[serde(default = "default_backbone")]
+    pub backbone: String,
+    #[serde(default)]
+    pub random_init: bool,
+    #[serde(default = "default_size")]
+    pub size: u32,
+    #[serde(default = "default_batch")]
+    pub batch: usize,
+    /// Loader threads; default: one per core.
+    #[serde(default)]
+    pub workers: Option<usize>,
+    /// Torch intra-op threads; default: one per core.
+    #[serde(default)]
+    pub threads: Option<usize>,
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// The training set's augmentation (augment's `AugmentParams` table); none if absent.
+    #[serde(default)]
+    pub augment: Option<augment::AugmentParams>,
+    #[serde(default = "default_val_fraction")]
+    pub val_fraction: f64,
+    #[serde(default)]
+    pub schedule: Vec<Step>,
+    /// L2 weight decay of Adam (fastai 0.7 `wds`); none by default.
+    #[serde(default)]
+    pub weight_decay: f64,
+    /// Only checked: `cross_entropy` for classify, `l1` for bbox.
+    #[serde(default)]
+    pub loss: Option<String>,
+    #[serde(default)]
+    pub on_bad_image: augment::BadImage,
+    /// The lr_find kind's search range when its schedule has no `lr_find` step.
+    #[serde(default)]
+    pub lr_find: Option<LrFindStep>,
+}
+
+/// One step of `params.schedule`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Step {
+    Fit(FitStep),
+    FreezeTo(i64),
+    Unfreeze(bool),
+    LrFind(LrFindStep),
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FitStep {
+    #[serde(default)]
+    pub lr: Option<f64>,
+    #[serde(default)]
+    pub lrs: Option<Vec<f64>>,
+    #[serde(default = "default_cycles")]
+    pub cycles: usize,
+    /// Absent: `cycles` epochs at a constant rate (fastai `fit(lr, n)`).
+    #[serde(default)]
+    pub cycle_len: Option<usize>,
+    #[serde(default = "default_one")]
+    pub cycle_mult: usize,
+    /// `[div, cut_div]`, e.g. `[20, 8]`.
+    #[serde(default)]
+    pub use_clr: Option<(f64, usize)>,
+}
+
+impl FitStep {
+    fn config(&self) -> Result<FitConfig> {
+        let lrs = match (&self.lr, &self.lrs) {
+            (Some(lr), None) => vec![*lr],
+            (None, Some(lrs)) if !lrs.is_empty() => lrs.clone(),
+            _ => bail!("a fit step needs exactly one of `lr` or `lrs` (non-empty)"),
+        };
+        if lrs.iter().any(|lr| !(lr.is_finite() && *lr > 0.0)) {
+            bail!("fit: learning rates must be positive, got {lrs:?}");
+        }
+        if self.cycles == 0 || self.cycle_len == Some(0) || self.cycle_mult == 0 {
+            bail!("fit: cycles, cycle_len and cycle_mult must be at least 1");
+        }
+        Ok(FitConfig { lrs, cycles: self.cycles, cycle_len: self.cycle_len, cycle_mult: self.cycle_mult, use_clr: self.use_clr })
+    }
+}
+
+fn default_start() -> f64 {
+    1e-5
+}
+fn default_end() -> f64 {
+    10.0
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LrFindStep {
+    #[serde(default = "default_start")]
+    pub start: f64,
+    #[serde(default = "default_end")]
+    pub end: f64,
+}
+
+impl Default for LrFindStep {
+    fn default() -> Self {
+        LrFindStep { start: default_start(), end: default_end() }
+    }
+}
+
+/// The metadata of model files and checkpoints (JSON in the safetensors header).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModelMeta {
+    pub arch: String,
+    /// `classifier` (fastai's default head) or `flatten_linear` (the lesson's bbox head).
+    pub head: String,
+    pub task: Task,
+    pub size: u32,
+    /// How the validation set was drawn, so `predict` scores the same images.
+    pub val_fraction: f64,
+    pub seed: u64,
+    pub metrics: Vec<EpochRecord>,
+    /// Checkpoints only: where the run stands.
+    #[serde(default)]
+    pub resume: Option<ResumePoint>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ResumePoint {
+    /// Identifies the run (params and inputs); a checkpoint of another run is not resumed.
+    pub run_key: String,
+    /// Index of the schedule step in progress.
+    pub step: usize,
+    /// Epochs completed across the whole schedule.
+    pub epochs_done: usize,
+    pub fit: FitPosition,
+}
+
+/// Any of the networks a stage can build.
+pub enum AnyModel {
+    Zoo(model_zoo::Net),
+    Tiny(TinyCnn),
+}
+
+impl LayeredModel for AnyModel {
+    fn forward(&self, x: &Tensor, train_groups: &[bool]) -> Tensor {
+        match self {
+            AnyModel::Zoo(net) => net.forward(x, train_groups),
+            AnyModel::Tiny(net) => LayeredModel::forward(net, x, train_groups),
+        }
+    }
+    fn n_groups(&self) -> usize {
+        match self {
+            AnyModel::Zoo(net) => net.n_groups(),
+            AnyModel::Tiny(net) => LayeredModel::n_groups(net),
+        }
+    }
+    fn group_of(&self, var: &str) -> usize {
+        match self {
+            AnyModel::Zoo(net) => net.group_of(var),
+            AnyModel::Tiny(net) => LayeredModel::group_of(net, var),
+        }
+    }
+}
+
+impl LayeredModel for model_zoo::Net {
+    fn forward(&self, x: &Tensor, train_groups: &[bool]) -> Tensor {
+        model_zoo::Net::forward(self, x, train_groups)
+    }
+    fn n_groups(&self) -> usize {
+        model_zoo::Net::n_groups(self)
+    }
+    fn group_of(&self, var: &str) -> usize {
+        model_zoo::Net::group_of(self, var)
+    }
+}
+
+/// The torch device: CUDA when available.
+pub fn device() -> Device {
+    Device::cuda_if_available()
+}
+
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+/// Builds the network for `arch` with the task's head on `device`.
+fn build_learner(arch: &str, task: Task, size: u32, device: Device) -> Result<(Learner<AnyModel>, String)> {
+    let vs = nn::VarStore::new(device);
+    let (model, head) = if arch == "tiny-cnn" {
+        (AnyModel::Tiny(TinyCnn::new(&vs.root(), task.outputs())), "linear".to_string())
+    } else {
+        let zoo_arch: model_zoo::Arch = arch.parse()?;
+        let (spec, head) = match &task {
+            Task::Classify { classes } => (model_zoo::HeadSpec::Classifier { classes: classes.len() as i64 }, "classifier"),
+            Task::Bbox => (model_zoo::HeadSpec::FlattenLinear { outputs: 4 }, "flatten_linear"),
+        };
+        (AnyModel::Zoo(model_zoo::Net::new(&vs.root(), zoo_arch, spec, size as i64)), head.to_string())
+    };
+    Ok((Learner::new(vs, model, task, size as usize), head))
+}
+
+/// One CSV row, whatever the task.
+struct Row {
+    file_name: String,
+    category: Option<String>,
+    bbox: Option<[f32; 4]>,
+}
+
+fn read_rows(task: TaskKind, csv: &Path) -> Result<Vec<Row>> {
+    Ok(match task {
+        TaskKind::Classify => csv_export::read_lrg(csv)?
+            .into_iter()
+            .map(|r| Row { file_name: r.file_name, category: Some(r.category), bbox: None })
+            .collect(),
+        TaskKind::Bbox => csv_export::read_bb(csv)?
+            .into_iter()
+            .map(|r| Row { file_name: r.file_name, category: None, bbox: Some(r.bbox) })
+            .collect(),
+    })
+}
+
+/// File names listed in a validation file: a JSON array of names, or a CSV with a
+/// header whose first column holds them.
+fn read_val_names(path: &Path) -> Result<HashSet<String>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    if path.extension().is_some_and(|e| e == "json") {
+        let names: Vec<String> =
+            serde_json::from_str(&text).with_context(|| format!("{}: expected a JSON array of file names", path.display()))?;
+        return Ok(names.into_iter().collect());
+    }
+    let mut reader = csv::Reader::from_reader(text.as_bytes());
+    let mut names = HashSet::new();
+    for (i, record) in reader.records().enumerate() {
+        let record = record.with_context(|| format!("{}:{}", path.display(), i + 2))?;
+        let name = record.get(0).filter(|s| !s.is_empty()).with_context(|| format!("{}:{}: empty file name", path.display(), i + 2))?;
+        names.insert(name.to_string());
+    }
+    Ok(names)
+}
+
+/// Rows split into (training, validation) row indices.
+fn split(rows: &[Row], val_file: Option<&PathBuf>, val_fraction: f64, seed: u64) -> Result<(Vec<usize>, Vec<usize>)> {
+    let val: Vec<usize> = match val_file {
+        Some(path) => {
+            let names = read_val_names(path)?;
+            let val: Vec<usize> = (0..rows.len()).filter(|&i| names.contains(&rows[i].file_name)).collect();
+            if val.len() < names.len() {
+                tracing::warn!("{}: {} of its {} names are not in the training CSV", path.display(), names.len() - val.len(), names.len());
+            }
+            val
+        }
+        None => {
+            if !(0.0..1.0).contains(&val_fraction) {
+                bail!("val_fraction must be in [0, 1), got {val_fraction}");
+            }
+            cv_indices(rows.len(), val_fraction, seed)
+        }
+    };
+    let is_val: HashSet<usize> = val.iter().copied().collect();
+    let train = (0..rows.len()).filter(|i| !is_val.contains(i)).collect();
+    Ok((train, val))
+}
+
+/// The `augment` loader as a `DataSource`.
+pub struct LoaderSource {
+    loader: augment::Loader,
+}
+
+impl LoaderSource {
+    pub fn new(items: Vec<augment::Item>, config: augment::LoaderConfig) -> LoaderSource {
+        LoaderSource { loader: augment::Loader::new(Arc::new(items), config) }
+    }
+}
+
+impl DataSource for LoaderSource {
+    fn n_batches(&self) -> usize {
+        self.loader.batches_per_epoch()
+    }
+    fn n_items(&self) -> usize {
+        self.loader.items().len()
+    }
+    fn batches(&self, epoch: usize) -> Box<dyn Iterator<Item = Result<Batch, TrainError>> + '_> {
+        Box::new(self.loader.epoch(epoch as u64).map(|batch| {
+            batch
+                .map(|b| Batch {
+                    x: b.x,
+                    n: b.n,
+                    size: b.size as usize,
+                    classes: b.classes,
+                    boxes: b.boxes,
+                    indices: b.indices,
+                    orig_sizes: b.orig_sizes,
+                })
+                .map_err(|e| TrainError::Data(e.to_string()))
+        }))
+    }
+}
+
+/// Everything a stage needs about its data.
+struct Prepared {
+    rows: Vec<Row>,
+    task: Task,
+    train_rows: Vec<usize>,
+    val_rows: Vec<usize>,
+    train: LoaderSource,
+    valid: LoaderSource,
+}
+
+fn prepare(spec: &StageSpec, params: &Params, classes: Option<Vec<String>>, val_fraction: f64, seed: u64) -> Result<Prepared> {
+    let csv = input(spec, "csv")?;
+    let images = input(spec, "images")?;
+    let rows = read_rows(params.task, csv)?;
+    if rows.is_empty() {
+        bail!("{}: no rows", csv.display());
+    }
+    let task = match params.task {
+        TaskKind::Bbox => Task::Bbox,
+        TaskKind::Classify => {
+            let classes = classes.unwrap_or_else(|| {
+                let mut names: Vec<String> = rows.iter().filter_map(|r| r.category.clone()).collect();
+                names.sort();
+                names.dedup();
+                names
+            });
+            Task::Classify { classes }
+        }
+    };
+    let class_index: HashMap<&str, i64> = match &task {
+        Task::Classify { classes } => classes.iter().enumerate().map(|(i, c)| (c.as_str(), i as i64)).collect(),
+        Task::Bbox => HashMap::new(),
+    };
+    let mut items = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let class = match &row.category {
+            Some(c) => Some(*class_index.get(c.as_str()).with_context(|| {
+                format!("{}: class {c:?} of {} is not one the model knows", csv.display(), row.file_name)
+            })?),
+            None => None,
+        };
+        items.push(augment::Item { path: images.join(&row.file_name), class, bbox: row.bbox });
+    }
+    let (train_rows, val_rows) = split(&rows, spec.inputs.get("val"), val_fraction, seed)?;
+    if val_rows.is_empty() {
+        bail!("the validation set is empty (val_fraction {val_fraction} of {} rows)", rows.len());
+    }
+    let workers = params.workers.unwrap_or_else(cores);
+    let base = augment::LoaderConfig {
+        size: params.size,
+        batch_size: params.batch,
+        workers,
+        prefetch: 2,
+        shuffle: true,
+        seed: params.seed,
+        augment: params.augment,
+        drop_last: false,
+        on_bad_image: params.on_bad_image,
+    };
+    // A last batch of one image would make BatchNorm's batch statistics degenerate.
+    let drop_last = train_rows.len() % params.batch == 1;
+    let train_items = train_rows.iter().map(|&i| items[i].clone()).collect();
+    let val_items = val_rows.iter().map(|&i| items[i].clone()).collect();
+    let train = LoaderSource::new(train_items, augment::LoaderConfig { drop_last, ..base.clone() });
+    let valid = LoaderSource::new(val_items, augment::LoaderConfig { shuffle: false, augment: None, ..base });
+    Ok(Prepared { rows, task, train_rows, val_rows, train, valid })
+}
+
+fn input<'a>(spec: &'a StageSpec, name: &str) -> Result<&'a PathBuf> {
+    spec.inputs.get(name).with_context(|| format!("stage {} ({}) needs an input named {name:?}", spec.name, spec.kind))
+}
+
+/// The one output whose file name ends with `ext`.
+fn output<'a>(spec: &'a StageSpec, ext: &str) -> Result<&'a PathBuf> {
+    let mut found = spec.outputs.values().filter(|p| p.extension().is_some_and(|e| e == ext));
+    match (found.next(), found.next()) {
+        (Some(p), None) => Ok(p),
+        (None, _) => bail!("stage {} ({}) needs an output ending in .{ext}", spec.name, spec.kind),
+        (Some(_), Some(_)) => bail!("stage {} ({}) has more than one output ending in .{ext}", spec.name, spec.kind),
+    }
+}
+
+fn parse_params(spec: &StageSpec) -> Result<Params> {
+    let params: Params = serde_json::from_value(spec.params.clone())
+        .with_context(|| format!("stage {}: bad params {}", spec.name, spec.params))?;
+    let expected_loss = match params.task {
+        TaskKind::Classify => "cross_entropy",
+        TaskKind::Bbox => "l1",
+    };
+    if let Some(loss) = &params.loss {
+        if loss != expected_loss {
+            bail!("stage {}: loss {loss:?} is not available for task {:?} (it uses {expected_loss:?})", spec.name, params.task);
+        }
+    }
+    if params.batch == 0 || params.size < 32 {
+        bail!("stage {}: batch must be at least 1 and size at least 32", spec.name);
+    }
+    for step in &params.schedule {
+        if let Step::Fit(fit) = step {
+            fit.config().with_context(|| format!("stage {}: schedule", spec.name))?;
+        }
+    }
+    Ok(params)
+}
+
+/// Runs one stage; `resume` continues from the checkpoint in `work_dir` if it is this run's.
+pub fn run(spec: &StageSpec, resume: bool) -> Result<()> {
+    let params = parse_params(spec)?;
+    tch::set_num_threads(params.threads.unwrap_or_else(cores) as i32);
+    match spec.kind.as_str() {
+        "train" | "lr_find" => train(spec, &params, resume),
+        "predict" => predict(spec, &params),
+        other => bail!("the trainer does not run stage kind {other:?} (it runs lr_find, train, predict)"),
+    }
+}
+
+fn run_key(spec: &StageSpec) -> String {
+    let text = serde_json::json!({"kind": spec.kind, "inputs": spec.inputs, "params": spec.params}).to_string();
+    blake3::hash(text.as_bytes()).to_hex().to_string()
+}
+
+fn checkpoint_path(spec: &StageSpec) -> PathBuf {
+    spec.work_dir.join("checkpoint.safetensors")
+}
+
+/// The train and lr_find kinds: build the learner and run the schedule.
+fn train(spec: &StageSpec, params: &Params, resume: bool) -> Result<()> {
+    let lr_find_kind = spec.kind == "lr_find";
+    let data = prepare(spec, params, None, params.val_fraction, params.seed)?;
+    let device = device();
+    // Seeds the initialisation of the head (and of everything under random_init).
+    tch::manual_seed(params.seed as i64);
+    let (mut learner, head) = build_learner(&params.backbone, data.task.clone(), params.size, device)?;
+    learner.adam.weight_decay = params.weight_decay;
+    match (spec.inputs.get("weights"), params.random_init) {
+        (_, true) => {
+            tracing::info!("random_init: every layer starts from its initialisation, all groups trainable");
+        }
+        (Some(weights), false) => {
+            let arch: model_zoo::Arch = params.backbone.parse()?;
+            let report = model_zoo::load_backbone(&mut learner.vs, arch, weights)?;
+            tracing::info!("{}: {} backbone variables loaded", weights.display(), report.loaded);
+            // fastai's ConvLearner.pretrained starts with the body frozen.
+            learner.freeze_to(-1);
+        }
+        (None, false) => bail!(
+            "stage {}: no `weights` input for the pretrained {} backbone; add one, or set random_init = true to train from scratch",
+            spec.name,
+            params.backbone
+        ),
+    }
+    eprintln!(
+        "{}: {} training / {} validation images, {} on {:?}, {} torch threads",
+        spec.name,
+        data.train_rows.len(),
+        data.val_rows.len(),
+        params.backbone,
+        device,
+        tch::get_num_threads()
+    );
+
+    let run_key = run_key(spec);
+    let ckpt = checkpoint_path(spec);
+    let mut meta = ModelMeta {
+        arch: params.backbone.clone(),
+        head,
+        task: data.task.clone(),
+        size: params.size,
+        val_fraction: params.val_fraction,
+        seed: params.seed,
+        metrics: Vec::new(),
+        resume: None,
+    };
+    let mut resume_from: Option<(ResumePoint, HashMap<String, Tensor>)> = None;
+    if resume && ckpt.exists() {
+        let (tensors, saved) = checkpoint::load(&ckpt)?;
+        let saved: ModelMeta = serde_json::from_value(saved).with_context(|| format!("{}: bad metadata", ckpt.display()))?;
+        match saved.resume {
+            Some(point) if point.run_key == run_key => {
+                checkpoint::copy_into(&learner.vs, &tensors, &ckpt)?;
+                eprintln!("resuming from {} after {} epochs", ckpt.display(), point.epochs_done);
+                meta.metrics = saved.metrics;
+                resume_from = Some((point, tensors));
+            }
+            _ => tracing::warn!("{}: a checkpoint of another run (params or inputs differ); starting afresh", ckpt.display()),
+        }
+    }
+
+    let mut schedule = params.schedule.clone();
+    if lr_find_kind && !schedule.iter().any(|s| matches!(s, Step::LrFind(_))) {
+        schedule.push(Step::LrFind(params.lr_find.clone().unwrap_or_default()));
+    }
+    let mut epochs_done = 0usize;
+    let mut lr_finds = 0usize;
+    for (step_index, step) in schedule.iter().enumerate() {
+        let resume_step = resume_from.as_ref().map(|(p, _)| p.step);
+        let done_before = resume_step.is_some_and(|s| step_index < s);
+        match step {
+            Step::FreezeTo(n) => learner.freeze_to(*n),
+            Step::Unfreeze(true) => learner.unfreeze(),
+            Step::Unfreeze(false) => {}
+            Step::LrFind(_) if done_before => lr_finds += 1,
+            Step::LrFind(range) => {
+                let found = learner.lr_find(&data.train, &[range.start], range.end, epochs_done)?;
+                let (curve, json) = if lr_find_kind && lr_finds == 0 {
+                    (output(spec, "csv")?.clone(), output(spec, "json")?.clone())
+                } else {
+                    (spec.work_dir.join(format!("lr_find_{step_index}.csv")), spec.work_dir.join(format!("lr_find_{step_index}.json")))
+                };
+                write_lr_find(&curve, &json, &found)?;
+                println!(
+                    "lr_find: lowest smoothed loss at lr {:.2e}; suggested lr {:.2e} (a tenth of it); curve in {}",
+                    found.min_loss_lr,
+                    found.suggested_lr,
+                    curve.display()
+                );
+                lr_finds += 1;
+            }
+            Step::Fit(fit) => {
+                let config = fit.config()?;
+                if done_before {
+                    epochs_done += config.epochs();
+                    continue;
+                }
+                let resume = match resume_from.take() {
+                    Some((point, tensors)) if point.step == step_index => {
+                        epochs_done = point.epochs_done - point.fit.epochs_done;
+                        Some(FitResume { position: point.fit, optimiser_tensors: tensors })
+                    }
+                    other => {
+                        resume_from = other;
+                        None
+                    }
+                };
+                let first_epoch = epochs_done;
+                let metrics_path = if lr_find_kind { None } else { Some(output(spec, "csv")?.clone()) };
+                let mut on_epoch_end = |end: EpochEnd<'_>| -> Result<(), TrainError> {
+                    meta.metrics.push(end.record.clone());
+                    meta.resume = Some(ResumePoint {
+                        run_key: run_key.clone(),
+                        step: step_index,
+                        epochs_done: first_epoch + end.position.epochs_done,
+                        fit: end.position.clone(),
+                    });
+                    let mut tensors: Vec<(String, Tensor)> = end.vs.variables().into_iter().collect();
+                    tensors.extend(end.optimiser.state_tensors());
+                    checkpoint::save(&ckpt, &tensors, &meta)?;
+                    if let Some(path) = &metrics_path {
+                        write_metrics(path, &meta.task, &meta.metrics).map_err(|e| TrainError::Data(format!("{e:#}")))?;
+                    }
+                    Ok(())
+                };
+                learner.fit(&data.train, &data.valid, &config, first_epoch, resume, &mut on_epoch_end)?;
+                epochs_done = first_epoch + config.epochs();
+            }
+        }
+    }
+    if !lr_find_kind {
+        meta.resume = None;
+        let tensors: Vec<(String, Tensor)> = learner.vs.variables().into_iter().collect();
+        checkpoint::save(output(spec, "safetensors")?, &tensors, &meta)?;
+        write_metrics(output(spec, "csv")?, &meta.task, &meta.metrics)?;
+    }
+    Ok(())
+}
+
+/// Creates the folder `path` goes in (the runner's staging folders may not exist yet).
+fn ensure_parent(path: &Path) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+fn write_lr_find(curve: &Path, json: &Path, found: &LrFindResult) -> Result<()> {
+    ensure_parent(curve)?;
+    ensure_parent(json)?;
+    csv_export::write_atomic(curve, |out| {
+        csv_export::write_record(out, &["iteration", "lr", "loss", "smooth_loss"])?;
+        for p in &found.points {
+            csv_export::write_record(out, &[&p.iteration.to_string(), &p.lr.to_string(), &p.loss.to_string(), &p.smooth_loss.to_string()])?;
+        }
+        Ok(())
+    })?;
+    let body = serde_json::json!({"suggested_lr": found.suggested_lr, "min_loss_lr": found.min_loss_lr});
+    csv_export::write_atomic(json, |out| out.write_all(serde_json::to_string_pretty(&body)?.as_bytes()))?;
+    Ok(())
+}
+
+/// The metrics CSV: `epoch,trn_loss,val_loss,<metrics...>,seconds`.
+pub fn write_metrics(path: &Path, task: &Task, records: &[EpochRecord]) -> Result<()> {
+    ensure_parent(path)?;
+    csv_export::write_atomic(path, |out| {
+        let mut header = vec!["epoch", "trn_loss", "val_loss"];
+        header.extend(task.metric_names());
+        header.push("seconds");
+        csv_export::write_record(out, &header)?;
+        for r in records {
+            let mut fields = vec![r.epoch.to_string(), r.trn_loss.to_string(), r.val_loss.to_string()];
+            fields.extend(r.metrics.iter().map(|v| v.to_string()));
+            fields.push(format!("{:.3}", r.seconds));
+            let refs: Vec<&str> = fields.iter().map(String::as_str).collect();
+            csv_export::write_record(out, &refs)?;
+        }
+        Ok(())
+    })?;
+    Ok(())
+}
+
+/// Loads a model file the train stage wrote.
+pub fn load_model(path: &Path, device: Device) -> Result<(Learner<AnyModel>, ModelMeta)> {
+    let (tensors, meta) = checkpoint::load(path)?;
+    let meta: ModelMeta = serde_json::from_value(meta).with_context(|| format!("{}: not a model the trainer wrote", path.display()))?;
+    let (learner, _) = build_learner(&meta.arch, meta.task.clone(), meta.size, device)?;
+    checkpoint::copy_into(&learner.vs, &tensors, path)?;
+    Ok((learner, meta))
+}
+
+/// Predictions over the validation split, boxes in original image pixels.
+fn predict(spec: &StageSpec, params: &Params) -> Result<()> {
+    let model_path = input(spec, "model")?;
+    let (mut learner, meta) = load_model(model_path, device())?;
+    learner.progress = false;
+    let task_kind = match meta.task {
+        Task::Classify { .. } => TaskKind::Classify,
+        Task::Bbox => TaskKind::Bbox,
+    };
+    if task_kind != params.task {
+        bail!("{}: the model was trained for {:?}, the stage asks for {:?}", model_path.display(), task_kind, params.task);
+    }
+    let classes = match &meta.task {
+        Task::Classify { classes } => Some(classes.clone()),
+        Task::Bbox => None,
+    };
+    let mut params = params.clone();
+    params.size = meta.size;
+    let data = prepare(spec, &params, classes, meta.val_fraction, meta.seed)?;
+    let predictions = learner.predict(&data.valid)?;
+    let out = output(spec, "csv")?;
+    ensure_parent(out)?;
+    let val = learner.validate(&data.valid)?;
+    let size = meta.size as f32;
+    let mut orig_iou_sum = 0.0f64;
+    csv_export::write_atomic(out, |w| {
+        match &meta.task {
+            Task::Classify { classes } => {
+                csv_export::write_record(w, &["fn", "cat", "true_cat", "prob"])?;
+                for p in &predictions {
+                    let Prediction::Class { index, class, prob } = p else { unreachable!("classification predictions") };
+                    let row = &data.rows[data.val_rows[*index]];
+                    let truth = row.category.as_deref().unwrap_or("");
+                    csv_export::write_record(w, &[&row.file_name, &classes[*class], truth, &format!("{prob:.6}")])?;
+                }
+            }
+            Task::Bbox => {
+                csv_export::write_record(w, &["fn", "bbox", "true_bbox", "iou"])?;
+                for p in &predictions {
+                    let Prediction::Box { index, bbox, orig_size: (h, w_px) } = p else { unreachable!("box predictions") };
+                    let row = &data.rows[data.val_rows[*index]];
+                    let truth = row.bbox.expect("bbox rows have boxes");
+                    let (sy, sx) = (*h as f32 / size, *w_px as f32 / size);
+                    // Inverse of the loader's squash (coord * size / dim), rounded to 0.1 px.
+                    let orig = [bbox[0] * sy, bbox[1] * sx, bbox[2] * sy, bbox[3] * sx].map(|v| (v * 10.0).round() / 10.0);
+                    let overlap = iou(orig, truth);
+                    orig_iou_sum += overlap as f64;
+                    csv_export::write_record(
+                        w,
+                        &[&row.file_name, &csv_export::format_bbox(&orig), &csv_export::format_bbox(&truth), &format!("{overlap:.4}")],
+                    )?;
+                }
+            }
+        }
+        Ok(())
+    })?;
+    let mut summary = format!("{}: {} validation images, val_loss {:.4}", spec.name, predictions.len(), val.loss());
+    for (name, v) in meta.task.metric_names().iter().zip(val.values(&meta.task)) {
+        summary.push_str(&format!(", {name} {v:.4}"));
+    }
+    if matches!(meta.task, Task::Bbox) {
+        summary.push_str(&format!(", mean IoU in original pixels {:.4}", orig_iou_sum / predictions.len().max(1) as f64));
+    }
+    println!("{summary}");
+    Ok(())
+}

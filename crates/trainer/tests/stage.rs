@@ -1,0 +1,195 @@
+//! The stage runner end to end on small synthetic JPEGs: one coloured rectangle per
+//! image (its colour the class, its extent the box), with the tiny CNN from scratch.
+
+use image::{Rgb, RgbImage};
+use rand::{Rng, SeedableRng};
+use std::path::{Path, PathBuf};
+use trainer::stage::{run, StageSpec};
+
+const COLOURS: [(&str, [u8; 3]); 3] = [("blue", [30, 60, 230]), ("green", [40, 200, 60]), ("red", [230, 40, 40])];
+/// Original images are 64 high and 80 wide, so boxes must be mapped back per axis.
+const H: u32 = 64;
+const W: u32 = 80;
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    boxes: Vec<(String, [f32; 4])>,
+}
+
+impl Fixture {
+    fn new(n: usize) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let images = dir.path().join("images");
+        std::fs::create_dir_all(&images).unwrap();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        let (mut lrg, mut bb, mut boxes) = (Vec::new(), Vec::new(), Vec::new());
+        for i in 0..n {
+            let (name, colour) = COLOURS[rng.random_range(0..3)];
+            let h = rng.random_range(H / 4..H * 3 / 4);
+            let w = rng.random_range(W / 4..W * 3 / 4);
+            let top = rng.random_range(0..H - h);
+            let left = rng.random_range(0..W - w);
+            let mut img = RgbImage::new(W, H);
+            for (x, y, px) in img.enumerate_pixels_mut() {
+                let inside = y >= top && y < top + h && x >= left && x < left + w;
+                let base = if inside { colour } else { [120, 120, 120] };
+                *px = Rgb(base.map(|c| (c as i32 + rng.random_range(-20..20)).clamp(0, 255) as u8));
+            }
+            let file = format!("{i:06}.jpg");
+            img.save(images.join(&file)).unwrap();
+            let bbox = [top as f32, left as f32, (top + h - 1) as f32, (left + w - 1) as f32];
+            lrg.push(csv_export::LrgRow { file_name: file.clone(), category: name.into() });
+            bb.push(csv_export::BbRow { file_name: file.clone(), bbox });
+            boxes.push((file, bbox));
+        }
+        csv_export::write_lrg(&dir.path().join("lrg.csv"), &lrg).unwrap();
+        csv_export::write_bb(&dir.path().join("bb.csv"), &bb).unwrap();
+        Fixture { dir, boxes }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn spec(&self, kind: &str, inputs: &[(&str, &str)], outputs: &[&str], params: serde_json::Value) -> StageSpec {
+        let map = |pairs: Vec<(String, PathBuf)>| pairs.into_iter().collect::<std::collections::BTreeMap<_, _>>();
+        serde_json::from_value(serde_json::json!({
+            "name": kind, "kind": kind,
+            "inputs": map(inputs.iter().map(|(k, v)| (k.to_string(), self.path(v))).collect()),
+            "outputs": map(outputs.iter().map(|v| (Path::new(v).file_name().unwrap().to_string_lossy().into_owned(), self.path(v))).collect()),
+            "params": params,
+            "work_dir": self.path(&format!("work/{kind}")),
+        }))
+        .unwrap()
+    }
+}
+
+fn tiny(task: &str, schedule: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({
+        "task": task, "backbone": "tiny-cnn", "random_init": true, "size": 32, "batch": 16,
+        "workers": 1, "threads": 2, "schedule": schedule,
+    })
+}
+
+fn read_csv(path: &Path) -> (Vec<String>, Vec<Vec<String>>) {
+    let mut reader = csv::Reader::from_path(path).unwrap();
+    let header = reader.headers().unwrap().iter().map(String::from).collect();
+    let rows = reader.records().map(|r| r.unwrap().iter().map(String::from).collect()).collect();
+    (header, rows)
+}
+
+fn parse_box(s: &str) -> [f32; 4] {
+    csv_export::parse_bbox(s).unwrap()
+}
+
+#[test]
+fn classifier_trains_predicts_and_resumes() {
+    let fx = Fixture::new(150);
+    let inputs = [("csv", "lrg.csv"), ("images", "images")];
+    let params = tiny("classify", serde_json::json!([{ "fit": { "lr": 1e-2, "cycles": 1, "cycle_len": 6 } }]));
+    let train = fx.spec("train", &inputs, &["out/lrg.safetensors", "out/lrg.csv"], params.clone());
+    run(&train, false).unwrap();
+
+    let (header, rows) = read_csv(&fx.path("out/lrg.csv"));
+    assert_eq!(header, ["epoch", "trn_loss", "val_loss", "accuracy", "seconds"]);
+    assert_eq!(rows.len(), 6);
+    assert_eq!(rows.iter().map(|r| r[0].as_str()).collect::<Vec<_>>(), ["0", "1", "2", "3", "4", "5"]);
+
+    let predict = fx.spec(
+        "predict",
+        &[("csv", "lrg.csv"), ("images", "images"), ("model", "out/lrg.safetensors")],
+        &["out/predictions.csv"],
+        serde_json::json!({"task": "classify", "workers": 1}),
+    );
+    run(&predict, false).unwrap();
+    let (header, rows) = read_csv(&fx.path("out/predictions.csv"));
+    assert_eq!(header, ["fn", "cat", "true_cat", "prob"]);
+    assert_eq!(rows.len(), 30); // the validation fifth of 150
+    let accuracy = rows.iter().filter(|r| r[1] == r[2]).count() as f64 / rows.len() as f64;
+    eprintln!("synthetic JPEG classifier: validation accuracy {accuracy:.3}");
+    assert!(accuracy > 0.8, "accuracy {accuracy} (chance 1/3)");
+
+    // A resumed run whose checkpoint is complete re-exports without training again:
+    // the metrics, seconds included, are the checkpoint's.
+    let before = std::fs::read_to_string(fx.path("out/lrg.csv")).unwrap();
+    std::fs::remove_file(fx.path("out/lrg.csv")).unwrap();
+    run(&train, true).unwrap();
+    assert_eq!(std::fs::read_to_string(fx.path("out/lrg.csv")).unwrap(), before);
+}
+
+#[test]
+fn bbox_model_beats_the_mean_box_in_original_pixels() {
+    let fx = Fixture::new(200);
+    let inputs = [("csv", "bb.csv"), ("images", "images")];
+    let params = tiny("bbox", serde_json::json!([{ "fit": { "lr": 5e-2, "cycles": 1, "cycle_len": 8 } }]));
+    run(&fx.spec("train", &inputs, &["out/bb.safetensors", "out/bb.csv"], params), false).unwrap();
+    let (header, rows) = read_csv(&fx.path("out/bb.csv"));
+    assert_eq!(header, ["epoch", "trn_loss", "val_loss", "l1_px", "mean_iou", "iou50", "seconds"]);
+    assert_eq!(rows.len(), 8);
+
+    let predict = fx.spec(
+        "predict",
+        &[("csv", "bb.csv"), ("images", "images"), ("model", "out/bb.safetensors")],
+        &["out/predictions.csv"],
+        serde_json::json!({"task": "bbox"}),
+    );
+    run(&predict, false).unwrap();
+    let (header, rows) = read_csv(&fx.path("out/predictions.csv"));
+    assert_eq!(header, ["fn", "bbox", "true_bbox", "iou"]);
+    assert_eq!(rows.len(), 40);
+
+    let val: std::collections::HashSet<&str> = rows.iter().map(|r| r[0].as_str()).collect();
+    let train_boxes: Vec<[f32; 4]> = fx.boxes.iter().filter(|(f, _)| !val.contains(f.as_str())).map(|(_, b)| *b).collect();
+    let mean: [f32; 4] = std::array::from_fn(|k| train_boxes.iter().map(|b| b[k]).sum::<f32>() / train_boxes.len() as f32);
+    let l1 = |a: [f32; 4], b: [f32; 4]| (0..4).map(|k| (a[k] - b[k]).abs()).sum::<f32>() / 4.0;
+    let (mut model_l1, mut mean_l1) = (0.0, 0.0);
+    for r in &rows {
+        let truth = parse_box(&r[2]);
+        assert_eq!(truth, fx.boxes.iter().find(|(f, _)| *f == r[0]).unwrap().1, "true_bbox is the CSV's box");
+        model_l1 += l1(parse_box(&r[1]), truth) / rows.len() as f32;
+        mean_l1 += l1(mean, truth) / rows.len() as f32;
+        let iou: f32 = r[3].parse().unwrap();
+        assert!((iou - trainer::iou(parse_box(&r[1]), truth)).abs() < 1e-3);
+    }
+    eprintln!("synthetic JPEG boxes: L1 {model_l1:.2} px vs mean box {mean_l1:.2} px (original pixels)");
+    assert!(model_l1 < 0.6 * mean_l1, "L1 {model_l1} vs mean-box {mean_l1}");
+}
+
+#[test]
+fn lr_find_writes_the_curve_and_the_suggestion() {
+    let fx = Fixture::new(160);
+    let mut params = tiny("classify", serde_json::json!([]));
+    params["batch"] = 4.into();
+    let spec = fx.spec("lr_find", &[("csv", "lrg.csv"), ("images", "images")], &["out/lr.csv", "out/lr.json"], params);
+    run(&spec, false).unwrap();
+    let (header, rows) = read_csv(&fx.path("out/lr.csv"));
+    assert_eq!(header, ["iteration", "lr", "loss", "smooth_loss"]);
+    assert!(rows.len() > 11);
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fx.path("out/lr.json")).unwrap()).unwrap();
+    let (suggested, min_loss) = (json["suggested_lr"].as_f64().unwrap(), json["min_loss_lr"].as_f64().unwrap());
+    assert!((suggested - min_loss / 10.0).abs() < 1e-12 && min_loss > 1e-5 && min_loss < 10.0, "{json}");
+}
+
+#[test]
+fn refuses_a_pretrained_backbone_without_weights() {
+    let fx = Fixture::new(10);
+    let params = serde_json::json!({"task": "bbox", "backbone": "resnet34", "schedule": []});
+    let spec = fx.spec("train", &[("csv", "bb.csv"), ("images", "images")], &["out/m.safetensors", "out/m.csv"], params);
+    let err = format!("{:#}", run(&spec, false).unwrap_err());
+    assert!(err.contains("weights") && err.contains("random_init"), "{err}");
+}
+
+#[test]
+fn rejects_unknown_params_and_bad_fits() {
+    let fx = Fixture::new(10);
+    let cases = [
+        (serde_json::json!({"task": "bbox", "random_init": true, "sceduel": []}), "sceduel"),
+        (serde_json::json!({"task": "bbox", "random_init": true, "schedule": [{"fit": {"cycles": 1}}]}), "lr"),
+        (serde_json::json!({"task": "bbox", "random_init": true, "loss": "cross_entropy"}), "loss"),
+    ];
+    for (params, needle) in cases {
+        let spec = fx.spec("train", &[("csv", "bb.csv"), ("images", "images")], &["out/m.safetensors", "out/m.csv"], params);
+        let err = format!("{:#}", run(&spec, false).unwrap_err());
+        assert!(err.contains(needle), "{needle}: {err}");
+    }
+}
