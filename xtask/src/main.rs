@@ -58,6 +58,9 @@ enum Cmd {
         #[command(flatten)]
         place: Where,
     },
+    /// Datasets: `data synthetic` writes the synthetic set.
+    #[command(subcommand)]
+    Data(DataCmd),
     /// Install libtorch (and the pretrained Lite0 weights) into the cache.
     Setup,
     /// Pretrained weights.
@@ -76,6 +79,19 @@ enum Cmd {
     TorchEnv,
     /// Install the Python peers used by the benchmarks.
     PeerSetup,
+}
+
+#[derive(Subcommand)]
+enum DataCmd {
+    /// Write the small deterministic synthetic dataset (default: data/synthetic).
+    Synthetic {
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        #[arg(long, default_value_t = synthetic_voc::SynthConfig::default().images)]
+        images: usize,
+        #[arg(long, default_value_t = synthetic_voc::SynthConfig::default().seed)]
+        seed: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -120,6 +136,10 @@ fn run(command: Cmd) -> Result<()> {
             let (pipeline, data, out) = open_pipeline(&pipeline, &place)?;
             print_dag(&pipeline, &data, &out);
             Ok(())
+        }
+        Cmd::Data(DataCmd::Synthetic { dir, images, seed }) => {
+            let dir = dir.unwrap_or_else(|| project_root().join("data/synthetic"));
+            make_synthetic(&dir, &synthetic_voc::SynthConfig { images, seed, ..Default::default() })
         }
         Cmd::Setup => {
             let libtorch = torch::ensure_libtorch()?;
@@ -177,7 +197,32 @@ fn resolve_data(data: &Option<PathBuf>) -> Result<PathBuf> {
     if pascal.join("pascal_train2007.json").exists() {
         return Ok(pascal);
     }
-    bail!("no dataset at {}: run `cargo xtask data pascal`, or pass --data DIR", pascal.display())
+    let synthetic = project_root().join("data/synthetic");
+    eprintln!("{}", "=".repeat(78));
+    eprintln!("NO PASCAL VOC DATA in {}: running on the SYNTHETIC dataset", pascal.display());
+    eprintln!("in {} (drawn shapes, known boxes), so the results say nothing", synthetic.display());
+    eprintln!("about VOC. To use VOC 2007: `cargo xtask data pascal` (downloads about 450 MB),");
+    eprintln!("or pass `--data DIR` for a copy in the lesson's layout, e.g. --data ../shared/voc2007.");
+    eprintln!("{}", "=".repeat(78));
+    if !synthetic.join("pascal_train2007.json").exists() {
+        make_synthetic(&synthetic, &synthetic_voc::SynthConfig::default())?;
+    }
+    Ok(synthetic)
+}
+
+/// Writes the synthetic dataset into `dir` through a temp folder, so a
+/// half-written one never sits where the pipelines look.
+fn make_synthetic(dir: &Path, config: &synthetic_voc::SynthConfig) -> Result<()> {
+    let parent = dir.parent().context("dataset dir has a parent")?;
+    std::fs::create_dir_all(parent)?;
+    let staging = tempfile::Builder::new().prefix(".synthetic-").tempdir_in(parent)?;
+    let made = synthetic_voc::generate(staging.path(), config)?;
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).with_context(|| format!("replacing {}", dir.display()))?;
+    }
+    std::fs::rename(staging.keep(), dir).with_context(|| format!("moving the synthetic dataset to {}", dir.display()))?;
+    eprintln!("synthetic dataset: {} images, {} objects ({} flagged difficult) in {}", made.images, made.objects, made.ignored, dir.display());
+    Ok(())
 }
 
 fn open_pipeline(name: &str, place: &Where) -> Result<(Pipeline, PathBuf, PathBuf)> {
@@ -201,6 +246,11 @@ fn run_pipeline(pipeline: &Pipeline, options: runner::RunOptions) -> Result<()> 
     eprintln!("pipeline {} on {} -> {}", pipeline.name, options.data.display(), options.out.display());
     stages::prepare(&pipeline.stages)?;
     let (outcomes, result) = runner::run(pipeline, &options);
+    let report = options.out.join("report.html");
+    match write_report(pipeline, &options, &outcomes, &report) {
+        Ok(()) => eprintln!("report: {}", report.display()),
+        Err(e) => eprintln!("warning: could not write the report {}: {e:#}", report.display()),
+    }
     let ran = outcomes.iter().filter(|o| o.result == "ran").count();
     let skipped = outcomes.iter().filter(|o| o.result == "skipped").count();
     if ran == 0 && result.is_ok() {
@@ -213,6 +263,51 @@ fn run_pipeline(pipeline: &Pipeline, options: runner::RunOptions) -> Result<()> 
         eprintln!("pipeline {}: ran {}; skipped {}", pipeline.name, names("ran"), names("skipped"));
     }
     result
+}
+
+/// One page for the whole run: the DAG with what each stage did, the
+/// metrics tables and every picture the pipeline's stages make.
+fn write_report(pipeline: &Pipeline, options: &runner::RunOptions, outcomes: &[runner::Outcome], out: &Path) -> Result<()> {
+    use viz::report::{ReportFile, RunReport, StageReport, StageState};
+    let last = runner::last_seconds(pipeline, &options.out);
+    let stages = pipeline
+        .stages
+        .iter()
+        .zip(outcomes)
+        .zip(last)
+        .map(|((stage, outcome), last)| {
+            let (state, seconds) = match outcome.result {
+                "ran" => (StageState::Ran, Some(outcome.seconds)),
+                "skipped" => (StageState::Skipped, last),
+                "failed" => (StageState::Failed, Some(outcome.seconds)),
+                _ => (StageState::NeverRun, None),
+            };
+            StageReport {
+                name: stage.name.clone(),
+                kind: stage.kind.clone(),
+                depends_on: stage.upstream.iter().map(|&u| pipeline.stages[u].name.clone()).collect(),
+                state,
+                seconds,
+                message: Some(outcome.why.clone()).filter(|m| !m.is_empty()),
+            }
+        })
+        .collect();
+    let outputs = || pipeline.stages.iter().flat_map(|s| s.outputs.iter().map(move |(name, path)| (s, name, path)));
+    let title = |stage: &pipeline::Stage, path: &Path| {
+        format!("{}: {}", stage.name, path.strip_prefix(&options.out).unwrap_or(path).display())
+    };
+    let report = RunReport {
+        pipeline: pipeline.name.clone(),
+        data_dir: options.data.clone(),
+        stages,
+        tables: outputs().filter(|(_, name, _)| name.as_str() == "metrics").map(|(s, _, p)| ReportFile::new(title(s, p), p)).collect(),
+        pictures: outputs()
+            .filter(|(_, _, p)| p.extension().is_some_and(|e| e == "png"))
+            .map(|(s, _, p)| ReportFile::new(title(s, p), p))
+            .collect(),
+    };
+    viz::report::write_report(&report, out)?;
+    Ok(())
 }
 
 fn print_dag(pipeline: &Pipeline, data: &Path, out: &Path) {

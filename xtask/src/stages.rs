@@ -35,6 +35,10 @@ impl StageSpec {
 const KINDS: &[(&str, &[&str])] = &[
     ("exec", &[]),
     ("annotations", &["voc-annotations", "largest-object", "csv-export"]),
+    ("draw", &["viz", "csv-export"]),
+    ("augment-grid", &["augment", "viz", "csv-export"]),
+    ("plot-lr-find", &["viz"]),
+    ("plot-metrics", &["viz"]),
     ("lr_find", TRAINER_CODE),
     ("train", TRAINER_CODE),
     ("predict", TRAINER_CODE),
@@ -56,6 +60,10 @@ pub fn execute(spec: &StageSpec) -> Result<()> {
     match spec.kind.as_str() {
         "exec" => exec(spec),
         "annotations" => annotations(spec),
+        "draw" => draw(spec),
+        "augment-grid" => augment_grid(spec),
+        "plot-lr-find" => plot_lr_find(spec),
+        "plot-metrics" => viz::plot::plot_metrics(spec.input("metrics")?, spec.output("png")?).map_err(Into::into),
         kind if TRAINER_KINDS.contains(&kind) => in_trainer(spec),
         other => bail!("no runner for stage kind {other:?}"),
     }
@@ -91,6 +99,85 @@ fn annotations(spec: &StageSpec) -> Result<()> {
         largest.rows.len(),
         largest.images_without_box
     );
+    Ok(())
+}
+
+fn param_u64(spec: &StageSpec, name: &str, default: u64) -> Result<u64> {
+    match spec.params.get(name) {
+        None => Ok(default),
+        Some(v) => v.as_u64().with_context(|| format!("stage {}: params.{name} must be a whole number, not {v}", spec.name)),
+    }
+}
+
+/// The first `rows` rows of a CSV artifact (bb.csv, lrg.csv, predictions)
+/// drawn on their images: the lesson's way of checking a stage by eye.
+fn draw(spec: &StageSpec) -> Result<()> {
+    let rows = param_u64(spec, "rows", 12)? as usize;
+    let drawn = viz::inspect::draw_artifact(spec.input("csv")?, rows, spec.input("images")?, spec.output("png")?)?;
+    eprintln!("drew {}", drawn.what);
+    Ok(())
+}
+
+/// What the model sees: the first images of bb.csv (or lrg.csv), each a few
+/// times, through the training loader's augmentation, boxes drawn as the
+/// loader moved them.
+fn augment_grid(spec: &StageSpec) -> Result<()> {
+    let csv = spec.input("csv")?;
+    let images = spec.input("images")?;
+    let size = param_u64(spec, "size", 224)? as u32;
+    let seed = param_u64(spec, "seed", 0)?;
+    let (distinct, repeats) = (param_u64(spec, "images", 4)? as usize, param_u64(spec, "repeats", 3)? as usize);
+    let augment: augment::AugmentParams = match spec.params.get("augment") {
+        Some(v) => serde_json::from_value(v.clone()).with_context(|| format!("stage {}: params.augment", spec.name))?,
+        None => augment::AugmentParams::default(),
+    };
+    let labelled: Vec<(String, Option<[f32; 4]>, String)> = match viz::inspect::detect_kind(csv)? {
+        viz::inspect::ArtifactKind::Bb => {
+            csv_export::read_bb(csv)?.into_iter().map(|r| (r.file_name.clone(), Some(r.bbox), r.file_name)).collect()
+        }
+        viz::inspect::ArtifactKind::Lrg => csv_export::read_lrg(csv)?.into_iter().map(|r| (r.file_name, None, r.category)).collect(),
+        other => bail!("stage {}: {} is a {other:?} file; augment-grid draws bb.csv or lrg.csv", spec.name, csv.display()),
+    };
+    let items: Vec<augment::Item> = labelled
+        .iter()
+        .take(distinct)
+        .flat_map(|(file, bbox, _)| {
+            std::iter::repeat_n(augment::Item { path: images.join(file), class: None, bbox: *bbox }, repeats)
+        })
+        .collect();
+    let captions: Vec<&str> =
+        labelled.iter().take(distinct).flat_map(|(_, _, caption)| std::iter::repeat_n(caption.as_str(), repeats)).collect();
+    let config = augment::LoaderConfig {
+        size,
+        batch_size: items.len().max(1),
+        workers: 2,
+        shuffle: false,
+        seed,
+        augment: Some(augment),
+        ..augment::LoaderConfig::default()
+    };
+    let loader = augment::Loader::new(std::sync::Arc::new(items), config);
+    let batch = loader.epoch(0).next().context("no images to augment")??;
+    let pixels = 3 * (size * size) as usize;
+    let tiles: Vec<viz::Tile> = (0..batch.n)
+        .map(|i| viz::Tile {
+            image: augment::denorm(&batch.x[i * pixels..(i + 1) * pixels], size),
+            annotations: batch.boxes.get(i).map(|b| viz::draw::Annotation::bare_box(*b, viz::draw::WHITE)).into_iter().collect(),
+            caption: captions[batch.indices[i]].to_string(),
+        })
+        .collect();
+    let layout = viz::GridLayout { rows: distinct.max(1), cols: repeats.max(1), ..viz::GridLayout::default() };
+    viz::save_png(&viz::grid::render_grid(&tiles, &layout), spec.output("png")?)?;
+    Ok(())
+}
+
+fn plot_lr_find(spec: &StageSpec) -> Result<()> {
+    let options = viz::plot::LrFindPlotOptions {
+        skip_start: param_u64(spec, "skip_start", 10)? as usize,
+        skip_end: param_u64(spec, "skip_end", 5)? as usize,
+        ..Default::default()
+    };
+    viz::plot::plot_lr_find(spec.input("curve")?, spec.input("suggestion")?, spec.output("png")?, &options)?;
     Ok(())
 }
 
