@@ -21,6 +21,8 @@ pub use draw::{
     GROUND_TRUTH_COLOR, PREDICTION_COLOR,
 };
 pub use grid::{GridLayout, Tile};
+/// The image crate viz draws on, for callers that build `RgbImage`s.
+pub use image;
 pub use report::{write_report, RunReport, StageReport, StageState};
 
 use image::RgbImage;

@@ -86,7 +86,7 @@ impl ReportFile {
 }
 
 /// Tables longer than this show their first rows and a count of the rest.
-pub const MAX_TABLE_ROWS: usize = 50;
+pub const MAX_TABLE_ROWS: usize = 20;
 
 /// Writes `report` as one self-contained HTML file (atomically). Missing or
 /// unreadable tables and pictures are reported in the page, not as errors:
