@@ -181,16 +181,6 @@ impl Pipeline {
             format!("pipeline {} has no stage {stage:?} (stages: {})", self.name, names.join(", "))
         })
     }
-
-    /// Every stage downstream of `index`, itself included.
-    pub fn downstream_of(&self, index: usize) -> Vec<usize> {
-        let mut marked = vec![false; self.stages.len()];
-        marked[index] = true;
-        for i in index + 1..self.stages.len() {
-            marked[i] = self.stages[i].upstream.iter().any(|&u| marked[u]);
-        }
-        (0..self.stages.len()).filter(|&i| marked[i]).collect()
-    }
 }
 
 /// Kahn's algorithm, keeping file order among ready stages; upstream indices are
@@ -262,8 +252,6 @@ mod tests {
         assert_eq!(p.stages[0].inputs["images"], PathBuf::from("/d/VOCdevkit/VOC2007/JPEGImages"));
         assert_eq!(p.stages[0].params["size"], 224);
         assert_eq!(p.stages[1].params["size"], 64, "a stage's params override the shared ones");
-        assert_eq!(p.downstream_of(0), [0, 1]);
-        assert_eq!(p.downstream_of(1), [1]);
     }
 
     #[test]
