@@ -149,7 +149,10 @@ def load_zip(path):
 
 def load_legacy(path):
     with open(path, "rb") as f:
-        magic = pickle.load(f)
+        try:
+            magic = pickle.load(f)
+        except Exception:  # any garbage: the file is simply not a pickle
+            magic = None
         if magic != LEGACY_MAGIC:
             raise ConversionError("neither a zip archive nor a legacy torch.save file (bad magic number)")
         protocol = pickle.load(f)

@@ -192,7 +192,7 @@ pub fn import_weights(arch: &str, pth: &Path, out: Option<&Path>) -> Result<Path
     // takes the place of good weights.
     let staging = out_dir.join(format!(".{}.import-{}.tmp", arch, std::process::id()));
     let script = project_root().join("xtask/py/pth_to_safetensors.py");
-    let converted = run(Command::new("python3").arg(&script).arg(pth).arg(&staging))
+    let converted = run_quiet(Command::new("python3").arg(&script).arg(pth).arg(&staging))
         .with_context(|| format!("converting {}", pth.display()))
         .and_then(|()| {
             let names = safetensors_names(&staging)?;
@@ -405,6 +405,15 @@ fn dir_size(dir: &Path) -> u64 {
         .sum()
 }
 
+/// Runs `cmd`, keeping its output unless it fails (then its stderr is the error).
+fn run_quiet(cmd: &mut Command) -> Result<()> {
+    let output = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !output.status.success() {
+        bail!("{}", String::from_utf8_lossy(&output.stderr).trim());
+    }
+    Ok(())
+}
+
 fn run(cmd: &mut Command) -> Result<()> {
     let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
     if !status.success() {
@@ -456,5 +465,29 @@ mod tests {
         assert!(err.contains("unknown architecture `vgg16`"), "{err}");
         let err = import_weights("resnet34", Path::new("/nonexistent/x.pth"), None).unwrap_err().to_string();
         assert!(err.contains("/nonexistent/x.pth: no such file"), "{err}");
+    }
+
+    /// The converter against torch.load on both torch.save formats, then
+    /// `import_weights` on a real torchvision state dict. Needs the peer venv.
+    #[test]
+    fn converter_matches_torch_load_and_import_checks_the_arch() {
+        let python = cache_dir().join("peer-venv/bin/python");
+        if !python.exists() {
+            eprintln!("skipping: no peer venv at {} (cargo xtask peer-setup)", python.display());
+            return;
+        }
+        let work = tempfile::tempdir().unwrap();
+        let check = project_root().join("xtask/py/check_pth_to_safetensors.py");
+        run(Command::new(&python).arg(check).arg(work.path())).unwrap();
+
+        let pth = work.path().join("resnet34-legacy.pth");
+        let out = work.path().join("weights/resnet34.safetensors");
+        import_weights("resnet34", &pth, Some(&out)).unwrap();
+        assert_eq!(safetensors_names(&out).unwrap().len(), 218);
+        let wrong = work.path().join("weights/lite0.safetensors");
+        let err = import_weights("efficientnet-lite0", &pth, Some(&wrong)).unwrap_err().to_string();
+        assert!(err.contains("is not a efficientnet-lite0 state dict"), "{err}");
+        let left: Vec<_> = std::fs::read_dir(work.path().join("weights")).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert_eq!(left, [std::ffi::OsString::from("resnet34.safetensors")], "a refused import left files behind");
     }
 }
