@@ -164,12 +164,42 @@ pub fn warp_affine_reflect(src: &[u8], width: u32, height: u32, forward: &Affine
     let step_y = (d * ONE).round() as i64;
     let (wi, hi) = (w as i64, h as i64);
     let stride = w * 3;
+    #[cfg(target_arch = "x86_64")]
+    let avx2 = std::arch::is_x86_feature_detected!("avx2") && src.len() < (i32::MAX / 4) as usize;
     for (row, dst_row) in dst.chunks_exact_mut(stride).enumerate() {
         let start_x = ((b * row as f64 + c) * ONE).round() as i64;
         let start_y = ((e * row as f64 + f) * ONE).round() as i64;
-        for (col, out) in dst_row.chunks_exact_mut(3).enumerate() {
+        let mut col = 0;
+        while col < w {
             let sx = start_x + col as i64 * step_x;
             let sy = start_y + col as i64 * step_y;
+            #[cfg(target_arch = "x86_64")]
+            if avx2 && col + 8 <= w {
+                let (last_x, last_y) = ((sx + 7 * step_x) >> 16, (sy + 7 * step_y) >> 16);
+                // Coordinates are linear along the row, so if both ends of the
+                // group are inside (clear of the last column and the last two
+                // rows, for the 4-byte gathers), all eight are.
+                let inside = |x0: i64, y0: i64| x0 >= 0 && x0 + 1 < wi && y0 >= 0 && y0 + 2 < hi;
+                if inside(sx >> 16, sy >> 16) && inside(last_x, last_y) {
+                    // SAFETY: AVX2 was detected; every tap read is inside `src`
+                    // (checked just above) and the 24 bytes written are pixels
+                    // col..col+8 of this row.
+                    unsafe {
+                        warp8_avx2(
+                            src.as_ptr(),
+                            stride as i32,
+                            sx as i32,
+                            sy as i32,
+                            step_x as i32,
+                            step_y as i32,
+                            dst_row[col * 3..col * 3 + 24].as_mut_ptr(),
+                        );
+                    }
+                    col += 8;
+                    continue;
+                }
+            }
+            let out = &mut dst_row[col * 3..col * 3 + 3];
             let (x0, y0) = (sx >> 16, sy >> 16);
             let fx = ((sx >> 8) & 255) as u16;
             let fy = ((sy >> 8) & 255) as u16;
@@ -190,8 +220,91 @@ pub fn warp_affine_reflect(src: &[u8], width: u32, height: u32, forward: &Affine
                 (pair(r0), pair(r1))
             };
             out.copy_from_slice(&blend_rgb_pairs(top, bottom, fx, fy).to_le_bytes()[..3]);
+            col += 1;
         }
     }
+}
+
+/// Eight interior output pixels at once: the same arithmetic as
+/// [`blend_rgb_pairs`], with the taps fetched by AVX2 gathers (4 bytes per
+/// tap: RGB plus one byte that is ignored).
+///
+/// # Safety
+/// AVX2 must be available; for the source coordinates `(sx + k*step_x, sy +
+/// k*step_y)`, k = 0..8 (16.16 fixed point), the bytes `idx..idx+stride+7` of
+/// `src` must be readable where `idx = y0*stride + 3*x0`; `out` must be
+/// writable for 24 bytes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn warp8_avx2(
+    src: *const u8,
+    stride: i32,
+    sx: i32,
+    sy: i32,
+    step_x: i32,
+    step_y: i32,
+    out: *mut u8,
+) {
+    use std::arch::x86_64::*;
+    let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    let sx = _mm256_add_epi32(
+        _mm256_set1_epi32(sx),
+        _mm256_mullo_epi32(lanes, _mm256_set1_epi32(step_x)),
+    );
+    let sy = _mm256_add_epi32(
+        _mm256_set1_epi32(sy),
+        _mm256_mullo_epi32(lanes, _mm256_set1_epi32(step_y)),
+    );
+    let byte = _mm256_set1_epi32(255);
+    let fx = _mm256_and_si256(_mm256_srai_epi32::<8>(sx), byte);
+    let fy = _mm256_and_si256(_mm256_srai_epi32::<8>(sy), byte);
+    let idx = _mm256_add_epi32(
+        _mm256_mullo_epi32(_mm256_srai_epi32::<16>(sy), _mm256_set1_epi32(stride)),
+        _mm256_mullo_epi32(_mm256_srai_epi32::<16>(sx), _mm256_set1_epi32(3)),
+    );
+    let below = stride as usize;
+    let p00 = _mm256_i32gather_epi32::<1>(src as *const i32, idx);
+    let p01 = _mm256_i32gather_epi32::<1>(src.add(3) as *const i32, idx);
+    let p10 = _mm256_i32gather_epi32::<1>(src.add(below) as *const i32, idx);
+    let p11 = _mm256_i32gather_epi32::<1>(src.add(below + 3) as *const i32, idx);
+    // Each pixel's weight in all four of its 16-bit channel lanes, in the
+    // order unpacklo/unpackhi_epi8 leave the pixels: (0,1 | 4,5) and (2,3 | 6,7).
+    let pairs = _mm256_set1_epi32(0x0001_0001);
+    let (fx, fy) = (_mm256_mullo_epi32(fx, pairs), _mm256_mullo_epi32(fy, pairs));
+    let (fx_lo, fx_hi) = (_mm256_unpacklo_epi32(fx, fx), _mm256_unpackhi_epi32(fx, fx));
+    let (fy_lo, fy_hi) = (_mm256_unpacklo_epi32(fy, fy), _mm256_unpackhi_epi32(fy, fy));
+    let zero = _mm256_setzero_si256();
+    let full = _mm256_set1_epi16(256);
+    let half = _mm256_set1_epi16(128);
+    let mix = |a: __m256i, b: __m256i, w: __m256i| {
+        let sum = _mm256_add_epi16(
+            _mm256_mullo_epi16(a, _mm256_sub_epi16(full, w)),
+            _mm256_mullo_epi16(b, w),
+        );
+        _mm256_srli_epi16::<8>(_mm256_add_epi16(sum, half))
+    };
+    let blend = |unpack: fn(__m256i, __m256i) -> __m256i, wx: __m256i, wy: __m256i| {
+        let left = mix(unpack(p00, zero), unpack(p10, zero), wy);
+        let right = mix(unpack(p01, zero), unpack(p11, zero), wy);
+        mix(left, right, wx)
+    };
+    let lo = blend(|a, b| _mm256_unpacklo_epi8(a, b), fx_lo, fy_lo);
+    let hi = blend(|a, b| _mm256_unpackhi_epi8(a, b), fx_hi, fy_hi);
+    // RGBX x 4 per 128-bit lane -> RGB x 4 in the low 12 bytes of each lane.
+    let rgbx = _mm256_packus_epi16(lo, hi);
+    let to_rgb = _mm256_setr_epi8(
+        0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1, 0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13,
+        14, -1, -1, -1, -1,
+    );
+    let rgb = _mm256_shuffle_epi8(rgbx, to_rgb);
+    let (first, second) = (
+        _mm256_castsi256_si128(rgb),
+        _mm256_extracti128_si256::<1>(rgb),
+    );
+    // 16 bytes at 0 (the last 4 are overwritten next), then 8 + 4 bytes at 12.
+    _mm_storeu_si128(out as *mut __m128i, first);
+    _mm_storel_epi64(out.add(12) as *mut __m128i, second);
+    (out.add(20) as *mut i32).write_unaligned(_mm_extract_epi32::<2>(second));
 }
 
 fn load8(bytes: &[u8]) -> u64 {
