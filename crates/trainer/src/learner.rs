@@ -393,8 +393,19 @@ impl<M: LayeredModel> Learner<M> {
 
     /// Loss and metrics over `data`, every group in eval mode, no gradients.
     pub fn validate(&self, data: &dyn DataSource) -> Result<MetricSums, TrainError> {
-        let mut sums = MetricSums::default();
+        Ok(self.evaluate(data, false)?.1)
+    }
+
+    /// Predictions for every image of `data` (eval mode), with the loss and metrics of
+    /// the same pass.
+    pub fn predict(&self, data: &dyn DataSource) -> Result<(Vec<Prediction>, MetricSums), TrainError> {
+        self.evaluate(data, true)
+    }
+
+    fn evaluate(&self, data: &dyn DataSource, keep: bool) -> Result<(Vec<Prediction>, MetricSums), TrainError> {
         let eval = vec![false; self.n_groups()];
+        let mut sums = MetricSums::default();
+        let mut predictions = Vec::with_capacity(if keep { data.n_items() } else { 0 });
         for batch in data.batches(0) {
             let batch = batch?;
             let (x, y) = self.to_device(&batch);
@@ -402,44 +413,28 @@ impl<M: LayeredModel> Learner<M> {
             let loss = self.task.loss(&out, &y, batch.size).double_value(&[]);
             match self.task {
                 Task::Classify { .. } => {
-                    let predicted = Vec::<i64>::try_from(out.argmax(-1, false).to_device(Device::Cpu))?;
-                    sums.add_classes(loss, &predicted, &batch.classes);
-                }
-                Task::Bbox => {
-                    let predicted = boxes_in_input_pixels(&out, batch.size)?;
-                    sums.add_boxes(loss, &predicted, &batch.boxes);
-                }
-            }
-        }
-        Ok(sums)
-    }
-
-    /// Predictions for every image of `data` (eval mode).
-    pub fn predict(&self, data: &dyn DataSource) -> Result<Vec<Prediction>, TrainError> {
-        let eval = vec![false; self.n_groups()];
-        let mut out_all = Vec::with_capacity(data.n_items());
-        for batch in data.batches(0) {
-            let batch = batch?;
-            let (x, _) = self.to_device(&batch);
-            let out = tch::no_grad(|| self.model.forward(&x, &eval));
-            match self.task {
-                Task::Classify { .. } => {
-                    let probs = out.softmax(-1, Kind::Float);
-                    let (prob, class) = probs.max_dim(-1, false);
-                    let prob = Vec::<f32>::try_from(prob.to_device(Device::Cpu))?;
+                    let (prob, class) = out.softmax(-1, Kind::Float).max_dim(-1, false);
                     let class = Vec::<i64>::try_from(class.to_device(Device::Cpu))?;
-                    for k in 0..batch.n {
-                        out_all.push(Prediction::Class { index: batch.indices[k], class: class[k] as usize, prob: prob[k] });
+                    sums.add_classes(loss, &class, &batch.classes);
+                    if keep {
+                        let prob = Vec::<f32>::try_from(prob.to_device(Device::Cpu))?;
+                        for k in 0..batch.n {
+                            predictions.push(Prediction::Class { index: batch.indices[k], class: class[k] as usize, prob: prob[k] });
+                        }
                     }
                 }
                 Task::Bbox => {
-                    for (k, bbox) in boxes_in_input_pixels(&out, batch.size)?.into_iter().enumerate() {
-                        out_all.push(Prediction::Box { index: batch.indices[k], bbox, orig_size: batch.orig_sizes[k] });
+                    let boxes = boxes_in_input_pixels(&out, batch.size)?;
+                    sums.add_boxes(loss, &boxes, &batch.boxes);
+                    if keep {
+                        for (k, bbox) in boxes.into_iter().enumerate() {
+                            predictions.push(Prediction::Box { index: batch.indices[k], bbox, orig_size: batch.orig_sizes[k] });
+                        }
                     }
                 }
             }
         }
-        Ok(out_all)
+        Ok((predictions, sums))
     }
 }
 

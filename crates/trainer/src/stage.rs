@@ -705,10 +705,9 @@ fn predict(spec: &StageSpec, params: &Params) -> Result<()> {
     let mut params = params.clone();
     params.size = meta.size;
     let data = prepare(spec, &params, classes, meta.val_fraction, meta.seed)?;
-    let predictions = learner.predict(&data.valid)?;
+    let (predictions, val) = learner.predict(&data.valid)?;
     let out = output(spec, "csv")?;
     ensure_parent(out)?;
-    let val = learner.validate(&data.valid)?;
     let size = meta.size as f32;
     let mut orig_iou_sum = 0.0f64;
     csv_export::write_atomic(out, |w| {
