@@ -205,8 +205,10 @@ fn in_trainer(spec: &StageSpec) -> Result<()> {
     let trainer = crate::torch::trainer_binary(&libtorch)?;
     let spec_file = spec.work_dir.join("spec.json");
     crate::atomic::write(&spec_file, &serde_json::to_vec_pretty(spec)?)?;
+    // --resume: a checkpoint in work_dir left by an interrupted run of the same
+    // params and inputs is continued; any other is ignored with a warning.
     let status = Command::new(&trainer)
-        .args(["stage", "--spec"])
+        .args(["stage", "--resume", "--spec"])
         .arg(&spec_file)
         .status()
         .with_context(|| format!("stage {}: starting {}", spec.name, trainer.display()))?;
