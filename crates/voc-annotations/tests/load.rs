@@ -277,3 +277,18 @@ fn real_voc2007_json_and_xml_agree() {
     assert_eq!(from_json.category_name(first.objects[0].category_id), Some("car"));
     assert_eq!(from_json, from_xml);
 }
+
+#[test]
+fn sparse_and_dense_image_ids_both_resolve() {
+    // 17 -> 2007000017 makes the ids too sparse for a flat table.
+    for (old, new) in [("\"id\": 17}", "\"id\": 2007000017}"), ("\"id\": 17}", "\"id\": 17}")] {
+        let text = coco_json(&[ann(1, 12, 7, [1, 1, 5, 5], 0), ann(2, 17, 3, [2, 2, 5, 5], 0)])
+            .replace(old, new)
+            .replace("\"image_id\": 17,", &format!("\"image_id\": {},", new.trim_start_matches("\"id\": ").trim_end_matches('}')));
+        let (_d, _p, result) = load_json_text(&text);
+        let ds = result.unwrap();
+        assert_eq!(ds.images[1].objects, vec![voc_annotations::Object { bbox: [2.0, 2.0, 6.0, 6.0], category_id: 3 }]);
+        let (_d, _p, result) = load_json_text(&text.replace("\"image_id\": 12,", "\"image_id\": 13,"));
+        assert!(matches!(result, Err(AnnotationError::UnknownImage { image_id: 13, .. })), "{result:?}");
+    }
+}
