@@ -2,11 +2,15 @@
 //! data, inspection and benchmark commands.
 
 mod atomic;
+mod bench_annotations;
+mod bench_loader;
+mod bench_train;
 mod cache;
 mod fingerprint;
 mod pipeline;
 mod pyenv;
 mod runner;
+mod show;
 mod stages;
 mod torch;
 
@@ -61,6 +65,28 @@ enum Cmd {
     /// Datasets: `data synthetic` writes the synthetic set.
     #[command(subcommand)]
     Data(DataCmd),
+    /// Summarise an artifact (bb.csv, lrg.csv, metrics, predictions); --draw N draws its first N rows.
+    Show {
+        artifact: PathBuf,
+        /// Draw the first N rows on their images (or plot a metrics / lr_find CSV).
+        #[arg(long)]
+        draw: Option<usize>,
+        /// Dataset dir whose images the rows name.
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Where to write the PNG (default: beside the artifact).
+        #[arg(long)]
+        png: Option<PathBuf>,
+    },
+    /// Draw every box and class of one image (the lesson's draw_idx).
+    ShowImage {
+        id: u64,
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Where to write the PNG (default: runs/<dataset>/image-<id>.png).
+        #[arg(long)]
+        png: Option<PathBuf>,
+    },
     /// Install libtorch (and the pretrained Lite0 weights) into the cache.
     Setup,
     /// Pretrained weights.
@@ -77,8 +103,21 @@ enum Cmd {
     },
     /// Print `export LIBTORCH=...` lines for building the tch crates by hand.
     TorchEnv,
+    /// Benchmarks, each run side by side with its Python peer (prints ratios).
+    #[command(subcommand)]
+    Bench(BenchCmd),
     /// Install the Python peers used by the benchmarks.
     PeerSetup,
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// Load + largest + both CSVs on a COCO-sized JSON, against the lesson's json/defaultdict/pandas code.
+    Annotations,
+    /// The augmentation loader against ../shared/bench/peer_loader.py (cv2, torchvision, PIL, albumentations).
+    Loader(bench_loader::BenchLoaderArgs),
+    /// One training step of the lesson's bbox model (ResNet34 body) against ../shared/bench/peer_train.py.
+    Train,
 }
 
 #[derive(Subcommand)]
@@ -141,6 +180,21 @@ fn run(command: Cmd) -> Result<()> {
             let dir = dir.unwrap_or_else(|| project_root().join("data/synthetic"));
             make_synthetic(&dir, &synthetic_voc::SynthConfig { images, seed, ..Default::default() })
         }
+        Cmd::Show { artifact, draw, data, png } => {
+            let (_, images) = show::voc_paths(&resolve_data(&data)?);
+            let png = png.unwrap_or_else(|| {
+                let stem = artifact.file_stem().unwrap_or_default().to_string_lossy();
+                artifact.with_file_name(format!("{stem}_first{}.png", draw.unwrap_or(0)))
+            });
+            show::show(&artifact, draw, &images, &png)
+        }
+        Cmd::ShowImage { id, data, png } => {
+            let data = std::fs::canonicalize(resolve_data(&data)?)?;
+            let (json, images) = show::voc_paths(&data);
+            let dataset = data.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            let png = png.unwrap_or_else(|| project_root().join("runs").join(dataset).join(format!("image-{id}.png")));
+            show::show_image(&json, &images, id, &png)
+        }
         Cmd::Setup => {
             let libtorch = torch::ensure_libtorch()?;
             eprintln!("libtorch: {} (cuda: {})", libtorch.dir.display(), libtorch.cuda);
@@ -158,6 +212,13 @@ fn run(command: Cmd) -> Result<()> {
         Cmd::TorchEnv => {
             print!("{}", torch::shell_exports(&torch::ensure_libtorch()?));
             Ok(())
+        }
+        Cmd::Bench(BenchCmd::Annotations) => bench_annotations::run(&pyenv::peer_python()?),
+        Cmd::Bench(BenchCmd::Loader(args)) => bench_loader::run(&pyenv::peer_python()?, &args),
+        Cmd::Bench(BenchCmd::Train) => {
+            let python = pyenv::peer_python()?;
+            let bench = torch::bench_step_binary(&torch::ensure_libtorch()?)?;
+            bench_train::run(&python, &bench)
         }
         Cmd::PeerSetup => {
             println!("{}", pyenv::peer_python()?.display());
