@@ -77,7 +77,8 @@ print(json.dumps({"times": times}))
 pub fn run(python: &Path) -> Result<()> {
     let root = crate::cache::project_root();
     let data_dir = root.join("target/bench-data");
-    std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
     let json = data_dir.join(format!("coco-sized-v{DATA_VERSION}.json"));
     if json.is_file() {
         println!("reusing {}", json.display());
@@ -116,11 +117,17 @@ pub fn run(python: &Path) -> Result<()> {
         python_times.iter().map(|t| format!("{t:.2}")).collect::<Vec<_>>().join(", ")
     );
     let ratio = python_best / rust.as_secs_f64();
-    println!("  CSVs byte-identical: yes; speed-up {ratio:.1}x (goal >= 10x: {})", if ratio >= 10.0 { "met" } else { "NOT met" });
+    println!(
+        "  CSVs byte-identical: yes; speed-up {ratio:.1}x (goal >= 10x: {})",
+        if ratio >= 10.0 { "met" } else { "NOT met" }
+    );
 
     let real = root.join("../shared/voc2007/pascal_train2007.json");
     if real.is_file() {
-        let (rust_real, python_real) = (data_dir.join("voc2007-rust"), data_dir.join("voc2007-python"));
+        let (rust_real, python_real) = (
+            data_dir.join("voc2007-rust"),
+            data_dir.join("voc2007-python"),
+        );
         for d in [&rust_real, &python_real] {
             std::fs::create_dir_all(d)?;
         }
@@ -134,7 +141,10 @@ pub fn run(python: &Path) -> Result<()> {
             p[0] / t.as_secs_f64()
         );
     } else {
-        println!("  (real VOC 2007 JSON not at {}; its identity check skipped)", real.display());
+        println!(
+            "  (real VOC 2007 JSON not at {}; its identity check skipped)",
+            real.display()
+        );
     }
     Ok(())
 }
@@ -172,7 +182,11 @@ fn time_python(python: &Path, json: &Path, out: &Path, repeats: usize) -> Result
         .output()
         .with_context(|| format!("running {}", python.display()))?;
     if !output.status.success() {
-        bail!("the lesson's Python code failed ({}):\n{}", output.status, String::from_utf8_lossy(&output.stderr));
+        bail!(
+            "the lesson's Python code failed ({}):\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
     #[derive(serde::Deserialize)]
     struct Times {
@@ -180,8 +194,12 @@ fn time_python(python: &Path, json: &Path, out: &Path, repeats: usize) -> Result
     }
     let stdout = String::from_utf8_lossy(&output.stdout);
     let last = stdout.lines().last().unwrap_or_default();
-    let times: Times = serde_json::from_str(last).with_context(|| format!("reading the Python timings from {stdout:?}"))?;
-    ensure!(!times.times.is_empty(), "the Python peer reported no timings");
+    let times: Times = serde_json::from_str(last)
+        .with_context(|| format!("reading the Python timings from {stdout:?}"))?;
+    ensure!(
+        !times.times.is_empty(),
+        "the Python peer reported no timings"
+    );
     Ok(times.times)
 }
 
@@ -190,7 +208,11 @@ fn same_csvs(a: &Path, b: &Path) -> Result<()> {
         let (pa, pb) = (a.join(name), b.join(name));
         let (ta, tb) = (std::fs::read(&pa)?, std::fs::read(&pb)?);
         if ta != tb {
-            let line = ta.split(|&c| c == b'\n').zip(tb.split(|&c| c == b'\n')).position(|(x, y)| x != y).unwrap_or(0);
+            let line = ta
+                .split(|&c| c == b'\n')
+                .zip(tb.split(|&c| c == b'\n'))
+                .position(|(x, y)| x != y)
+                .unwrap_or(0);
             bail!(
                 "{} and {} differ (first at line {}: {:?} vs {:?})",
                 pa.display(),

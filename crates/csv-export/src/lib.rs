@@ -39,7 +39,11 @@ pub enum CsvError {
     Io { path: PathBuf, source: io::Error },
     /// A bad header or row; `line` is 1-based, the header being line 1.
     #[error("{}:{line}: {message}", path.display())]
-    BadRow { path: PathBuf, line: u64, message: String },
+    BadRow {
+        path: PathBuf,
+        line: u64,
+        message: String,
+    },
 }
 
 pub const LRG_HEADER: [&str; 2] = ["fn", "cat"];
@@ -47,7 +51,12 @@ pub const BB_HEADER: [&str; 2] = ["fn", "bbox"];
 
 /// Writes `lrg.csv` atomically.
 pub fn write_lrg(path: &Path, rows: &[LrgRow]) -> Result<(), CsvError> {
-    write_rows(path, LRG_HEADER, rows.iter().map(|r| [r.file_name.as_str(), r.category.as_str()]))
+    write_rows(
+        path,
+        LRG_HEADER,
+        rows.iter()
+            .map(|r| [r.file_name.as_str(), r.category.as_str()]),
+    )
 }
 
 /// Writes `bb.csv` atomically.
@@ -62,7 +71,10 @@ pub fn write_bb(path: &Path, rows: &[BbRow]) -> Result<(), CsvError> {
         }
         Ok(())
     })
-    .map_err(|source| CsvError::Io { path: path.to_owned(), source })
+    .map_err(|source| CsvError::Io {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// Writes a two-column CSV (header plus rows) atomically, quoting as pandas does.
@@ -78,7 +90,10 @@ pub fn write_rows<'a>(
         }
         Ok(())
     })
-    .map_err(|source| CsvError::Io { path: path.to_owned(), source })
+    .map_err(|source| CsvError::Io {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// Writes one CSV record with Python's `QUOTE_MINIMAL` rules and a `\n` end.
@@ -87,7 +102,10 @@ pub fn write_record(out: &mut dyn Write, fields: &[&str]) -> io::Result<()> {
         if i > 0 {
             out.write_all(b",")?;
         }
-        if field.bytes().any(|b| matches!(b, b',' | b'"' | b'\n' | b'\r')) {
+        if field
+            .bytes()
+            .any(|b| matches!(b, b',' | b'"' | b'\n' | b'\r'))
+        {
             out.write_all(b"\"")?;
             out.write_all(field.replace('"', "\"\"").as_bytes())?;
             out.write_all(b"\"")?;
@@ -127,8 +145,12 @@ pub fn parse_bbox(text: &str) -> Result<[f32; 4], String> {
     let mut bbox = [0f32; 4];
     let mut parts = text.split(' ');
     for (i, slot) in bbox.iter_mut().enumerate() {
-        let part = parts.next().ok_or_else(|| format!("box {text:?} has {i} values, expected 4"))?;
-        let v: f32 = part.parse().map_err(|_| format!("box {text:?}: {part:?} is not a number"))?;
+        let part = parts
+            .next()
+            .ok_or_else(|| format!("box {text:?} has {i} values, expected 4"))?;
+        let v: f32 = part
+            .parse()
+            .map_err(|_| format!("box {text:?}: {part:?} is not a number"))?;
         if !v.is_finite() {
             return Err(format!("box {text:?}: {part:?} is not finite"));
         }
@@ -139,7 +161,9 @@ pub fn parse_bbox(text: &str) -> Result<[f32; 4], String> {
     }
     let [top, left, bottom, right] = bbox;
     if top > bottom || left > right {
-        return Err(format!("box {text:?} is not top left bottom right (top > bottom or left > right)"));
+        return Err(format!(
+            "box {text:?} is not top left bottom right (top > bottom or left > right)"
+        ));
     }
     Ok(bbox)
 }
@@ -150,13 +174,21 @@ pub fn read_lrg(path: &Path) -> Result<Vec<LrgRow>, CsvError> {
         if category.is_empty() {
             return Err("empty category".to_owned());
         }
-        Ok(LrgRow { file_name: file_name.to_owned(), category: category.to_owned() })
+        Ok(LrgRow {
+            file_name: file_name.to_owned(),
+            category: category.to_owned(),
+        })
     })
 }
 
 /// Reads `bb.csv`, checking the header and every row.
 pub fn read_bb(path: &Path) -> Result<Vec<BbRow>, CsvError> {
-    read_rows(path, BB_HEADER, |[file_name, bbox]| Ok(BbRow { file_name: file_name.to_owned(), bbox: parse_bbox(bbox)? }))
+    read_rows(path, BB_HEADER, |[file_name, bbox]| {
+        Ok(BbRow {
+            file_name: file_name.to_owned(),
+            bbox: parse_bbox(bbox)?,
+        })
+    })
 }
 
 /// Reads a two-column CSV with the given header; `parse` turns each row
@@ -167,9 +199,19 @@ pub fn read_rows<T>(
     header: [&str; 2],
     mut parse: impl FnMut([&str; 2]) -> Result<T, String>,
 ) -> Result<Vec<T>, CsvError> {
-    let data = std::fs::read(path).map_err(|source| CsvError::Io { path: path.to_owned(), source })?;
-    let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(data.as_slice());
-    let bad = |line: u64, message: String| CsvError::BadRow { path: path.to_owned(), line, message };
+    let data = std::fs::read(path).map_err(|source| CsvError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(data.as_slice());
+    let bad = |line: u64, message: String| CsvError::BadRow {
+        path: path.to_owned(),
+        line,
+        message,
+    };
     let mut record = csv::StringRecord::new();
     let mut rows = Vec::new();
     let mut seen_header = false;
@@ -178,7 +220,10 @@ pub fn read_rows<T>(
         let more = reader.read_record(&mut record).map_err(|e| {
             let line = e.position().map_or(line, |p| p.line());
             match e.into_kind() {
-                csv::ErrorKind::Io(source) => CsvError::Io { path: path.to_owned(), source },
+                csv::ErrorKind::Io(source) => CsvError::Io {
+                    path: path.to_owned(),
+                    source,
+                },
                 kind => bad(line, format!("{kind:?}")),
             }
         })?;
@@ -193,20 +238,33 @@ pub fn read_rows<T>(
         if start > 0 && data[start - 1] == b'\r' && data.get(start) == Some(&b'\n') {
             start += 1;
         }
-        line += data[counted_to..start].iter().filter(|&&b| b == b'\n').count() as u64;
+        line += data[counted_to..start]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count() as u64;
         counted_to = start;
         if matches!(data.get(start), Some(b'\n' | b'\r')) {
             return Err(bad(line, "blank line".to_owned()));
         }
         if !seen_header {
             if record.iter().ne(header.iter().copied()) {
-                return Err(bad(line, format!("header is {:?}, expected {:?}", record.iter().collect::<Vec<_>>(), header)));
+                return Err(bad(
+                    line,
+                    format!(
+                        "header is {:?}, expected {:?}",
+                        record.iter().collect::<Vec<_>>(),
+                        header
+                    ),
+                ));
             }
             seen_header = true;
             continue;
         }
         if record.len() != 2 {
-            return Err(bad(line, format!("{} fields, expected 2 ({})", record.len(), header.join(","))));
+            return Err(bad(
+                line,
+                format!("{} fields, expected 2 ({})", record.len(), header.join(",")),
+            ));
         }
         let fields = [&record[0], &record[1]];
         if fields[0].is_empty() {
@@ -215,7 +273,10 @@ pub fn read_rows<T>(
         rows.push(parse(fields).map_err(|m| bad(line, m))?);
     }
     if !seen_header {
-        return Err(bad(1, format!("empty file, expected the header {}", header.join(","))));
+        return Err(bad(
+            1,
+            format!("empty file, expected the header {}", header.join(",")),
+        ));
     }
     Ok(rows)
 }
@@ -224,27 +285,42 @@ pub fn read_rows<T>(
 /// which is flushed, fsynced and renamed over `path` (then the folder is
 /// fsynced). If `write` fails, or the process dies, `path` keeps its old
 /// content; on failure the temp file is removed.
-pub fn write_atomic(path: &Path, write: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> io::Result<()> {
-    let in_context = |e: io::Error, doing: &str| io::Error::new(e.kind(), format!("{doing} {}: {e}", path.display()));
+pub fn write_atomic(
+    path: &Path,
+    write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> io::Result<()> {
+    let in_context = |e: io::Error, doing: &str| {
+        io::Error::new(e.kind(), format!("{doing} {}: {e}", path.display()))
+    };
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("{}: not a file path", path.display())))?;
+    let name = path.file_name().ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{}: not a file path", path.display()),
+        )
+    })?;
     let prefix = format!(".{}.", name.to_string_lossy());
     let mut builder = tempfile::Builder::new();
     builder.prefix(&prefix).suffix(".tmp");
     // Files get the usual `0666 & !umask` rather than a temp file's `0600`.
     #[cfg(unix)]
     builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
-    let temp = builder.tempfile_in(dir).map_err(|e| in_context(e, "creating a temp file for"))?;
+    let temp = builder
+        .tempfile_in(dir)
+        .map_err(|e| in_context(e, "creating a temp file for"))?;
     let mut out = BufWriter::with_capacity(1 << 16, temp);
     write(&mut out).map_err(|e| in_context(e, "writing"))?;
-    let temp = out.into_inner().map_err(|e| in_context(e.into_error(), "writing"))?;
-    temp.as_file().sync_all().map_err(|e| in_context(e, "syncing"))?;
-    temp.persist(path).map_err(|e| in_context(e.error, "renaming into"))?;
+    let temp = out
+        .into_inner()
+        .map_err(|e| in_context(e.into_error(), "writing"))?;
+    temp.as_file()
+        .sync_all()
+        .map_err(|e| in_context(e, "syncing"))?;
+    temp.persist(path)
+        .map_err(|e| in_context(e.error, "renaming into"))?;
     sync_dir(dir);
     Ok(())
 }
@@ -268,14 +344,28 @@ mod tests {
     fn bbox_formats_like_the_lesson_and_parses_back() {
         assert_eq!(format_bbox(&[96.0, 155.0, 269.0, 350.0]), "96 155 269 350");
         assert_eq!(format_bbox(&[-0.0, 0.5, 1e6, 12.25]), "0 0.5 1000000 12.25");
-        for bbox in [[96.0, 155.0, 269.0, 350.0], [0.0, 0.5, 3.125, 7.1], [1.0, 2.0, 1.0, 2.0]] {
+        for bbox in [
+            [96.0, 155.0, 269.0, 350.0],
+            [0.0, 0.5, 3.125, 7.1],
+            [1.0, 2.0, 1.0, 2.0],
+        ] {
             assert_eq!(parse_bbox(&format_bbox(&bbox)), Ok(bbox));
         }
     }
 
     #[test]
     fn parse_bbox_refuses_bad_boxes() {
-        for bad in ["", "1 2 3", "1 2 3 4 5", "1 2 x 4", "1  2 3 4", "5 0 4 9", "0 5 9 4", "1 2 inf 4", "1 2 NaN 4"] {
+        for bad in [
+            "",
+            "1 2 3",
+            "1 2 3 4 5",
+            "1 2 x 4",
+            "1  2 3 4",
+            "5 0 4 9",
+            "0 5 9 4",
+            "1 2 inf 4",
+            "1 2 NaN 4",
+        ] {
             assert!(parse_bbox(bad).is_err(), "{bad:?} accepted");
         }
     }

@@ -3,16 +3,24 @@ use std::path::Path;
 use csv_export::{read_bb, read_lrg, write_atomic, write_bb, write_lrg, BbRow, CsvError, LrgRow};
 
 fn lrg(file_name: &str, category: &str) -> LrgRow {
-    LrgRow { file_name: file_name.into(), category: category.into() }
+    LrgRow {
+        file_name: file_name.into(),
+        category: category.into(),
+    }
 }
 
 fn bb(file_name: &str, bbox: [f32; 4]) -> BbRow {
-    BbRow { file_name: file_name.into(), bbox }
+    BbRow {
+        file_name: file_name.into(),
+        bbox,
+    }
 }
 
 fn files_in(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> =
-        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     names.sort();
     names
 }
@@ -20,8 +28,15 @@ fn files_in(dir: &Path) -> Vec<String> {
 #[test]
 fn written_files_have_the_lessons_bytes_and_read_back() {
     let dir = tempfile::tempdir().unwrap();
-    let lrg_rows = vec![lrg("000012.jpg", "car"), lrg("000017.jpg", "horse"), lrg("odd, \"name\".jpg", "tvmonitor")];
-    let bb_rows = vec![bb("000012.jpg", [96.0, 155.0, 269.0, 350.0]), bb("000017.jpg", [77.0, 89.0, 335.0, 402.0])];
+    let lrg_rows = vec![
+        lrg("000012.jpg", "car"),
+        lrg("000017.jpg", "horse"),
+        lrg("odd, \"name\".jpg", "tvmonitor"),
+    ];
+    let bb_rows = vec![
+        bb("000012.jpg", [96.0, 155.0, 269.0, 350.0]),
+        bb("000017.jpg", [77.0, 89.0, 335.0, 402.0]),
+    ];
     let (lrg_path, bb_path) = (dir.path().join("lrg.csv"), dir.path().join("bb.csv"));
     write_lrg(&lrg_path, &lrg_rows).unwrap();
     write_bb(&bb_path, &bb_rows).unwrap();
@@ -29,10 +44,17 @@ fn written_files_have_the_lessons_bytes_and_read_back() {
         std::fs::read_to_string(&lrg_path).unwrap(),
         "fn,cat\n000012.jpg,car\n000017.jpg,horse\n\"odd, \"\"name\"\".jpg\",tvmonitor\n"
     );
-    assert_eq!(std::fs::read_to_string(&bb_path).unwrap(), "fn,bbox\n000012.jpg,96 155 269 350\n000017.jpg,77 89 335 402\n");
+    assert_eq!(
+        std::fs::read_to_string(&bb_path).unwrap(),
+        "fn,bbox\n000012.jpg,96 155 269 350\n000017.jpg,77 89 335 402\n"
+    );
     assert_eq!(read_lrg(&lrg_path).unwrap(), lrg_rows);
     assert_eq!(read_bb(&bb_path).unwrap(), bb_rows);
-    assert_eq!(files_in(dir.path()), ["bb.csv", "lrg.csv"], "no temp files left");
+    assert_eq!(
+        files_in(dir.path()),
+        ["bb.csv", "lrg.csv"],
+        "no temp files left"
+    );
 }
 
 #[test]
@@ -48,7 +70,12 @@ fn readers_name_file_and_line_of_a_bad_row() {
         ("lrg", "fn,cat\na.jpg,car\nb.jpg\n", 3, "1 fields"),
         ("lrg", "fn,cat\na.jpg,car\nb.jpg,\n", 3, "empty category"),
         ("lrg", "fn,cat\na.jpg,car\n\nb.jpg,cat\n", 3, "blank line"),
-        ("lrg", "fn,cat\r\na.jpg,car\r\n\r\nb.jpg,cat\r\n", 3, "blank line"),
+        (
+            "lrg",
+            "fn,cat\r\na.jpg,car\r\n\r\nb.jpg,cat\r\n",
+            3,
+            "blank line",
+        ),
         ("lrg", "fn,cat\r\na.jpg,car\r\nb.jpg\r\n", 3, "1 fields"),
         ("lrg", "fn,bbox\na.jpg,car\n", 1, "header"),
     ];
@@ -56,12 +83,25 @@ fn readers_name_file_and_line_of_a_bad_row() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(format!("{kind}.csv"));
         std::fs::write(&path, text).unwrap();
-        let err = if kind == "bb" { read_bb(&path).map(|_| ()) } else { read_lrg(&path).map(|_| ()) }.unwrap_err();
+        let err = if kind == "bb" {
+            read_bb(&path).map(|_| ())
+        } else {
+            read_lrg(&path).map(|_| ())
+        }
+        .unwrap_err();
         match &err {
-            CsvError::BadRow { line: got, message: m, .. } => {
+            CsvError::BadRow {
+                line: got,
+                message: m,
+                ..
+            } => {
                 assert_eq!(*got, line, "{text:?}: {err}");
                 assert!(m.contains(message), "{text:?}: {err}");
-                assert!(err.to_string().starts_with(&format!("{}:{line}: ", path.display())), "{err}");
+                assert!(
+                    err.to_string()
+                        .starts_with(&format!("{}:{line}: ", path.display())),
+                    "{err}"
+                );
             }
             other => panic!("{text:?}: expected a bad row, got {other}"),
         }
@@ -71,7 +111,10 @@ fn readers_name_file_and_line_of_a_bad_row() {
 #[test]
 fn reading_a_missing_file_names_it() {
     let err = read_lrg(Path::new("/nonexistent/lrg.csv")).unwrap_err();
-    assert!(matches!(err, CsvError::Io { .. }) && err.to_string().contains("/nonexistent/lrg.csv"), "{err}");
+    assert!(
+        matches!(err, CsvError::Io { .. }) && err.to_string().contains("/nonexistent/lrg.csv"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -85,7 +128,10 @@ fn write_atomic_failing_or_panicking_writer_keeps_old_file_and_leaves_no_temp() 
         Err(std::io::Error::other("disk on fire"))
     })
     .unwrap_err();
-    assert!(err.to_string().contains("disk on fire") && err.to_string().contains("bb.csv"), "{err}");
+    assert!(
+        err.to_string().contains("disk on fire") && err.to_string().contains("bb.csv"),
+        "{err}"
+    );
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "old content\n");
     assert_eq!(files_in(dir.path()), ["bb.csv"]);
 
@@ -106,8 +152,14 @@ fn write_atomic_failing_or_panicking_writer_keeps_old_file_and_leaves_no_temp() 
 
 #[test]
 fn write_atomic_into_a_missing_folder_names_the_path() {
-    let err = write_atomic(Path::new("/nonexistent/dir/lrg.csv"), |out| out.write_all(b"x")).unwrap_err();
-    assert!(err.to_string().contains("/nonexistent/dir/lrg.csv"), "{err}");
+    let err = write_atomic(Path::new("/nonexistent/dir/lrg.csv"), |out| {
+        out.write_all(b"x")
+    })
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("/nonexistent/dir/lrg.csv"),
+        "{err}"
+    );
 }
 
 #[cfg(unix)]
@@ -118,7 +170,10 @@ fn write_atomic_gives_ordinary_permissions() {
     let path = dir.path().join("lrg.csv");
     write_atomic(&path, |out| out.write_all(b"x")).unwrap();
     let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-    assert!(mode & 0o044 != 0 || mode == 0o600, "mode {mode:o}: others cannot read (umask aside)");
+    assert!(
+        mode & 0o044 != 0 || mode == 0o600,
+        "mode {mode:o}: others cannot read (umask aside)"
+    );
     assert_ne!(mode, 0o600, "kept the temp file's 0600");
 }
 
@@ -141,19 +196,39 @@ fn write_atomic_survives_the_process_being_killed() {
     let path = dir.path().join("lrg.csv");
     std::fs::write(&path, "fn,cat\nold.jpg,car\n").unwrap();
     let status = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--ignored", "--exact", "child_aborts_while_writing", "--nocapture", "--test-threads=1"])
+        .args([
+            "--ignored",
+            "--exact",
+            "child_aborts_while_writing",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("CSV_EXPORT_ABORT_TARGET", &path)
         .stderr(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .status()
         .unwrap();
     assert!(!status.success(), "the child should have died");
-    assert_eq!(std::fs::read_to_string(&path).unwrap(), "fn,cat\nold.jpg,car\n");
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        "fn,cat\nold.jpg,car\n"
+    );
     // The dead writer's temp file stays (nothing can remove it), hidden and
     // named after its target, and holds the half-written bytes.
-    let leftovers: Vec<String> = files_in(dir.path()).into_iter().filter(|n| n != "lrg.csv").collect();
+    let leftovers: Vec<String> = files_in(dir.path())
+        .into_iter()
+        .filter(|n| n != "lrg.csv")
+        .collect();
     assert_eq!(leftovers.len(), 1, "{leftovers:?}");
-    assert!(leftovers[0].starts_with(".lrg.csv.") && leftovers[0].ends_with(".tmp"), "{leftovers:?}");
-    assert_eq!(std::fs::metadata(dir.path().join(&leftovers[0])).unwrap().len(), 300_000);
+    assert!(
+        leftovers[0].starts_with(".lrg.csv.") && leftovers[0].ends_with(".tmp"),
+        "{leftovers:?}"
+    );
+    assert_eq!(
+        std::fs::metadata(dir.path().join(&leftovers[0]))
+            .unwrap()
+            .len(),
+        300_000
+    );
     assert_eq!(read_lrg(&path).unwrap(), vec![lrg("old.jpg", "car")]);
 }

@@ -56,41 +56,80 @@ pub fn largest(objects: &[Object]) -> Option<&Object> {
 
 /// Every image's largest object, in image order.
 pub fn largest_objects(dataset: &Dataset) -> Result<Largest, LargestError> {
-    let names: HashMap<u32, &str> = dataset.categories.iter().map(|c| (c.id, c.name.as_str())).collect();
+    let names: HashMap<u32, &str> = dataset
+        .categories
+        .iter()
+        .map(|c| (c.id, c.name.as_str()))
+        .collect();
     let mut rows = Vec::with_capacity(dataset.images.len());
     let mut images_without_box = 0;
     for image in &dataset.images {
         let Some(object) = largest(&image.objects) else {
             images_without_box += 1;
-            tracing::warn!("image {} (id {}) has no usable box; left out", image.file_name, image.id);
+            tracing::warn!(
+                "image {} (id {}) has no usable box; left out",
+                image.file_name,
+                image.id
+            );
             continue;
         };
-        let category = names.get(&object.category_id).ok_or_else(|| LargestError::UnknownCategory {
+        let category =
+            names
+                .get(&object.category_id)
+                .ok_or_else(|| LargestError::UnknownCategory {
+                    file_name: image.file_name.clone(),
+                    category_id: object.category_id,
+                })?;
+        rows.push(LargestObject {
             file_name: image.file_name.clone(),
-            category_id: object.category_id,
-        })?;
-        rows.push(LargestObject { file_name: image.file_name.clone(), category: (*category).to_owned(), bbox: object.bbox });
+            category: (*category).to_owned(),
+            bbox: object.bbox,
+        });
     }
     if images_without_box > 0 {
-        tracing::warn!("{images_without_box} of {} images have no usable box", dataset.images.len());
+        tracing::warn!(
+            "{images_without_box} of {} images have no usable box",
+            dataset.images.len()
+        );
     }
-    Ok(Largest { rows, images_without_box })
+    Ok(Largest {
+        rows,
+        images_without_box,
+    })
 }
 
 impl Largest {
     /// Rows of `lrg.csv` (`fn,cat`).
     pub fn lrg_rows(&self) -> Vec<LrgRow> {
-        self.rows.iter().map(|r| LrgRow { file_name: r.file_name.clone(), category: r.category.clone() }).collect()
+        self.rows
+            .iter()
+            .map(|r| LrgRow {
+                file_name: r.file_name.clone(),
+                category: r.category.clone(),
+            })
+            .collect()
     }
 
     /// Rows of `bb.csv` (`fn,bbox`).
     pub fn bb_rows(&self) -> Vec<BbRow> {
-        self.rows.iter().map(|r| BbRow { file_name: r.file_name.clone(), bbox: r.bbox }).collect()
+        self.rows
+            .iter()
+            .map(|r| BbRow {
+                file_name: r.file_name.clone(),
+                bbox: r.bbox,
+            })
+            .collect()
     }
 
     /// Writes `lrg.csv` and `bb.csv`, each atomically.
     pub fn write_csvs(&self, lrg_csv: &Path, bb_csv: &Path) -> Result<(), CsvError> {
-        csv_export::write_rows(lrg_csv, csv_export::LRG_HEADER, self.rows.iter().map(|r| [r.file_name.as_str(), r.category.as_str()]))?;
+        csv_export::write_rows(
+            lrg_csv,
+            csv_export::LRG_HEADER,
+            self.rows
+                .iter()
+                .map(|r| [r.file_name.as_str(), r.category.as_str()]),
+        )?;
         csv_export::write_bb(bb_csv, &self.bb_rows())
     }
 }
@@ -132,9 +171,24 @@ mod tests {
             images: images
                 .into_iter()
                 .zip(1..)
-                .map(|((name, objects), id)| ImageInfo { id, file_name: name.into(), width: 100, height: 100, objects })
+                .map(|((name, objects), id)| ImageInfo {
+                    id,
+                    file_name: name.into(),
+                    width: 100,
+                    height: 100,
+                    objects,
+                })
                 .collect(),
-            categories: vec![Category { id: 1, name: "cat".into() }, Category { id: 2, name: "dog".into() }],
+            categories: vec![
+                Category {
+                    id: 1,
+                    name: "cat".into(),
+                },
+                Category {
+                    id: 2,
+                    name: "dog".into(),
+                },
+            ],
             stats: LoadStats::default(),
         }
     }
@@ -142,7 +196,13 @@ mod tests {
     #[test]
     fn images_without_a_box_are_left_out_and_counted() {
         let ds = dataset(vec![
-            ("a.jpg", vec![object([0.0, 0.0, 5.0, 5.0], 1), object([0.0, 0.0, 9.0, 9.0], 2)]),
+            (
+                "a.jpg",
+                vec![
+                    object([0.0, 0.0, 5.0, 5.0], 1),
+                    object([0.0, 0.0, 9.0, 9.0], 2),
+                ],
+            ),
             ("b.jpg", vec![]),
             ("c.jpg", vec![object([1.0, 2.0, 3.0, 4.0], 1)]),
         ]);
@@ -151,8 +211,16 @@ mod tests {
         assert_eq!(
             largest.rows,
             vec![
-                LargestObject { file_name: "a.jpg".into(), category: "dog".into(), bbox: [0.0, 0.0, 9.0, 9.0] },
-                LargestObject { file_name: "c.jpg".into(), category: "cat".into(), bbox: [1.0, 2.0, 3.0, 4.0] },
+                LargestObject {
+                    file_name: "a.jpg".into(),
+                    category: "dog".into(),
+                    bbox: [0.0, 0.0, 9.0, 9.0]
+                },
+                LargestObject {
+                    file_name: "c.jpg".into(),
+                    category: "cat".into(),
+                    bbox: [1.0, 2.0, 3.0, 4.0]
+                },
             ]
         );
     }

@@ -7,10 +7,15 @@ use voc_annotations::{load_coco_json, load_voc_xml, Dataset};
 
 fn real_data() -> Option<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/voc2007");
-    if dir.join("pascal_train2007.json").is_file() && dir.join("VOCdevkit/VOC2007/Annotations").is_dir() {
+    if dir.join("pascal_train2007.json").is_file()
+        && dir.join("VOCdevkit/VOC2007/Annotations").is_dir()
+    {
         Some(dir)
     } else {
-        eprintln!("skipping: real VOC 2007 data not found at {}", dir.display());
+        eprintln!(
+            "skipping: real VOC 2007 data not found at {}",
+            dir.display()
+        );
         None
     }
 }
@@ -23,7 +28,10 @@ fn csvs(dataset: &Dataset, dir: &Path) -> (String, String) {
     largest.write_csvs(&lrg, &bb).unwrap();
     assert_eq!(csv_export::read_lrg(&lrg).unwrap(), largest.lrg_rows());
     assert_eq!(csv_export::read_bb(&bb).unwrap(), largest.bb_rows());
-    (std::fs::read_to_string(lrg).unwrap(), std::fs::read_to_string(bb).unwrap())
+    (
+        std::fs::read_to_string(lrg).unwrap(),
+        std::fs::read_to_string(bb).unwrap(),
+    )
 }
 
 #[test]
@@ -33,8 +41,14 @@ fn lesson_csvs_from_json_and_xml() {
     let (json_dir, xml_dir) = (out.path().join("json"), out.path().join("xml"));
     std::fs::create_dir_all(&json_dir).unwrap();
     std::fs::create_dir_all(&xml_dir).unwrap();
-    let (lrg, bb) = csvs(&load_coco_json(&data.join("pascal_train2007.json")).unwrap(), &json_dir);
-    let (lrg_xml, bb_xml) = csvs(&load_voc_xml(&data.join("VOCdevkit/VOC2007"), "train").unwrap(), &xml_dir);
+    let (lrg, bb) = csvs(
+        &load_coco_json(&data.join("pascal_train2007.json")).unwrap(),
+        &json_dir,
+    );
+    let (lrg_xml, bb_xml) = csvs(
+        &load_voc_xml(&data.join("VOCdevkit/VOC2007"), "train").unwrap(),
+        &xml_dir,
+    );
 
     let bb_lines: Vec<&str> = bb.lines().collect();
     assert_eq!(
@@ -48,7 +62,10 @@ fn lesson_csvs_from_json_and_xml() {
         ]
     );
     let lrg_lines: Vec<&str> = lrg.lines().collect();
-    assert_eq!(lrg_lines[..3], ["fn,cat", "000012.jpg,car", "000017.jpg,horse"]);
+    assert_eq!(
+        lrg_lines[..3],
+        ["fn,cat", "000012.jpg,car", "000017.jpg,horse"]
+    );
     // Every one of the 2501 train images has at least one box that is not `ignore`.
     assert_eq!(bb_lines.len(), 1 + 2501);
     assert_eq!(lrg_lines.len(), 1 + 2501);

@@ -52,12 +52,36 @@ pub struct ShapeClass {
 
 /// The classes, in the order [`SynthConfig::classes`] takes them.
 pub const SHAPE_CLASSES: [ShapeClass; 6] = [
-    ShapeClass { name: "car", shape: Shape::Disc, colour: [220, 40, 40] },
-    ShapeClass { name: "dog", shape: Shape::Rectangle, colour: [40, 190, 60] },
-    ShapeClass { name: "bird", shape: Shape::Triangle, colour: [40, 80, 230] },
-    ShapeClass { name: "person", shape: Shape::Cross, colour: [235, 215, 40] },
-    ShapeClass { name: "cat", shape: Shape::Ring, colour: [210, 50, 200] },
-    ShapeClass { name: "horse", shape: Shape::Diamond, colour: [40, 210, 210] },
+    ShapeClass {
+        name: "car",
+        shape: Shape::Disc,
+        colour: [220, 40, 40],
+    },
+    ShapeClass {
+        name: "dog",
+        shape: Shape::Rectangle,
+        colour: [40, 190, 60],
+    },
+    ShapeClass {
+        name: "bird",
+        shape: Shape::Triangle,
+        colour: [40, 80, 230],
+    },
+    ShapeClass {
+        name: "person",
+        shape: Shape::Cross,
+        colour: [235, 215, 40],
+    },
+    ShapeClass {
+        name: "cat",
+        shape: Shape::Ring,
+        colour: [210, 50, 200],
+    },
+    ShapeClass {
+        name: "horse",
+        shape: Shape::Diamond,
+        colour: [40, 210, 210],
+    },
 ];
 
 /// Every box but the largest has at most this fraction of the largest box's area.
@@ -116,9 +140,15 @@ pub enum SynthError {
     #[error("invalid synthetic dataset config: {0}")]
     InvalidConfig(String),
     #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{}: encoding JPEG: {source}", path.display())]
-    Jpeg { path: PathBuf, source: image::ImageError },
+    Jpeg {
+        path: PathBuf,
+        source: image::ImageError,
+    },
 }
 
 impl SynthConfig {
@@ -128,19 +158,32 @@ impl SynthConfig {
             return bad("images must be at least 1".into());
         }
         if !(1..=SHAPE_CLASSES.len()).contains(&self.classes) {
-            return bad(format!("classes must be 1..={}, got {}", SHAPE_CLASSES.len(), self.classes));
+            return bad(format!(
+                "classes must be 1..={}, got {}",
+                SHAPE_CLASSES.len(),
+                self.classes
+            ));
         }
         if self.min_side < 64 || self.min_side > self.max_side || self.max_side > 4096 {
-            return bad(format!("sides must satisfy 64 <= min_side <= max_side <= 4096, got {}..={}", self.min_side, self.max_side));
+            return bad(format!(
+                "sides must satisfy 64 <= min_side <= max_side <= 4096, got {}..={}",
+                self.min_side, self.max_side
+            ));
         }
         if self.max_objects == 0 {
             return bad("max_objects must be at least 1".into());
         }
         if !(0.0..=1.0).contains(&self.difficult_rate) {
-            return bad(format!("difficult_rate must be in 0..=1, got {}", self.difficult_rate));
+            return bad(format!(
+                "difficult_rate must be in 0..=1, got {}",
+                self.difficult_rate
+            ));
         }
         if !(1..=100).contains(&self.jpeg_quality) {
-            return bad(format!("jpeg_quality must be 1..=100, got {}", self.jpeg_quality));
+            return bad(format!(
+                "jpeg_quality must be 1..=100, got {}",
+                self.jpeg_quality
+            ));
         }
         Ok(())
     }
@@ -153,7 +196,11 @@ pub fn classes(cfg: &SynthConfig) -> &'static [ShapeClass] {
 
 /// The VOC category id (1..20) of a shape class.
 pub fn category_id(class: &ShapeClass) -> u32 {
-    VOC_CLASSES.iter().position(|n| *n == class.name).expect("shape classes use VOC names") as u32 + 1
+    VOC_CLASSES
+        .iter()
+        .position(|n| *n == class.name)
+        .expect("shape classes use VOC names") as u32
+        + 1
 }
 
 /// One generated object, box as COCO `[x, y, w, h]` (integers).
@@ -208,9 +255,16 @@ pub fn generate(dir: &Path, cfg: &SynthConfig) -> Result<Generated, SynthError> 
         move |source| SynthError::Io { path, source }
     };
     std::fs::create_dir_all(dir).map_err(io(dir))?;
-    let staging = tempfile::Builder::new().prefix(".synthetic-voc.").tempdir_in(dir).map_err(io(dir))?;
+    let staging = tempfile::Builder::new()
+        .prefix(".synthetic-voc.")
+        .tempdir_in(dir)
+        .map_err(io(dir))?;
     let voc = staging.path().join("VOCdevkit/VOC2007");
-    let (jpeg_dir, xml_dir, sets_dir) = (voc.join("JPEGImages"), voc.join("Annotations"), voc.join("ImageSets/Main"));
+    let (jpeg_dir, xml_dir, sets_dir) = (
+        voc.join("JPEGImages"),
+        voc.join("Annotations"),
+        voc.join("ImageSets/Main"),
+    );
     for d in [&jpeg_dir, &xml_dir, &sets_dir] {
         std::fs::create_dir_all(d).map_err(io(d))?;
     }
@@ -235,7 +289,13 @@ pub fn generate(dir: &Path, cfg: &SynthConfig) -> Result<Generated, SynthError> 
     staging.close().map_err(io(dir))?;
 
     let voc_dir = final_devkit.join("VOC2007");
-    let count = |difficult: bool| images.iter().flat_map(|im| &im.objects).filter(|o| o.difficult == difficult).count();
+    let count = |difficult: bool| {
+        images
+            .iter()
+            .flat_map(|im| &im.objects)
+            .filter(|o| o.difficult == difficult)
+            .count()
+    };
     Ok(Generated {
         json: final_json,
         images_dir: voc_dir.join("JPEGImages"),
@@ -247,17 +307,29 @@ pub fn generate(dir: &Path, cfg: &SynthConfig) -> Result<Generated, SynthError> 
 }
 
 /// Draws and writes every image (JPEG + XML) on all cores, in id order.
-fn make_images(cfg: &SynthConfig, jpeg_dir: &Path, xml_dir: &Path) -> Result<Vec<SynthImage>, SynthError> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(cfg.images);
+fn make_images(
+    cfg: &SynthConfig,
+    jpeg_dir: &Path,
+    xml_dir: &Path,
+) -> Result<Vec<SynthImage>, SynthError> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(cfg.images);
     let mut per_thread: Vec<Result<Vec<SynthImage>, SynthError>> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
             .map(|t| {
                 scope.spawn(move || {
-                    (t..cfg.images).step_by(threads).map(|index| make_image(cfg, index, jpeg_dir, xml_dir)).collect()
+                    (t..cfg.images)
+                        .step_by(threads)
+                        .map(|index| make_image(cfg, index, jpeg_dir, xml_dir))
+                        .collect()
                 })
             })
             .collect();
-        workers.into_iter().map(|w| w.join().expect("image worker panicked")).collect()
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("image worker panicked"))
+            .collect()
     });
     let mut images: Vec<SynthImage> = Vec::with_capacity(cfg.images);
     for result in per_thread.drain(..) {
@@ -267,11 +339,19 @@ fn make_images(cfg: &SynthConfig, jpeg_dir: &Path, xml_dir: &Path) -> Result<Vec
     Ok(images)
 }
 
-fn make_image(cfg: &SynthConfig, index: usize, jpeg_dir: &Path, xml_dir: &Path) -> Result<SynthImage, SynthError> {
+fn make_image(
+    cfg: &SynthConfig,
+    index: usize,
+    jpeg_dir: &Path,
+    xml_dir: &Path,
+) -> Result<SynthImage, SynthError> {
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     rng.set_stream(index as u64);
     let id = index as u64 + 1;
-    let (width, height) = (rng.random_range(cfg.min_side..=cfg.max_side), rng.random_range(cfg.min_side..=cfg.max_side));
+    let (width, height) = (
+        rng.random_range(cfg.min_side..=cfg.max_side),
+        rng.random_range(cfg.min_side..=cfg.max_side),
+    );
     let placements = place_objects(cfg, width, height, &mut rng);
     let mut img = RgbImage::new(width, height);
     draw_background(&mut img, &mut rng);
@@ -291,22 +371,45 @@ fn make_image(cfg: &SynthConfig, index: usize, jpeg_dir: &Path, xml_dir: &Path) 
     let stem = format!("{id:06}");
     let file_name = format!("{stem}.jpg");
     let jpeg_path = jpeg_dir.join(&file_name);
-    let file = std::fs::File::create(&jpeg_path).map_err(|source| SynthError::Io { path: jpeg_path.clone(), source })?;
+    let file = std::fs::File::create(&jpeg_path).map_err(|source| SynthError::Io {
+        path: jpeg_path.clone(),
+        source,
+    })?;
     let mut out = std::io::BufWriter::new(file);
     image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, cfg.jpeg_quality)
         .encode_image(&img)
-        .map_err(|source| SynthError::Jpeg { path: jpeg_path.clone(), source })?;
-    out.flush().map_err(|source| SynthError::Io { path: jpeg_path.clone(), source })?;
+        .map_err(|source| SynthError::Jpeg {
+            path: jpeg_path.clone(),
+            source,
+        })?;
+    out.flush().map_err(|source| SynthError::Io {
+        path: jpeg_path.clone(),
+        source,
+    })?;
 
-    let image = SynthImage { id, file_name, width, height, objects };
+    let image = SynthImage {
+        id,
+        file_name,
+        width,
+        height,
+        objects,
+    };
     let xml_path = xml_dir.join(format!("{stem}.xml"));
-    std::fs::write(&xml_path, voc_xml(&image)).map_err(|source| SynthError::Io { path: xml_path, source })?;
+    std::fs::write(&xml_path, voc_xml(&image)).map_err(|source| SynthError::Io {
+        path: xml_path,
+        source,
+    })?;
     Ok(image)
 }
 
 /// The largest object first, then smaller ones that keep clear of every
 /// other, then possibly a small `difficult` one.
-fn place_objects(cfg: &SynthConfig, width: u32, height: u32, rng: &mut ChaCha8Rng) -> Vec<Placement> {
+fn place_objects(
+    cfg: &SynthConfig,
+    width: u32,
+    height: u32,
+    rng: &mut ChaCha8Rng,
+) -> Vec<Placement> {
     let short = width.min(height) as f64;
     let n_classes = cfg.classes;
     let rect = |rng: &mut ChaCha8Rng, area: f64| -> (u32, u32) {
@@ -328,14 +431,19 @@ fn place_objects(cfg: &SynthConfig, width: u32, height: u32, rng: &mut ChaCha8Rn
     let mut placed = vec![largest];
     let others = rng.random_range(0..cfg.max_objects);
     let difficult = rng.random_bool(cfg.difficult_rate);
-    let mut wanted: Vec<(f64, bool)> = (0..others).map(|_| (rng.random_range(0.08..0.4), false)).collect();
+    let mut wanted: Vec<(f64, bool)> = (0..others)
+        .map(|_| (rng.random_range(0.08..0.4), false))
+        .collect();
     if difficult {
         wanted.push((rng.random_range(0.03..0.1), true));
     }
     for (area_ratio, difficult) in wanted {
         let (w, h) = rect(rng, largest.area() * area_ratio);
         // Rounding and the 12 px floor must not let a box rival the largest.
-        if (w as f64) * (h as f64) > largest.area() * MAX_OTHER_AREA_RATIO || w >= width || h >= height {
+        if (w as f64) * (h as f64) > largest.area() * MAX_OTHER_AREA_RATIO
+            || w >= width
+            || h >= height
+        {
             continue;
         }
         for _ in 0..40 {
@@ -381,11 +489,17 @@ fn draw_background(img: &mut RgbImage, rng: &mut ChaCha8Rng) {
         for x in 0..width {
             let (col, fx) = ((x / CELL) as usize, (x % CELL) as f32 / CELL as f32);
             let at = |r: usize, c: usize| blotches[r * cols as usize + c];
-            let (b00, b01, b10, b11) = (at(row, col), at(row, col + 1), at(row + 1, col), at(row + 1, col + 1));
+            let (b00, b01, b10, b11) = (
+                at(row, col),
+                at(row, col + 1),
+                at(row + 1, col),
+                at(row + 1, col + 1),
+            );
             let noise = rng.next_u32().to_le_bytes();
             let ramp = (x as f32 - cx) * gx + (y as f32 - cy) * gy;
             let pixel: [u8; 3] = std::array::from_fn(|c| {
-                let blotch = (b00[c] * (1.0 - fx) + b01[c] * fx) * (1.0 - fy) + (b10[c] * (1.0 - fx) + b11[c] * fx) * fy;
+                let blotch = (b00[c] * (1.0 - fx) + b01[c] * fx) * (1.0 - fy)
+                    + (b10[c] * (1.0 - fx) + b11[c] * fx) * fy;
                 let v = base[c] + ramp + blotch + (noise[c] as f32 - 127.5) * 0.14;
                 v.clamp(0.0, 255.0) as u8
             });
@@ -409,8 +523,14 @@ fn inside(shape: Shape, u: f32, v: f32) -> bool {
 
 /// Fills the shape with its jittered, shaded, noisy colour; returns the exact
 /// extent of the drawn pixels as `[left, top, right, bottom]` (inclusive).
-fn draw_shape(img: &mut RgbImage, p: &Placement, class: &ShapeClass, rng: &mut ChaCha8Rng) -> [u32; 4] {
-    let colour: [f32; 3] = std::array::from_fn(|c| class.colour[c] as f32 + rng.random_range(-20.0..20.0));
+fn draw_shape(
+    img: &mut RgbImage,
+    p: &Placement,
+    class: &ShapeClass,
+    rng: &mut ChaCha8Rng,
+) -> [u32; 4] {
+    let colour: [f32; 3] =
+        std::array::from_fn(|c| class.colour[c] as f32 + rng.random_range(-20.0..20.0));
     let shade: f32 = rng.random_range(-0.3..0.3);
     let mut extent = [u32::MAX, u32::MAX, 0, 0];
     for y in p.y0..p.y0 + p.h {
@@ -423,13 +543,22 @@ fn draw_shape(img: &mut RgbImage, p: &Placement, class: &ShapeClass, rng: &mut C
             }
             let noise = rng.next_u32().to_le_bytes();
             let light = 1.0 + shade * (u - 0.5) - shade * (v - 0.5);
-            let pixel: [u8; 3] =
-                std::array::from_fn(|c| (colour[c] * light + (noise[c] as f32 - 127.5) * 0.08).clamp(0.0, 255.0) as u8);
+            let pixel: [u8; 3] = std::array::from_fn(|c| {
+                (colour[c] * light + (noise[c] as f32 - 127.5) * 0.08).clamp(0.0, 255.0) as u8
+            });
             img.put_pixel(x, y, Rgb(pixel));
-            extent = [extent[0].min(x), extent[1].min(y), extent[2].max(x), extent[3].max(y)];
+            extent = [
+                extent[0].min(x),
+                extent[1].min(y),
+                extent[2].max(x),
+                extent[3].max(y),
+            ];
         }
     }
-    assert!(extent[0] != u32::MAX, "every shape covers the centre of its placement");
+    assert!(
+        extent[0] != u32::MAX,
+        "every shape covers the centre of its placement"
+    );
     extent
 }
 
@@ -513,18 +642,30 @@ fn write_json(path: &Path, images: &[SynthImage]) -> Result<(), SynthError> {
     let file = JsonFile {
         images: images
             .iter()
-            .map(|im| JsonImage { file_name: &im.file_name, height: im.height, width: im.width, id: im.id })
+            .map(|im| JsonImage {
+                file_name: &im.file_name,
+                height: im.height,
+                width: im.width,
+                id: im.id,
+            })
             .collect(),
         kind: "instances",
         annotations,
         categories: VOC_CLASSES
             .iter()
             .zip(1..)
-            .map(|(name, id)| JsonCategory { supercategory: "none", id, name })
+            .map(|(name, id)| JsonCategory {
+                supercategory: "none",
+                id,
+                name,
+            })
             .collect(),
     };
     let bytes = serde_json::to_vec(&file).expect("plain structs serialise");
-    std::fs::write(path, bytes).map_err(|source| SynthError::Io { path: path.to_owned(), source })
+    std::fs::write(path, bytes).map_err(|source| SynthError::Io {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 #[cfg(test)]
@@ -547,15 +688,30 @@ mod tests {
     fn shapes_touch_all_four_sides_of_their_placement() {
         for class in &SHAPE_CLASSES {
             for (w, h) in [(12, 12), (13, 20), (40, 31), (100, 77)] {
-                let p = Placement { class: 0, x0: 3, y0: 5, w, h, difficult: false };
+                let p = Placement {
+                    class: 0,
+                    x0: 3,
+                    y0: 5,
+                    w,
+                    h,
+                    difficult: false,
+                };
                 let mut img = RgbImage::new(120, 100);
                 let mut rng = ChaCha8Rng::seed_from_u64(1);
                 let extent = draw_shape(&mut img, &p, class, &mut rng);
                 let full = [3, 5, 3 + w - 1, 5 + h - 1];
                 // The triangle's apex is one pixel wide only when it lands on a pixel centre.
-                let tolerance = if class.shape == Shape::Triangle { [0, 1, 0, 0] } else { [0; 4] };
+                let tolerance = if class.shape == Shape::Triangle {
+                    [0, 1, 0, 0]
+                } else {
+                    [0; 4]
+                };
                 for k in 0..4 {
-                    assert!(extent[k].abs_diff(full[k]) <= tolerance[k], "{:?} {w}x{h}: {extent:?} vs {full:?}", class.shape);
+                    assert!(
+                        extent[k].abs_diff(full[k]) <= tolerance[k],
+                        "{:?} {w}x{h}: {extent:?} vs {full:?}",
+                        class.shape
+                    );
                 }
             }
         }
@@ -565,16 +721,44 @@ mod tests {
     fn invalid_configs_are_refused() {
         let base = SynthConfig::default();
         for cfg in [
-            SynthConfig { images: 0, ..base.clone() },
-            SynthConfig { classes: 0, ..base.clone() },
-            SynthConfig { classes: 7, ..base.clone() },
-            SynthConfig { min_side: 300, max_side: 200, ..base.clone() },
-            SynthConfig { min_side: 32, ..base.clone() },
-            SynthConfig { max_objects: 0, ..base.clone() },
-            SynthConfig { difficult_rate: 1.5, ..base.clone() },
-            SynthConfig { jpeg_quality: 0, ..base.clone() },
+            SynthConfig {
+                images: 0,
+                ..base.clone()
+            },
+            SynthConfig {
+                classes: 0,
+                ..base.clone()
+            },
+            SynthConfig {
+                classes: 7,
+                ..base.clone()
+            },
+            SynthConfig {
+                min_side: 300,
+                max_side: 200,
+                ..base.clone()
+            },
+            SynthConfig {
+                min_side: 32,
+                ..base.clone()
+            },
+            SynthConfig {
+                max_objects: 0,
+                ..base.clone()
+            },
+            SynthConfig {
+                difficult_rate: 1.5,
+                ..base.clone()
+            },
+            SynthConfig {
+                jpeg_quality: 0,
+                ..base.clone()
+            },
         ] {
-            assert!(matches!(cfg.validate(), Err(SynthError::InvalidConfig(_))), "{cfg:?}");
+            assert!(
+                matches!(cfg.validate(), Err(SynthError::InvalidConfig(_))),
+                "{cfg:?}"
+            );
         }
         assert!(base.validate().is_ok());
     }

@@ -10,7 +10,10 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::{accept_box, check_image_size, summarise_clamps, AnnotationError, Category, Dataset, ImageInfo, LoadStats, Object};
+use crate::{
+    accept_box, check_image_size, summarise_clamps, AnnotationError, Category, Dataset, ImageInfo,
+    LoadStats, Object,
+};
 
 #[derive(Deserialize)]
 struct CocoFile<'a> {
@@ -80,7 +83,10 @@ fn flag<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
 
 /// Loads the lesson's COCO-style JSON file.
 pub fn load_coco_json(path: &Path) -> Result<Dataset, AnnotationError> {
-    let bytes = std::fs::read(path).map_err(|source| AnnotationError::Io { path: path.to_owned(), source })?;
+    let bytes = std::fs::read(path).map_err(|source| AnnotationError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
     parse_coco_json(&bytes, path)
 }
 
@@ -93,15 +99,25 @@ pub fn parse_coco_json(bytes: &[u8], path: &Path) -> Result<Dataset, AnnotationE
         message: e.to_string(),
     })?;
 
-    let invalid = |what: String, message: String| AnnotationError::Invalid { path: path.to_owned(), what, message };
+    let invalid = |what: String, message: String| AnnotationError::Invalid {
+        path: path.to_owned(),
+        what,
+        message,
+    };
 
     let mut categories = Vec::with_capacity(file.categories.len());
     let mut category_ids: HashMap<u32, ()> = HashMap::with_capacity(file.categories.len());
     for c in file.categories {
         if category_ids.insert(c.id, ()).is_some() {
-            return Err(invalid(format!("category {} ({})", c.id, c.name), "duplicate category id".into()));
+            return Err(invalid(
+                format!("category {} ({})", c.id, c.name),
+                "duplicate category id".into(),
+            ));
         }
-        categories.push(Category { id: c.id, name: c.name.into_owned() });
+        categories.push(Category {
+            id: c.id,
+            name: c.name.into_owned(),
+        });
     }
 
     let mut images = Vec::with_capacity(file.images.len());
@@ -134,7 +150,11 @@ pub fn parse_coco_json(bytes: &[u8], path: &Path) -> Result<Dataset, AnnotationE
     for (index, a) in file.annotations.iter().enumerate() {
         let what = || annotation_name(a, index);
         let Some(at) = image_at.get(a.image_id) else {
-            return Err(AnnotationError::UnknownImage { path: path.to_owned(), what: what(), image_id: a.image_id });
+            return Err(AnnotationError::UnknownImage {
+                path: path.to_owned(),
+                what: what(),
+                image_id: a.image_id,
+            });
         };
         if category_known.get(u64::from(a.category_id)).is_none() {
             return Err(AnnotationError::UnknownCategory {
@@ -151,15 +171,28 @@ pub fn parse_coco_json(bytes: &[u8], path: &Path) -> Result<Dataset, AnnotationE
     }
     let mut stats = LoadStats::default();
     for (index, (a, &at)) in file.annotations.iter().zip(&located).enumerate() {
-        let bbox = accept_box(a.bbox, &images[at], path, || annotation_name(a, index), &mut stats)?;
+        let bbox = accept_box(
+            a.bbox,
+            &images[at],
+            path,
+            || annotation_name(a, index),
+            &mut stats,
+        )?;
         if a.ignore {
             stats.ignored += 1;
         } else {
-            images[at].objects.push(Object { bbox, category_id: a.category_id });
+            images[at].objects.push(Object {
+                bbox,
+                category_id: a.category_id,
+            });
         }
     }
     summarise_clamps(&stats, path);
-    Ok(Dataset { images, categories, stats })
+    Ok(Dataset {
+        images,
+        categories,
+        stats,
+    })
 }
 
 fn annotation_name(a: &CocoAnnotation, index: usize) -> String {

@@ -115,7 +115,10 @@ pub struct LoadStats {
 impl Dataset {
     /// The name of category `id`, if the dataset has it.
     pub fn category_name(&self, id: u32) -> Option<&str> {
-        self.categories.iter().find(|c| c.id == id).map(|c| c.name.as_str())
+        self.categories
+            .iter()
+            .find(|c| c.id == id)
+            .map(|c| c.name.as_str())
     }
 
     /// Number of usable objects over all images.
@@ -141,23 +144,58 @@ pub fn bb_hw(bb: BBox) -> [f32; 4] {
 #[derive(Debug, thiserror::Error)]
 pub enum AnnotationError {
     #[error("{}: cannot read: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{}: listed in {} but missing", path.display(), list.display())]
     MissingListedFile { path: PathBuf, list: PathBuf },
     #[error("{}:{line}:{column}: malformed JSON: {message}", path.display())]
-    Json { path: PathBuf, line: usize, column: usize, message: String },
+    Json {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
     #[error("{}:{line}:{column}: malformed XML: {message}", path.display())]
-    Xml { path: PathBuf, line: usize, column: usize, message: String },
+    Xml {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
     #[error("{}: {what}: invalid: {message}", path.display())]
-    Invalid { path: PathBuf, what: String, message: String },
+    Invalid {
+        path: PathBuf,
+        what: String,
+        message: String,
+    },
     #[error("{}: {what} names unknown image id {image_id}", path.display())]
-    UnknownImage { path: PathBuf, what: String, image_id: u64 },
+    UnknownImage {
+        path: PathBuf,
+        what: String,
+        image_id: u64,
+    },
     #[error("{}: {what} names unknown category {category}", path.display())]
-    UnknownCategory { path: PathBuf, what: String, category: String },
+    UnknownCategory {
+        path: PathBuf,
+        what: String,
+        category: String,
+    },
     #[error("{}: {what}: box [x, y, w, h] = {xywh:?} has zero or negative size", path.display())]
-    EmptyBox { path: PathBuf, what: String, xywh: [f32; 4] },
+    EmptyBox {
+        path: PathBuf,
+        what: String,
+        xywh: [f32; 4],
+    },
     #[error("{}: {what}: box [x, y, w, h] = {xywh:?} lies entirely outside its {width}x{height} image", path.display())]
-    BoxOutsideImage { path: PathBuf, what: String, xywh: [f32; 4], width: u32, height: u32 },
+    BoxOutsideImage {
+        path: PathBuf,
+        what: String,
+        xywh: [f32; 4],
+        width: u32,
+        height: u32,
+    },
 }
 
 /// How a COCO box relates to its image.
@@ -181,7 +219,12 @@ fn check_box(xywh: [f32; 4], width: u32, height: u32) -> BoxCheck {
     if top > max_y || left > max_x || bottom < 0.0 || right < 0.0 {
         return BoxCheck::Outside;
     }
-    let clamped = [top.max(0.0), left.max(0.0), bottom.min(max_y), right.min(max_x)];
+    let clamped = [
+        top.max(0.0),
+        left.max(0.0),
+        bottom.min(max_y),
+        right.min(max_x),
+    ];
     if clamped == [top, left, bottom, right] {
         BoxCheck::Inside(clamped)
     } else {
@@ -217,7 +260,11 @@ fn accept_box(
             }
             Ok(bb)
         }
-        BoxCheck::Empty => Err(AnnotationError::EmptyBox { path: path.to_owned(), what: what(), xywh }),
+        BoxCheck::Empty => Err(AnnotationError::EmptyBox {
+            path: path.to_owned(),
+            what: what(),
+            xywh,
+        }),
         BoxCheck::Outside => Err(AnnotationError::BoxOutsideImage {
             path: path.to_owned(),
             what: what(),
@@ -241,7 +288,11 @@ fn check_image_size(image: &ImageInfo, path: &std::path::Path) -> Result<(), Ann
 
 fn summarise_clamps(stats: &LoadStats, path: &std::path::Path) {
     if stats.clamped > CLAMP_WARNINGS_SHOWN {
-        tracing::warn!("{}: {} boxes in all were clamped to their images", path.display(), stats.clamped);
+        tracing::warn!(
+            "{}: {} boxes in all were clamped to their images",
+            path.display(),
+            stats.clamped
+        );
     }
 }
 
@@ -249,7 +300,10 @@ fn summarise_clamps(stats: &LoadStats, path: &std::path::Path) {
 fn line_column(text: &[u8], pos: usize) -> (usize, usize) {
     let before = &text[..pos.min(text.len())];
     let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
-    let line_start = before.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let line_start = before
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1);
     (line, pos.min(text.len()) - line_start + 1)
 }
 
@@ -260,9 +314,19 @@ mod tests {
     #[test]
     fn hw_bb_matches_the_lesson_and_bb_hw_reverses_it() {
         // The lesson's first annotation: image 12, car, [155, 96, 196, 174].
-        assert_eq!(hw_bb([155.0, 96.0, 196.0, 174.0]), [96.0, 155.0, 269.0, 350.0]);
-        assert_eq!(bb_hw([96.0, 155.0, 269.0, 350.0]), [155.0, 96.0, 196.0, 174.0]);
-        for xywh in [[0.0, 0.0, 1.0, 1.0], [3.5, 7.0, 10.25, 2.0], [499.0, 332.0, 1.0, 1.0]] {
+        assert_eq!(
+            hw_bb([155.0, 96.0, 196.0, 174.0]),
+            [96.0, 155.0, 269.0, 350.0]
+        );
+        assert_eq!(
+            bb_hw([96.0, 155.0, 269.0, 350.0]),
+            [155.0, 96.0, 196.0, 174.0]
+        );
+        for xywh in [
+            [0.0, 0.0, 1.0, 1.0],
+            [3.5, 7.0, 10.25, 2.0],
+            [499.0, 332.0, 1.0, 1.0],
+        ] {
             assert_eq!(bb_hw(hw_bb(xywh)), xywh);
         }
     }
@@ -271,9 +335,17 @@ mod tests {
     fn check_box_cases() {
         let cases: &[([f32; 4], &str, Option<BBox>)] = &[
             ([0.0, 0.0, 10.0, 5.0], "inside", Some([0.0, 0.0, 4.0, 9.0])),
-            ([0.0, 0.0, 20.0, 10.0], "inside", Some([0.0, 0.0, 9.0, 19.0])),
+            (
+                [0.0, 0.0, 20.0, 10.0],
+                "inside",
+                Some([0.0, 0.0, 9.0, 19.0]),
+            ),
             ([-2.0, 0.0, 5.0, 5.0], "clamped", Some([0.0, 0.0, 4.0, 2.0])),
-            ([15.0, 8.0, 10.0, 10.0], "clamped", Some([8.0, 15.0, 9.0, 19.0])),
+            (
+                [15.0, 8.0, 10.0, 10.0],
+                "clamped",
+                Some([8.0, 15.0, 9.0, 19.0]),
+            ),
             ([0.0, 0.0, 0.0, 5.0], "empty", None),
             ([0.0, 0.0, 5.0, -1.0], "empty", None),
             ([0.0, 0.0, f32::NAN, 5.0], "empty", None),

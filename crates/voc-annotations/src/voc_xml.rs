@@ -7,8 +7,8 @@ use quick_xml::events::Event;
 use quick_xml::Reader;
 
 use crate::{
-    accept_box, check_image_size, line_column, summarise_clamps, AnnotationError, Category, Dataset, ImageInfo, LoadStats,
-    Object, VOC_CLASSES,
+    accept_box, check_image_size, line_column, summarise_clamps, AnnotationError, Category,
+    Dataset, ImageInfo, LoadStats, Object, VOC_CLASSES,
 };
 
 /// One parsed `Annotations/<stem>.xml`, before it is checked against the classes.
@@ -38,7 +38,12 @@ impl VocObject {
     /// The COCO `[x, y, w, h]` of this box, as the lesson's JSON was derived
     /// (Detectron convention: `[xmin-1, ymin-1, xmax-xmin+1, ymax-ymin+1]`).
     pub fn xywh(&self) -> [f32; 4] {
-        [self.xmin - 1.0, self.ymin - 1.0, self.xmax - self.xmin + 1.0, self.ymax - self.ymin + 1.0]
+        [
+            self.xmin - 1.0,
+            self.ymin - 1.0,
+            self.xmax - self.xmin + 1.0,
+            self.ymax - self.ymin + 1.0,
+        ]
     }
 }
 
@@ -48,23 +53,43 @@ impl VocObject {
 /// categories are [`VOC_CLASSES`] with ids 1..20.
 pub fn load_voc_xml(voc_dir: &Path, split: &str) -> Result<Dataset, AnnotationError> {
     let annotations_dir = voc_dir.join("Annotations");
-    std::fs::read_dir(&annotations_dir).map_err(|source| AnnotationError::Io { path: annotations_dir.clone(), source })?;
-    let list_path = voc_dir.join("ImageSets").join("Main").join(format!("{split}.txt"));
-    let list = std::fs::read_to_string(&list_path).map_err(|source| AnnotationError::Io { path: list_path.clone(), source })?;
+    std::fs::read_dir(&annotations_dir).map_err(|source| AnnotationError::Io {
+        path: annotations_dir.clone(),
+        source,
+    })?;
+    let list_path = voc_dir
+        .join("ImageSets")
+        .join("Main")
+        .join(format!("{split}.txt"));
+    let list = std::fs::read_to_string(&list_path).map_err(|source| AnnotationError::Io {
+        path: list_path.clone(),
+        source,
+    })?;
 
-    let categories: Vec<Category> =
-        VOC_CLASSES.iter().zip(1..).map(|(name, id)| Category { id, name: (*name).to_owned() }).collect();
+    let categories: Vec<Category> = VOC_CLASSES
+        .iter()
+        .zip(1..)
+        .map(|(name, id)| Category {
+            id,
+            name: (*name).to_owned(),
+        })
+        .collect();
     let mut stats = LoadStats::default();
     let mut images = Vec::new();
     let mut seen_ids = std::collections::HashMap::new();
     for (line_no, line) in list.lines().enumerate() {
         // Class lists (`<class>_train.txt`) add a second column; the stem is the first.
-        let Some(stem) = line.split_whitespace().next() else { continue };
-        let id: u64 = stem.replace('_', "").parse().map_err(|_| AnnotationError::Invalid {
-            path: list_path.clone(),
-            what: format!("line {}", line_no + 1),
-            message: format!("image stem {stem:?} is not a number"),
-        })?;
+        let Some(stem) = line.split_whitespace().next() else {
+            continue;
+        };
+        let id: u64 = stem
+            .replace('_', "")
+            .parse()
+            .map_err(|_| AnnotationError::Invalid {
+                path: list_path.clone(),
+                what: format!("line {}", line_no + 1),
+                message: format!("image stem {stem:?} is not a number"),
+            })?;
         if let Some(first_line) = seen_ids.insert(id, line_no + 1) {
             return Err(AnnotationError::Invalid {
                 path: list_path.clone(),
@@ -75,9 +100,15 @@ pub fn load_voc_xml(voc_dir: &Path, split: &str) -> Result<Dataset, AnnotationEr
         let xml_path = annotations_dir.join(format!("{stem}.xml"));
         let bytes = std::fs::read(&xml_path).map_err(|source| {
             if source.kind() == std::io::ErrorKind::NotFound {
-                AnnotationError::MissingListedFile { path: xml_path.clone(), list: list_path.clone() }
+                AnnotationError::MissingListedFile {
+                    path: xml_path.clone(),
+                    list: list_path.clone(),
+                }
             } else {
-                AnnotationError::Io { path: xml_path.clone(), source }
+                AnnotationError::Io {
+                    path: xml_path.clone(),
+                    source,
+                }
             }
         })?;
         let parsed = parse_voc_xml(&bytes, &xml_path)?;
@@ -102,13 +133,20 @@ pub fn load_voc_xml(voc_dir: &Path, split: &str) -> Result<Dataset, AnnotationEr
             if o.difficult {
                 stats.ignored += 1;
             } else {
-                image.objects.push(Object { bbox, category_id: class_index as u32 + 1 });
+                image.objects.push(Object {
+                    bbox,
+                    category_id: class_index as u32 + 1,
+                });
             }
         }
         images.push(image);
     }
     summarise_clamps(&stats, voc_dir);
-    Ok(Dataset { images, categories, stats })
+    Ok(Dataset {
+        images,
+        categories,
+        stats,
+    })
 }
 
 /// An `<object>` while its children are read.
@@ -124,9 +162,15 @@ struct PartialObject {
 pub fn parse_voc_xml(bytes: &[u8], path: &Path) -> Result<VocAnnotation, AnnotationError> {
     let xml_error = |pos: usize, message: String| {
         let (line, column) = line_column(bytes, pos);
-        AnnotationError::Xml { path: path.to_owned(), line, column, message }
+        AnnotationError::Xml {
+            path: path.to_owned(),
+            line,
+            column,
+            message,
+        }
     };
-    let text = std::str::from_utf8(bytes).map_err(|e| xml_error(e.valid_up_to(), "not UTF-8".into()))?;
+    let text =
+        std::str::from_utf8(bytes).map_err(|e| xml_error(e.valid_up_to(), "not UTF-8".into()))?;
     let invalid = |pos: usize, what: &str, message: String| AnnotationError::Invalid {
         path: path.to_owned(),
         what: format!("line {}: {what}", line_column(bytes, pos).0),
@@ -148,19 +192,28 @@ pub fn parse_voc_xml(bytes: &[u8], path: &Path) -> Result<VocAnnotation, Annotat
 
     loop {
         let at = reader.buffer_position() as usize;
-        let event = reader.read_event().map_err(|e| xml_error(reader.error_position() as usize, e.to_string()))?;
+        let event = reader
+            .read_event()
+            .map_err(|e| xml_error(reader.error_position() as usize, e.to_string()))?;
         match event {
             Event::Start(e) => {
                 let name = String::from_utf8_lossy(e.name().as_ref()).into_owned();
                 if stack.is_empty() && name != "annotation" {
-                    return Err(invalid(at, &format!("<{name}>"), "root element must be <annotation>".into()));
+                    return Err(invalid(
+                        at,
+                        &format!("<{name}>"),
+                        "root element must be <annotation>".into(),
+                    ));
                 }
                 saw_root = true;
                 stack.push(name);
                 starts.push(at);
                 content.clear();
                 if stack.len() == 2 && stack[1] == "object" {
-                    object = Some(PartialObject { line: line_column(bytes, at).0, ..Default::default() });
+                    object = Some(PartialObject {
+                        line: line_column(bytes, at).0,
+                        ..Default::default()
+                    });
                 }
             }
             Event::Text(t) => {
@@ -170,7 +223,10 @@ pub fn parse_voc_xml(bytes: &[u8], path: &Path) -> Result<VocAnnotation, Annotat
                 content.push_str(&t.decode().map_err(|e| xml_error(at, e.to_string()))?);
             }
             Event::GeneralRef(r) => {
-                let resolved = match r.resolve_char_ref().map_err(|e| xml_error(at, e.to_string()))? {
+                let resolved = match r
+                    .resolve_char_ref()
+                    .map_err(|e| xml_error(at, e.to_string()))?
+                {
                     Some(c) => c.to_string(),
                     None => {
                         let name = r.decode().map_err(|e| xml_error(at, e.to_string()))?;
@@ -186,14 +242,20 @@ pub fn parse_voc_xml(bytes: &[u8], path: &Path) -> Result<VocAnnotation, Annotat
                 let path_names: Vec<&str> = stack.iter().map(String::as_str).collect();
                 let value = content.trim();
                 let number = |what: &str| -> Result<f32, AnnotationError> {
-                    value.parse::<f32>().map_err(|_| invalid(start, what, format!("{value:?} is not a number")))
+                    value
+                        .parse::<f32>()
+                        .map_err(|_| invalid(start, what, format!("{value:?} is not a number")))
                 };
                 match path_names.as_slice() {
                     ["annotation", "filename"] => file_name = Some(value.to_owned()),
                     ["annotation", "size", dim @ ("width" | "height")] => {
-                        let v: u32 = value
-                            .parse()
-                            .map_err(|_| invalid(start, &format!("<{dim}>"), format!("{value:?} is not a pixel count")))?;
+                        let v: u32 = value.parse().map_err(|_| {
+                            invalid(
+                                start,
+                                &format!("<{dim}>"),
+                                format!("{value:?} is not a pixel count"),
+                            )
+                        })?;
                         if *dim == "width" {
                             width = Some(v)
                         } else {
@@ -208,7 +270,13 @@ pub fn parse_voc_xml(bytes: &[u8], path: &Path) -> Result<VocAnnotation, Annotat
                                 o.difficult = match value {
                                     "0" | "" => false,
                                     "1" => true,
-                                    _ => return Err(invalid(start, "<difficult>", format!("{value:?} is not 0 or 1"))),
+                                    _ => {
+                                        return Err(invalid(
+                                            start,
+                                            "<difficult>",
+                                            format!("{value:?} is not 0 or 1"),
+                                        ))
+                                    }
                                 }
                             }
                             _ => {}
@@ -216,13 +284,17 @@ pub fn parse_voc_xml(bytes: &[u8], path: &Path) -> Result<VocAnnotation, Annotat
                     }
                     ["annotation", "object", "bndbox", coord] => {
                         let o = object.as_mut().expect("inside <object>");
-                        if let Some(i) = ["xmin", "ymin", "xmax", "ymax"].iter().position(|c| c == coord) {
+                        if let Some(i) = ["xmin", "ymin", "xmax", "ymax"]
+                            .iter()
+                            .position(|c| c == coord)
+                        {
                             o.coords[i] = Some(number(&format!("<{coord}>"))?);
                         }
                     }
                     ["annotation", "object"] => {
                         let o = object.take().expect("inside <object>");
-                        let missing = |what: &str| invalid(start, "<object>", format!("has no {what}"));
+                        let missing =
+                            |what: &str| invalid(start, "<object>", format!("has no {what}"));
                         let name = o.name.ok_or_else(|| missing("<name>"))?;
                         let [xmin, ymin, xmax, ymax] = o.coords;
                         objects.push(VocObject {
@@ -253,8 +325,10 @@ pub fn parse_voc_xml(bytes: &[u8], path: &Path) -> Result<VocAnnotation, Annotat
     let at_end = bytes.len();
     Ok(VocAnnotation {
         file_name,
-        width: width.ok_or_else(|| invalid(at_end, "<annotation>", "has no <size><width>".into()))?,
-        height: height.ok_or_else(|| invalid(at_end, "<annotation>", "has no <size><height>".into()))?,
+        width: width
+            .ok_or_else(|| invalid(at_end, "<annotation>", "has no <size><width>".into()))?,
+        height: height
+            .ok_or_else(|| invalid(at_end, "<annotation>", "has no <size><height>".into()))?,
         objects,
     })
 }

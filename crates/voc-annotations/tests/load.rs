@@ -24,7 +24,11 @@ fn coco_json<S: AsRef<str>>(annotations: &[S]) -> String {
  "type": "instances",
  "annotations": [{}],
  "categories": [{}]}}"#,
-        annotations.iter().map(AsRef::as_ref).collect::<Vec<_>>().join(",\n "),
+        annotations
+            .iter()
+            .map(AsRef::as_ref)
+            .collect::<Vec<_>>()
+            .join(",\n "),
         categories.join(", ")
     )
 }
@@ -84,21 +88,31 @@ fn json_and_xml_of_the_same_annotations_give_the_same_dataset() {
     let (_d, _p, from_json) = load_json_text(&json);
     let from_json = from_json.unwrap();
     let kit = devkit(&[
-        ("000012", voc_xml("000012.jpg", 500, 333, &[("car", 0, [156, 97, 351, 270])])),
+        (
+            "000012",
+            voc_xml("000012.jpg", 500, 333, &[("car", 0, [156, 97, 351, 270])]),
+        ),
         (
             "000017",
             voc_xml(
                 "000017.jpg",
                 480,
                 364,
-                &[("person", 0, [185, 62, 279, 199]), ("horse", 0, [90, 78, 403, 336]), ("person", 1, [11, 11, 15, 15])],
+                &[
+                    ("person", 0, [185, 62, 279, 199]),
+                    ("horse", 0, [90, 78, 403, 336]),
+                    ("person", 1, [11, 11, 15, 15]),
+                ],
             ),
         ),
     ]);
     let from_xml = load_voc_xml(kit.path(), "train").unwrap();
     assert_eq!(from_json, from_xml);
     assert_eq!(from_json.stats.ignored, 1);
-    assert_eq!(from_json.images[0].objects[0].bbox, [96.0, 155.0, 269.0, 350.0]);
+    assert_eq!(
+        from_json.images[0].objects[0].bbox,
+        [96.0, 155.0, 269.0, 350.0]
+    );
     assert_eq!(from_json.images[1].objects.len(), 2);
     assert_eq!(from_json.category_name(13), Some("horse"));
 }
@@ -127,29 +141,48 @@ fn json_with_wrong_types_or_missing_fields_is_refused_with_position() {
         String::new(),
     ] {
         let (_d, _p, result) = load_json_text(&text);
-        assert!(matches!(result, Err(AnnotationError::Json { line, .. }) if line >= 1), "{text}");
+        assert!(
+            matches!(result, Err(AnnotationError::Json { line, .. }) if line >= 1),
+            "{text}"
+        );
     }
 }
 
 #[test]
 fn json_annotation_naming_unknown_image_or_category_is_refused() {
-    let (_d, _p, result) = load_json_text(&coco_json(&[ann(1, 12, 7, [1, 1, 5, 5], 0), ann(9, 99, 7, [1, 1, 5, 5], 0)]));
+    let (_d, _p, result) = load_json_text(&coco_json(&[
+        ann(1, 12, 7, [1, 1, 5, 5], 0),
+        ann(9, 99, 7, [1, 1, 5, 5], 0),
+    ]));
     match result.unwrap_err() {
-        e @ AnnotationError::UnknownImage { image_id: 99, .. } => assert!(e.to_string().contains("annotation id 9"), "{e}"),
+        e @ AnnotationError::UnknownImage { image_id: 99, .. } => {
+            assert!(e.to_string().contains("annotation id 9"), "{e}")
+        }
         e => panic!("expected unknown image, got {e}"),
     }
     let (_d, _p, result) = load_json_text(&coco_json(&[ann(4, 12, 21, [1, 1, 5, 5], 0)]));
-    assert!(matches!(result, Err(AnnotationError::UnknownCategory { .. })), "{result:?}");
+    assert!(
+        matches!(result, Err(AnnotationError::UnknownCategory { .. })),
+        "{result:?}"
+    );
 }
 
 #[test]
 fn json_box_of_zero_or_negative_size_is_refused_even_if_ignored() {
-    for (bbox, ignore) in [([10, 10, 0, 5], 0), ([10, 10, 5, 0], 0), ([10, 10, -3, 5], 0), ([10, 10, 0, 0], 1)] {
+    for (bbox, ignore) in [
+        ([10, 10, 0, 5], 0),
+        ([10, 10, 5, 0], 0),
+        ([10, 10, -3, 5], 0),
+        ([10, 10, 0, 0], 1),
+    ] {
         let (_d, path, result) = load_json_text(&coco_json(&[ann(3, 12, 1, bbox, ignore)]));
         match result {
             Err(e @ AnnotationError::EmptyBox { .. }) => {
                 let text = e.to_string();
-                assert!(text.contains(&path.display().to_string()) && text.contains("annotation id 3"), "{text}");
+                assert!(
+                    text.contains(&path.display().to_string()) && text.contains("annotation id 3"),
+                    "{text}"
+                );
             }
             other => panic!("{bbox:?}: expected an empty-box error, got {other:?}"),
         }
@@ -159,8 +192,10 @@ fn json_box_of_zero_or_negative_size_is_refused_even_if_ignored() {
 #[test]
 fn json_box_partly_outside_is_clamped_and_counted() {
     // Image 12 is 500x333: x from -5 and y up to 340 stick out.
-    let (_d, _p, result) =
-        load_json_text(&coco_json(&[ann(1, 12, 1, [-5, 300, 20, 41], 0), ann(2, 12, 1, [0, 0, 500, 333], 0)]));
+    let (_d, _p, result) = load_json_text(&coco_json(&[
+        ann(1, 12, 1, [-5, 300, 20, 41], 0),
+        ann(2, 12, 1, [0, 0, 500, 333], 0),
+    ]));
     let ds = result.unwrap();
     assert_eq!(ds.stats.clamped, 1);
     assert_eq!(ds.images[0].objects[0].bbox, [300.0, 0.0, 332.0, 14.0]);
@@ -170,25 +205,41 @@ fn json_box_partly_outside_is_clamped_and_counted() {
 #[test]
 fn json_box_entirely_outside_is_refused() {
     let (_d, _p, result) = load_json_text(&coco_json(&[ann(1, 12, 1, [500, 10, 20, 20], 0)]));
-    assert!(matches!(result, Err(AnnotationError::BoxOutsideImage { width: 500, height: 333, .. })), "{result:?}");
+    assert!(
+        matches!(
+            result,
+            Err(AnnotationError::BoxOutsideImage {
+                width: 500,
+                height: 333,
+                ..
+            })
+        ),
+        "{result:?}"
+    );
 }
 
 #[test]
 fn json_duplicate_image_id_and_missing_file_are_refused() {
     let text = coco_json::<&str>(&[]).replace("\"id\": 17}", "\"id\": 12}");
     let (_d, _p, result) = load_json_text(&text);
-    assert!(matches!(&result, Err(AnnotationError::Invalid { message, .. }) if message.contains("duplicate")), "{result:?}");
+    assert!(
+        matches!(&result, Err(AnnotationError::Invalid { message, .. }) if message.contains("duplicate")),
+        "{result:?}"
+    );
 
     let missing = Path::new("/nonexistent/pascal_train2007.json");
     match load_coco_json(missing).unwrap_err() {
-        e @ AnnotationError::Io { .. } => assert!(e.to_string().contains("/nonexistent/pascal_train2007.json")),
+        e @ AnnotationError::Io { .. } => {
+            assert!(e.to_string().contains("/nonexistent/pascal_train2007.json"))
+        }
         e => panic!("expected io error, got {e}"),
     }
 }
 
 #[test]
 fn malformed_xml_names_file_and_line() {
-    let broken = voc_xml("000012.jpg", 500, 333, &[("car", 0, [1, 1, 5, 5])]).replace("</pose>", "</posture>");
+    let broken = voc_xml("000012.jpg", 500, 333, &[("car", 0, [1, 1, 5, 5])])
+        .replace("</pose>", "</posture>");
     let kit = devkit(&[("000012", broken)]);
     match load_voc_xml(kit.path(), "train").unwrap_err() {
         e @ AnnotationError::Xml { line, .. } => {
@@ -200,13 +251,17 @@ fn malformed_xml_names_file_and_line() {
     for truncated in ["<annotation><size><width>5</width>", "", "not xml at all"] {
         let kit = devkit(&[("000012", truncated.to_owned())]);
         let result = load_voc_xml(kit.path(), "train");
-        assert!(matches!(result, Err(AnnotationError::Xml { .. })), "{truncated:?}: {result:?}");
+        assert!(
+            matches!(result, Err(AnnotationError::Xml { .. })),
+            "{truncated:?}: {result:?}"
+        );
     }
 }
 
 #[test]
 fn xml_bad_values_are_refused_with_their_line() {
-    let bad_number = voc_xml("000012.jpg", 500, 333, &[("car", 0, [1, 1, 5, 5])]).replace("<ymax>5<", "<ymax>five<");
+    let bad_number = voc_xml("000012.jpg", 500, 333, &[("car", 0, [1, 1, 5, 5])])
+        .replace("<ymax>5<", "<ymax>five<");
     let unknown_class = voc_xml("000012.jpg", 500, 333, &[("unicorn", 0, [1, 1, 5, 5])]);
     let empty_box = voc_xml("000012.jpg", 500, 333, &[("car", 0, [10, 1, 9, 5])]);
     let outside = voc_xml("000012.jpg", 500, 333, &[("car", 0, [600, 1, 700, 5])]);
@@ -220,33 +275,62 @@ fn xml_bad_values_are_refused_with_their_line() {
     ] {
         let kit = devkit(&[("000012", xml)]);
         let e = load_voc_xml(kit.path(), "train").unwrap_err().to_string();
-        assert!(e.contains("000012.xml") && e.contains(expect), "expected {expect:?} in {e}");
+        assert!(
+            e.contains("000012.xml") && e.contains(expect),
+            "expected {expect:?} in {e}"
+        );
     }
 }
 
 #[test]
 fn xml_difficult_is_dropped_and_partly_outside_is_clamped() {
-    let xml = voc_xml("000012.jpg", 500, 333, &[("car", 1, [1, 1, 5, 5]), ("dog", 0, [480, 300, 510, 340])]);
+    let xml = voc_xml(
+        "000012.jpg",
+        500,
+        333,
+        &[("car", 1, [1, 1, 5, 5]), ("dog", 0, [480, 300, 510, 340])],
+    );
     let kit = devkit(&[("000012", xml)]);
     let ds = load_voc_xml(kit.path(), "train").unwrap();
-    assert_eq!(ds.stats, voc_annotations::LoadStats { ignored: 1, clamped: 1 });
-    assert_eq!(ds.images[0].objects, vec![voc_annotations::Object { bbox: [299.0, 479.0, 332.0, 499.0], category_id: 12 }]);
+    assert_eq!(
+        ds.stats,
+        voc_annotations::LoadStats {
+            ignored: 1,
+            clamped: 1
+        }
+    );
+    assert_eq!(
+        ds.images[0].objects,
+        vec![voc_annotations::Object {
+            bbox: [299.0, 479.0, 332.0, 499.0],
+            category_id: 12
+        }]
+    );
 }
 
 #[test]
 fn xml_listed_file_missing_or_dir_unreadable_is_refused() {
     let kit = devkit(&[("000012", voc_xml("000012.jpg", 500, 333, &[]))]);
-    write(&kit.path().join("ImageSets/Main/train.txt"), "000012\n000017\n");
+    write(
+        &kit.path().join("ImageSets/Main/train.txt"),
+        "000012\n000017\n",
+    );
     match load_voc_xml(kit.path(), "train").unwrap_err() {
         e @ AnnotationError::MissingListedFile { .. } => {
             let text = e.to_string();
-            assert!(text.contains("000017.xml") && text.contains("train.txt"), "{text}");
+            assert!(
+                text.contains("000017.xml") && text.contains("train.txt"),
+                "{text}"
+            );
         }
         e => panic!("expected a missing listed file, got {e}"),
     }
     let nowhere = kit.path().join("no-such-dir");
     let e = load_voc_xml(&nowhere, "train").unwrap_err();
-    assert!(matches!(e, AnnotationError::Io { ref path, .. } if path.starts_with(&nowhere)), "{e}");
+    assert!(
+        matches!(e, AnnotationError::Io { ref path, .. } if path.starts_with(&nowhere)),
+        "{e}"
+    );
     let e = load_voc_xml(kit.path(), "val").unwrap_err();
     assert!(e.to_string().contains("val.txt"), "{e}");
 }
@@ -256,7 +340,10 @@ fn real_data() -> Option<PathBuf> {
     if dir.join("pascal_train2007.json").is_file() {
         Some(dir)
     } else {
-        eprintln!("skipping: real VOC 2007 data not found at {}", dir.display());
+        eprintln!(
+            "skipping: real VOC 2007 data not found at {}",
+            dir.display()
+        );
         None
     }
 }
@@ -272,23 +359,59 @@ fn real_voc2007_json_and_xml_agree() {
     assert_eq!(from_json.object_count(), 7844 - 1543);
     assert_eq!(from_json.categories.len(), 20);
     let first = &from_json.images[0];
-    assert_eq!((first.id, first.file_name.as_str(), first.width, first.height), (12, "000012.jpg", 500, 333));
+    assert_eq!(
+        (
+            first.id,
+            first.file_name.as_str(),
+            first.width,
+            first.height
+        ),
+        (12, "000012.jpg", 500, 333)
+    );
     assert_eq!(first.objects[0].bbox, [96.0, 155.0, 269.0, 350.0]);
-    assert_eq!(from_json.category_name(first.objects[0].category_id), Some("car"));
+    assert_eq!(
+        from_json.category_name(first.objects[0].category_id),
+        Some("car")
+    );
     assert_eq!(from_json, from_xml);
 }
 
 #[test]
 fn sparse_and_dense_image_ids_both_resolve() {
     // 17 -> 2007000017 makes the ids too sparse for a flat table.
-    for (old, new) in [("\"id\": 17}", "\"id\": 2007000017}"), ("\"id\": 17}", "\"id\": 17}")] {
-        let text = coco_json(&[ann(1, 12, 7, [1, 1, 5, 5], 0), ann(2, 17, 3, [2, 2, 5, 5], 0)])
-            .replace(old, new)
-            .replace("\"image_id\": 17,", &format!("\"image_id\": {},", new.trim_start_matches("\"id\": ").trim_end_matches('}')));
+    for (old, new) in [
+        ("\"id\": 17}", "\"id\": 2007000017}"),
+        ("\"id\": 17}", "\"id\": 17}"),
+    ] {
+        let text = coco_json(&[
+            ann(1, 12, 7, [1, 1, 5, 5], 0),
+            ann(2, 17, 3, [2, 2, 5, 5], 0),
+        ])
+        .replace(old, new)
+        .replace(
+            "\"image_id\": 17,",
+            &format!(
+                "\"image_id\": {},",
+                new.trim_start_matches("\"id\": ").trim_end_matches('}')
+            ),
+        );
         let (_d, _p, result) = load_json_text(&text);
         let ds = result.unwrap();
-        assert_eq!(ds.images[1].objects, vec![voc_annotations::Object { bbox: [2.0, 2.0, 6.0, 6.0], category_id: 3 }]);
-        let (_d, _p, result) = load_json_text(&text.replace("\"image_id\": 12,", "\"image_id\": 13,"));
-        assert!(matches!(result, Err(AnnotationError::UnknownImage { image_id: 13, .. })), "{result:?}");
+        assert_eq!(
+            ds.images[1].objects,
+            vec![voc_annotations::Object {
+                bbox: [2.0, 2.0, 6.0, 6.0],
+                category_id: 3
+            }]
+        );
+        let (_d, _p, result) =
+            load_json_text(&text.replace("\"image_id\": 12,", "\"image_id\": 13,"));
+        assert!(
+            matches!(
+                result,
+                Err(AnnotationError::UnknownImage { image_id: 13, .. })
+            ),
+            "{result:?}"
+        );
     }
 }
