@@ -97,7 +97,7 @@ fn default_dataset_loads_the_same_from_json_and_xml_and_is_learnable() {
     let started = std::time::Instant::now();
     let generated = generate(dir.path(), &SynthConfig::default()).unwrap();
     eprintln!(
-        "generated 300 images in {:.2?} (unoptimised test build)",
+        "generated 300 images in {:.2?}",
         started.elapsed()
     );
     let from_json = load_coco_json(&generated.json).unwrap();
