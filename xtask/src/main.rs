@@ -6,6 +6,7 @@ mod bench_annotations;
 mod bench_loader;
 mod bench_train;
 mod cache;
+mod download;
 mod fingerprint;
 mod pipeline;
 mod pyenv;
@@ -62,7 +63,7 @@ enum Cmd {
         #[command(flatten)]
         place: Where,
     },
-    /// Datasets: `data synthetic` writes the synthetic set.
+    /// Datasets: download VOC 2007, or write the synthetic set.
     #[command(subcommand)]
     Data(DataCmd),
     /// Summarise an artifact (bb.csv, lrg.csv, metrics, predictions); --draw N draws its first N rows.
@@ -122,6 +123,11 @@ enum BenchCmd {
 
 #[derive(Subcommand)]
 enum DataCmd {
+    /// Download VOC 2007 trainval and the lesson's JSON (default: data/pascal), with checksums and resume.
+    Pascal {
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Write the small deterministic synthetic dataset (default: data/synthetic).
     Synthetic {
         #[arg(long)]
@@ -175,6 +181,10 @@ fn run(command: Cmd) -> Result<()> {
             let (pipeline, data, out) = open_pipeline(&pipeline, &place)?;
             print_dag(&pipeline, &data, &out);
             Ok(())
+        }
+        Cmd::Data(DataCmd::Pascal { dir }) => {
+            let dir = dir.unwrap_or_else(|| project_root().join("data/pascal"));
+            download::run(&dir, &download::DownloadSource::official())
         }
         Cmd::Data(DataCmd::Synthetic { dir, images, seed }) => {
             let dir = dir.unwrap_or_else(|| project_root().join("data/synthetic"));
