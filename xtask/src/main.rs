@@ -208,6 +208,9 @@ fn run(command: Cmd) -> Result<()> {
         Cmd::Setup => {
             let libtorch = torch::ensure_libtorch()?;
             eprintln!("libtorch: {} (cuda: {})", libtorch.dir.display(), libtorch.cuda);
+            for dir in &libtorch.lib_dirs {
+                eprintln!("  runtime libraries: {}", dir.display());
+            }
             let weights = torch::ensure_weights("efficientnet-lite0")?;
             eprintln!("weights: {}", weights.display());
             let trainer = torch::trainer_binary(&libtorch)?;
