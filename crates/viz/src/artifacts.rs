@@ -297,12 +297,7 @@ pub fn read_header(path: &Path) -> Result<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-        let path = dir.join(name);
-        std::fs::write(&path, text).unwrap();
-        path
-    }
+    use crate::test_support::write;
 
     #[test]
     fn reads_bbox_predictions() {

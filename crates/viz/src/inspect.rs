@@ -521,13 +521,7 @@ pub fn draw_dataset_image(
 mod tests {
     use super::*;
     use crate::draw::{BLACK, WHITE};
-    use crate::test_support::{png_size, write_jpeg};
-
-    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-        let path = dir.join(name);
-        std::fs::write(&path, text).unwrap();
-        path
-    }
+    use crate::test_support::{png_size, write, write_jpeg};
 
     #[test]
     fn kinds_are_detected_from_headers() {

@@ -112,7 +112,14 @@ pub fn open_rgb(path: &Path) -> Result<RgbImage> {
 #[cfg(test)]
 pub(crate) mod test_support {
     use image::{Rgb, RgbImage};
-    use std::path::Path;
+    use std::path::{Path, PathBuf};
+
+    /// Writes `text` to `dir/name` and returns the path.
+    pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
 
     /// A small JPEG with a smooth gradient, so drawn pixels stand out.
     pub fn write_jpeg(path: &Path, width: u32, height: u32) {
