@@ -117,22 +117,27 @@ pub fn shell_exports(libtorch: &Libtorch) -> String {
 
 /// Builds the trainer's binary (release) against `libtorch`.
 pub fn trainer_binary(libtorch: &Libtorch) -> Result<PathBuf> {
-    cargo_build_release(libtorch, &["-p", "trainer", "--bin", "trainer"])?;
-    Ok(target_dir().join("release/trainer"))
+    let binary = target_dir().join("release/trainer");
+    cargo_build_release(libtorch, &["-p", "trainer", "--bin", "trainer"], &binary)?;
+    Ok(binary)
 }
 
 /// Builds model-zoo's `bench_step` example (the Rust side of `bench_train`).
 pub fn bench_step_binary(libtorch: &Libtorch) -> Result<PathBuf> {
-    cargo_build_release(libtorch, &["-p", "model-zoo", "--example", "bench_step"])?;
-    Ok(target_dir().join("release/examples/bench_step"))
+    let binary = target_dir().join("release/examples/bench_step");
+    cargo_build_release(libtorch, &["-p", "model-zoo", "--example", "bench_step"], &binary)?;
+    Ok(binary)
 }
 
-fn cargo_build_release(libtorch: &Libtorch, args: &[&str]) -> Result<()> {
+/// Builds `binary` with cargo (a no-op when it is up to date).
+fn cargo_build_release(libtorch: &Libtorch, args: &[&str], binary: &Path) -> Result<()> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(project_root()).args(["build", "--release"]).args(args);
     cmd.envs(cargo_env(libtorch));
-    eprintln!("building {} (the first build compiles tch's C++ and takes a few minutes)", args.join(" "));
+    if !binary.exists() {
+        eprintln!("building {} (the first build compiles tch's C++ and takes a few minutes)", args.join(" "));
+    }
     run(&mut cmd)
 }
 

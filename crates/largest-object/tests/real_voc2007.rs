@@ -1,24 +1,10 @@
 //! The lesson's CSVs from the real VOC 2007 train split, from both sources.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use largest_object::largest_objects;
 use voc_annotations::{load_coco_json, load_voc_xml, Dataset};
 
-fn real_data() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/voc2007");
-    if dir.join("pascal_train2007.json").is_file()
-        && dir.join("VOCdevkit/VOC2007/Annotations").is_dir()
-    {
-        Some(dir)
-    } else {
-        eprintln!(
-            "skipping: real VOC 2007 data not found at {}",
-            dir.display()
-        );
-        None
-    }
-}
 
 /// Writes both CSVs for `dataset` into `dir` and returns their text.
 fn csvs(dataset: &Dataset, dir: &Path) -> (String, String) {
@@ -36,7 +22,7 @@ fn csvs(dataset: &Dataset, dir: &Path) -> (String, String) {
 
 #[test]
 fn lesson_csvs_from_json_and_xml() {
-    let Some(data) = real_data() else { return };
+    let Some(data) = shared_voc::voc2007() else { return };
     let out = tempfile::tempdir().unwrap();
     let (json_dir, xml_dir) = (out.path().join("json"), out.path().join("xml"));
     std::fs::create_dir_all(&json_dir).unwrap();

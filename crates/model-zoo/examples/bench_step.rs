@@ -10,6 +10,7 @@ use tch::nn::{self, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
 
 fn main() {
+    model_zoo::keep_freed_tensor_memory();
     let args: Vec<i64> = std::env::args().skip(1).map(|a| a.parse().expect("BATCH STEPS THREADS are integers")).collect();
     let batch = args.first().copied().unwrap_or(64);
     let steps = args.get(1).copied().unwrap_or(5) as usize;

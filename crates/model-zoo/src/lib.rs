@@ -15,6 +15,7 @@
 //! The net must be built at `vs.root()` for [`load_backbone`] to find its
 //! variables by their PyTorch names.
 
+mod allocator;
 mod efficientnet;
 mod head;
 mod load;
@@ -23,6 +24,7 @@ mod resnet;
 use std::str::FromStr;
 use tch::{nn, Tensor};
 
+pub use allocator::keep_freed_tensor_memory;
 pub use head::HeadSpec;
 pub use load::{load_backbone, LoadReport};
 

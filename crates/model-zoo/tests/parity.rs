@@ -36,8 +36,7 @@ fn lite0_weights() -> Option<PathBuf> {
 }
 
 fn voc_images() -> Option<PathBuf> {
-    let dir = repo_root().join("../shared/voc2007/VOCdevkit/VOC2007/JPEGImages");
-    dir.is_dir().then_some(dir)
+    shared_voc::voc2007().map(|dir| dir.join(shared_voc::IMAGES))
 }
 
 fn run(cmd: &mut Command) {
@@ -144,10 +143,7 @@ fn efficientnet_lite0_matches_the_reference_and_knows_voc_images() {
         eprintln!("skipping: needs the peer Python and the Lite0 weights (cargo xtask weights: ensure_weights)");
         return;
     };
-    let Some(images) = voc_images() else {
-        eprintln!("skipping: ../shared/voc2007 is absent");
-        return;
-    };
+    let Some(images) = voc_images() else { return };
     let dir = tempfile::tempdir().unwrap();
     let arch = Arch::EfficientNetLite0;
     let input = normalise(&Tensor::stack(&IMAGES.map(|(file, _, _)| load_image(&images.join(file))), 0), arch);

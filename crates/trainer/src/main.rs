@@ -27,6 +27,7 @@ enum Command {
 }
 
 fn main() -> Result<()> {
+    model_zoo::keep_freed_tensor_memory();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),

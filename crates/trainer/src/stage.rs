@@ -727,9 +727,11 @@ fn predict(spec: &StageSpec, params: &Params) -> Result<()> {
                     let Prediction::Box { index, bbox, orig_size: (h, w_px) } = p else { unreachable!("box predictions") };
                     let row = &data.rows[data.val_rows[*index]];
                     let truth = row.bbox.expect("bbox rows have boxes");
-                    let (sy, sx) = (*h as f32 / size, *w_px as f32 / size);
-                    // Inverse of the loader's squash (coord * size / dim), rounded to 0.1 px.
-                    let orig = [bbox[0] * sy, bbox[1] * sx, bbox[2] * sy, bbox[3] * sx].map(|v| (v * 10.0).round() / 10.0);
+                    let scale = [*h as f32 / size, *w_px as f32 / size].repeat(2);
+                    let max = [(*h - 1) as f32, (*w_px - 1) as f32].repeat(2);
+                    // Inverse of the loader's squash (coord * size / dim), rounded to 0.1 px and
+                    // clamped to the image (the lesson leaves boxes that overhang the border).
+                    let orig: [f32; 4] = std::array::from_fn(|i| ((bbox[i] * scale[i] * 10.0).round() / 10.0).clamp(0.0, max[i]));
                     let overlap = iou(orig, truth);
                     orig_iou_sum += overlap as f64;
                     csv_export::write_record(

@@ -148,6 +148,10 @@ fn bbox_model_beats_the_mean_box_in_original_pixels() {
         assert_eq!(truth, fx.boxes.iter().find(|(f, _)| *f == r[0]).unwrap().1, "true_bbox is the CSV's box");
         model_l1 += l1(parse_box(&r[1]), truth) / rows.len() as f32;
         mean_l1 += l1(mean, truth) / rows.len() as f32;
+        let [top, left, bottom, right] = parse_box(&r[1]);
+        let (max_y, max_x) = ((H - 1) as f32, (W - 1) as f32);
+        assert!([top, bottom].iter().all(|v| (0.0..=max_y).contains(v)), "{r:?} leaves the {W}x{H} image");
+        assert!([left, right].iter().all(|v| (0.0..=max_x).contains(v)), "{r:?} leaves the {W}x{H} image");
         let iou: f32 = r[3].parse().unwrap();
         assert!((iou - trainer::iou(parse_box(&r[1]), truth)).abs() < 1e-3);
     }

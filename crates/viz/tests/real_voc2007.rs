@@ -1,29 +1,14 @@
 //! viz on the real VOC 2007 train split: the lesson's `draw_idx(17)` and the
 //! largest-object boxes of bb.csv. Skips, saying why, where the data is absent.
 
-use std::path::{Path, PathBuf};
 use viz::draw::{BLACK, WHITE};
 use viz::grid::GridLayout;
 use viz::inspect::{draw_artifact, draw_dataset_image, summarize};
 
-fn real_data() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/voc2007");
-    if dir.join("pascal_train2007.json").is_file()
-        && dir.join("VOCdevkit/VOC2007/JPEGImages").is_dir()
-    {
-        Some(dir)
-    } else {
-        eprintln!(
-            "skipping: real VOC 2007 data not found at {}",
-            dir.display()
-        );
-        None
-    }
-}
 
 #[test]
 fn image_17_shows_person_and_horse_with_their_boxes() {
-    let Some(data) = real_data() else { return };
+    let Some(data) = shared_voc::voc2007() else { return };
     let images = data.join("VOCdevkit/VOC2007/JPEGImages");
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("17.png");
@@ -50,7 +35,7 @@ fn image_17_shows_person_and_horse_with_their_boxes() {
 
 #[test]
 fn bb_csv_draws_the_largest_boxes_of_the_first_12_images() {
-    let Some(data) = real_data() else { return };
+    let Some(data) = shared_voc::voc2007() else { return };
     let dataset = voc_annotations::load_coco_json(&data.join("pascal_train2007.json")).unwrap();
     let largest = largest_object::largest_objects(&dataset).unwrap();
     let dir = tempfile::tempdir().unwrap();

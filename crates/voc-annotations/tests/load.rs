@@ -335,22 +335,9 @@ fn xml_listed_file_missing_or_dir_unreadable_is_refused() {
     assert!(e.to_string().contains("val.txt"), "{e}");
 }
 
-fn real_data() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/voc2007");
-    if dir.join("pascal_train2007.json").is_file() {
-        Some(dir)
-    } else {
-        eprintln!(
-            "skipping: real VOC 2007 data not found at {}",
-            dir.display()
-        );
-        None
-    }
-}
-
 #[test]
 fn real_voc2007_json_and_xml_agree() {
-    let Some(dir) = real_data() else { return };
+    let Some(dir) = shared_voc::voc2007() else { return };
     let from_json = load_coco_json(&dir.join("pascal_train2007.json")).unwrap();
     let from_xml = load_voc_xml(&dir.join("VOCdevkit/VOC2007"), "train").unwrap();
     assert_eq!(from_json.images.len(), 2501);

@@ -60,14 +60,7 @@ pub fn within<T: Send + 'static>(secs: u64, body: impl FnOnce() -> T + Send + 's
     }
 }
 
-/// The shared VOC 2007 images, or `None` (with the reason printed) where absent.
+/// The shared VOC 2007 devkit folder, or `None` (with the reason printed) where absent.
 pub fn voc_dir() -> Option<PathBuf> {
-    let dir =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/voc2007/VOCdevkit/VOC2007");
-    if dir.join("JPEGImages").is_dir() {
-        Some(dir)
-    } else {
-        eprintln!("skipping: {} is absent", dir.display());
-        None
-    }
+    shared_voc::voc2007().map(|dir| dir.join(shared_voc::DEVKIT))
 }
