@@ -3,7 +3,7 @@
 
 use crate::data::{Batch, DataSource};
 use crate::model::LayeredModel;
-use crate::optim::{Adam, AdamConfig, Param};
+use crate::optim::{Optimiser, OptimiserConfig, Param};
 use crate::schedule::{fit_epochs, lr_finder_multiplier, Schedule, SmoothedLoss};
 use crate::task::{MetricSums, Task, BOX_UNITS};
 use crate::TrainError;
@@ -65,7 +65,9 @@ pub struct FitPosition {
     pub iteration: usize,
     pub smoothed_avg: f64,
     pub smoothed_batches: u32,
-    pub adam_steps: u64,
+    /// Optimiser steps so far (checkpoints before SGD support named it `adam_steps`).
+    #[serde(alias = "adam_steps")]
+    pub optimiser_steps: u64,
 }
 
 /// Handed to the epoch-end observer (checkpointing, logging).
@@ -73,7 +75,7 @@ pub struct EpochEnd<'a> {
     pub record: &'a EpochRecord,
     pub position: &'a FitPosition,
     pub vs: &'a VarStore,
-    pub optimiser: &'a Adam,
+    pub optimiser: &'a Optimiser,
 }
 
 /// State to continue an interrupted fit with.
@@ -117,7 +119,7 @@ pub struct Learner<M: LayeredModel> {
     pub task: Task,
     /// Side of the square input images, in pixels.
     pub input_size: usize,
-    pub adam: AdamConfig,
+    pub optimiser: OptimiserConfig,
     /// Draw indicatif progress bars (off in tests).
     pub progress: bool,
     /// Print the epoch table to stdout.
@@ -146,7 +148,7 @@ impl<M: LayeredModel> Learner<M> {
             model,
             task,
             input_size,
-            adam: AdamConfig::default(),
+            optimiser: OptimiserConfig::default(),
             progress: true,
             print_table: true,
             params,
@@ -204,10 +206,10 @@ impl<M: LayeredModel> Learner<M> {
         }
     }
 
-    fn new_optimiser(&self) -> Adam {
+    fn new_optimiser(&self) -> Optimiser {
         let trainable =
             self.params.iter().filter(|p| self.trainable_groups[p.group]).map(Param::shallow_clone).collect();
-        Adam::new(trainable, self.n_groups(), self.adam)
+        Optimiser::new(trainable, self.n_groups(), self.optimiser)
     }
 
     fn to_device(&self, batch: &Batch) -> (Tensor, Tensor) {
@@ -221,7 +223,7 @@ impl<M: LayeredModel> Learner<M> {
     }
 
     /// One optimiser step on a batch; returns the batch loss (not yet checked for NaN).
-    fn train_step(&self, optimiser: &mut Adam, batch: &Batch) -> f64 {
+    fn train_step(&self, optimiser: &mut Optimiser, batch: &Batch) -> f64 {
         let (x, y) = self.to_device(batch);
         let out = self.model.forward(&x, &self.trainable_groups);
         let loss = self.task.loss(&out, &y, batch.size);
@@ -324,7 +326,7 @@ impl<M: LayeredModel> Learner<M> {
         println!("{}", line.trim_end());
     }
 
-    /// fastai 0.7 `fit`: `config.epochs()` epochs under the schedule, a fresh Adam over the
+    /// fastai 0.7 `fit`: `config.epochs()` epochs under the schedule, a fresh optimiser over the
     /// trainable groups (fastai builds a new optimiser per `fit`), validation and a table
     /// row after each epoch, then `on_epoch_end` (checkpointing). `first_epoch` numbers the
     /// epochs across a run and seeds the loader's shuffle. A NaN or infinite training loss
@@ -345,9 +347,9 @@ impl<M: LayeredModel> Learner<M> {
         }
         let schedule = config.schedule(batches);
         let mut optimiser = self.new_optimiser();
-        let mut position = FitPosition { epochs_done: 0, iteration: 0, smoothed_avg: 0.0, smoothed_batches: 0, adam_steps: 0 };
+        let mut position = FitPosition { epochs_done: 0, iteration: 0, smoothed_avg: 0.0, smoothed_batches: 0, optimiser_steps: 0 };
         if let Some(resume) = resume {
-            optimiser.load_state(&resume.optimiser_tensors, resume.position.adam_steps).map_err(TrainError::Checkpoint)?;
+            optimiser.load_state(&resume.optimiser_tensors, resume.position.optimiser_steps).map_err(TrainError::Checkpoint)?;
             position = resume.position;
         }
         let mut smoothed = SmoothedLoss::from_state(position.smoothed_avg, position.smoothed_batches);
@@ -384,7 +386,7 @@ impl<M: LayeredModel> Learner<M> {
             self.print_row(&record);
             position.epochs_done = epoch_in_fit + 1;
             (position.smoothed_avg, position.smoothed_batches) = smoothed.state();
-            position.adam_steps = optimiser.steps();
+            position.optimiser_steps = optimiser.steps();
             on_epoch_end(EpochEnd { record: &record, position: &position, vs: &self.vs, optimiser: &optimiser })?;
             records.push(record);
         }

@@ -2,8 +2,8 @@
 //!
 //! - [`schedule`]: SGDR cosine annealing, circular LR and the LR finder's rates, in
 //!   closed form with fastai 0.7's exact semantics (warm-up, restarts, cycle growth).
-//! - [`optim`]: Adam (PyTorch's update, betas (0.9, 0.999), optional L2 weight decay)
-//!   with one rate per layer group and checkpointable state.
+//! - [`optim`]: Adam and SGD with momentum (PyTorch's updates, optional L2 weight
+//!   decay) with one rate per layer group and checkpointable state.
 //! - [`learner`]: `lr_find`, `fit`, `freeze_to`/`unfreeze`, validation and prediction.
 //! - [`checkpoint`]: safetensors with JSON metadata, written atomically.
 //! - [`stage`]: the `trainer stage --spec` runner (lr_find, train, predict).
@@ -21,7 +21,7 @@ pub mod task;
 pub use data::{cv_indices, Batch, DataSource, InMemorySource};
 pub use learner::{EpochEnd, EpochRecord, FitConfig, FitPosition, FitResume, Learner, LrFindResult, LrPoint, Prediction};
 pub use model::{LayeredModel, TinyCnn};
-pub use optim::{Adam, AdamConfig, Param};
+pub use optim::{Method, Optimiser, OptimiserConfig, Param};
 pub use schedule::{Schedule, SmoothedLoss};
 pub use task::{iou, Task};
 

@@ -15,6 +15,7 @@ use crate::checkpoint;
 use crate::data::{cv_indices, Batch, DataSource};
 use crate::learner::{EpochEnd, EpochRecord, FitConfig, FitPosition, FitResume, Learner, LrFindResult, Prediction};
 use crate::model::{LayeredModel, TinyCnn};
+use crate::optim::{Method, OptimiserConfig};
 use crate::task::{iou, Task};
 use crate::TrainError;
 use anyhow::{bail, Context, Result};
@@ -98,7 +99,14 @@ pub struct Params {
     pub val_fraction: f64,
     #[serde(default)]
     pub schedule: Vec<Step>,
-    /// L2 weight decay of Adam (fastai 0.7 `wds`); none by default.
+    /// `adam` (the default; the lesson's bbox model) or `sgd`, with momentum
+    /// (fastai 0.7's default, the lesson's classifier).
+    #[serde(default, alias = "optimizer")]
+    pub optimiser: OptimiserName,
+    /// SGD's momentum.
+    #[serde(default = "default_momentum")]
+    pub momentum: f64,
+    /// L2 weight decay (fastai 0.7 `wds`); none by default.
     #[serde(default)]
     pub weight_decay: f64,
     /// Only checked: `cross_entropy` for classify, `l1` for bbox.
@@ -109,6 +117,18 @@ pub struct Params {
     /// The lr_find kind's search range when its schedule has no `lr_find` step.
     #[serde(default)]
     pub lr_find: Option<LrFindStep>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum OptimiserName {
+    #[default]
+    Adam,
+    Sgd,
+}
+
+fn default_momentum() -> f64 {
+    0.9
 }
 
 /// One step of `params.schedule`.
@@ -501,7 +521,11 @@ fn train(spec: &StageSpec, params: &Params, resume: bool) -> Result<()> {
     // Seeds the initialisation of the head (and of everything under random_init).
     tch::manual_seed(params.seed as i64);
     let (mut learner, head) = build_learner(&params.backbone, data.task.clone(), params.size, device)?;
-    learner.adam.weight_decay = params.weight_decay;
+    let method = match params.optimiser {
+        OptimiserName::Adam => Method::ADAM,
+        OptimiserName::Sgd => Method::Sgd { momentum: params.momentum },
+    };
+    learner.optimiser = OptimiserConfig { method, weight_decay: params.weight_decay };
     match (spec.inputs.get("weights"), params.random_init) {
         (_, true) => {
             tracing::info!("random_init: every layer starts from its initialisation, all groups trainable");

@@ -118,6 +118,31 @@ fn classifier_trains_predicts_and_resumes() {
 }
 
 #[test]
+fn classifier_learns_with_sgd_momentum_too() {
+    let fx = Fixture::new(150);
+    let mut params = tiny("classify", serde_json::json!([{ "fit": { "lr": 5e-2, "cycles": 1, "cycle_len": 6 } }]));
+    params["optimiser"] = "sgd".into();
+    params["momentum"] = 0.9.into();
+    let train = fx.spec("train", &[("csv", "lrg.csv"), ("images", "images")], &["out/lrg.safetensors", "out/lrg.csv"], params);
+    run(&train, false).unwrap();
+    let (_, rows) = read_csv(&fx.path("out/lrg.csv"));
+    let accuracy: f64 = rows.last().unwrap()[3].parse().unwrap();
+    eprintln!("synthetic JPEG classifier, SGD: validation accuracy {accuracy:.3}");
+    assert!(accuracy > 0.8, "accuracy {accuracy} (chance 1/3)");
+
+    params_rejected(&fx, serde_json::json!({ "optimiser": "rmsprop" }), "rmsprop");
+}
+
+/// A train spec with `extra` merged into the tiny params must fail naming `needle`.
+fn params_rejected(fx: &Fixture, extra: serde_json::Value, needle: &str) {
+    let mut params = tiny("classify", serde_json::json!([]));
+    params.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+    let spec = fx.spec("train", &[("csv", "lrg.csv"), ("images", "images")], &["out/x.safetensors", "out/x.csv"], params);
+    let e = format!("{:#}", run(&spec, false).unwrap_err());
+    assert!(e.contains(needle), "{e}");
+}
+
+#[test]
 fn bbox_model_beats_the_mean_box_in_original_pixels() {
     let fx = Fixture::new(200);
     let inputs = [("csv", "bb.csv"), ("images", "images")];
