@@ -27,7 +27,11 @@ pub struct Param {
 
 impl Param {
     pub fn shallow_clone(&self) -> Param {
-        Param { name: self.name.clone(), tensor: self.tensor.shallow_clone(), group: self.group }
+        Param {
+            name: self.name.clone(),
+            tensor: self.tensor.shallow_clone(),
+            group: self.group,
+        }
     }
 }
 
@@ -41,9 +45,11 @@ pub enum Method {
 
 impl Method {
     /// PyTorch's Adam defaults.
-    pub const ADAM: Method = Method::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8 };
-    /// fastai 0.7's default, `SGD_Momentum(0.9)`.
-    pub const SGD_MOMENTUM: Method = Method::Sgd { momentum: 0.9 };
+    pub const ADAM: Method = Method::Adam {
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+    };
 
     /// The per-parameter buffers the method keeps, by their PyTorch state names.
     fn buffer_names(&self) -> &'static [&'static str] {
@@ -53,11 +59,14 @@ impl Method {
         }
     }
 
-    fn name(&self) -> &'static str {
-        match self {
+    /// The checkpoint name of one buffer of `param`: `adam.exp_avg.<var>`,
+    /// `sgd.momentum_buffer.<var>`, ...
+    fn state_key(&self, buffer: &str, param: &str) -> String {
+        let method = match self {
             Method::Adam { .. } => "adam",
             Method::Sgd { .. } => "sgd",
-        }
+        };
+        format!("{method}.{buffer}.{param}")
     }
 }
 
@@ -70,7 +79,10 @@ pub struct OptimiserConfig {
 
 impl Default for OptimiserConfig {
     fn default() -> Self {
-        OptimiserConfig { method: Method::ADAM, weight_decay: 0.0 }
+        OptimiserConfig {
+            method: Method::ADAM,
+            weight_decay: 0.0,
+        }
     }
 }
 
@@ -98,15 +110,26 @@ impl Optimiser {
         let slots = params
             .into_iter()
             .map(|param| {
-                let buffers = (0..n_buffers).map(|_| param.tensor.zeros_like().detach()).collect();
+                let buffers = (0..n_buffers)
+                    .map(|_| param.tensor.zeros_like().detach())
+                    .collect();
                 Slot { param, buffers }
             })
             .collect();
-        Optimiser { slots, lrs: vec![0.0; n_groups], config, steps: 0 }
+        Optimiser {
+            slots,
+            lrs: vec![0.0; n_groups],
+            config,
+            steps: 0,
+        }
     }
 
     pub fn set_lrs(&mut self, lrs: &[f64]) {
-        assert_eq!(lrs.len(), self.lrs.len(), "one learning rate per layer group");
+        assert_eq!(
+            lrs.len(),
+            self.lrs.len(),
+            "one learning rate per layer group"
+        );
         self.lrs.copy_from_slice(lrs);
     }
 
@@ -126,7 +149,10 @@ impl Optimiser {
 
     /// One update of every parameter that has a gradient.
     pub fn step(&mut self) {
-        let OptimiserConfig { method, weight_decay } = self.config;
+        let OptimiserConfig {
+            method,
+            weight_decay,
+        } = self.config;
         self.steps += 1;
         tch::no_grad(|| {
             for slot in &mut self.slots {
@@ -134,7 +160,11 @@ impl Optimiser {
                 if !grad.defined() {
                     continue;
                 }
-                let grad = if weight_decay != 0.0 { grad + &slot.param.tensor * weight_decay } else { grad };
+                let grad = if weight_decay != 0.0 {
+                    grad + &slot.param.tensor * weight_decay
+                } else {
+                    grad
+                };
                 let lr = self.lrs[slot.param.group];
                 match (method, slot.buffers.as_mut_slice()) {
                     (Method::Adam { beta1, beta2, eps }, [exp_avg, exp_avg_sq]) => {
@@ -143,7 +173,10 @@ impl Optimiser {
                         let _ = exp_avg.lerp_(&grad, 1.0 - beta1);
                         let _ = exp_avg_sq.lerp_(&(&grad * &grad), 1.0 - beta2);
                         let denom = exp_avg_sq.sqrt() / bias_correction2_sqrt + eps;
-                        let _ = slot.param.tensor.addcdiv_(&(&*exp_avg * (-lr / bias_correction1)), &denom);
+                        let _ = slot
+                            .param
+                            .tensor
+                            .addcdiv_(&(&*exp_avg * (-lr / bias_correction1)), &denom);
                     }
                     (Method::Sgd { momentum }, [buffer]) => {
                         // buf = momentum * buf + grad; from a zero buffer the first step gives
@@ -157,14 +190,16 @@ impl Optimiser {
         });
     }
 
-    /// The buffers, named `<method>.<buffer>.<var>` (`adam.exp_avg.<var>`,
-    /// `sgd.momentum_buffer.<var>`), for checkpoints.
+    /// The buffers under their `Method::state_key` names, for checkpoints.
     pub fn state_tensors(&self) -> Vec<(String, Tensor)> {
         let method = self.config.method;
         let mut out = Vec::with_capacity(self.slots.len() * method.buffer_names().len());
         for slot in &self.slots {
             for (buffer, name) in slot.buffers.iter().zip(method.buffer_names()) {
-                out.push((format!("{}.{name}.{}", method.name(), slot.param.name), buffer.shallow_clone()));
+                out.push((
+                    method.state_key(name, &slot.param.name),
+                    buffer.shallow_clone(),
+                ));
             }
         }
         out
@@ -173,14 +208,24 @@ impl Optimiser {
     /// Restores buffers saved by `state_tensors` and the step count. Fails naming
     /// the first parameter whose buffers are missing (another method's checkpoint)
     /// or misshapen.
-    pub fn load_state(&mut self, tensors: &HashMap<String, Tensor>, steps: u64) -> Result<(), String> {
+    pub fn load_state(
+        &mut self,
+        tensors: &HashMap<String, Tensor>,
+        steps: u64,
+    ) -> Result<(), String> {
         let method = self.config.method;
         for slot in &mut self.slots {
             for (buffer, name) in slot.buffers.iter_mut().zip(method.buffer_names()) {
-                let key = format!("{}.{name}.{}", method.name(), slot.param.name);
-                let saved = tensors.get(&key).ok_or_else(|| format!("optimiser state `{key}` missing"))?;
+                let key = method.state_key(name, &slot.param.name);
+                let saved = tensors
+                    .get(&key)
+                    .ok_or_else(|| format!("optimiser state `{key}` missing"))?;
                 if saved.size() != buffer.size() {
-                    return Err(format!("optimiser state `{key}` has shape {:?}, expected {:?}", saved.size(), buffer.size()));
+                    return Err(format!(
+                        "optimiser state `{key}` has shape {:?}, expected {:?}",
+                        saved.size(),
+                        buffer.size()
+                    ));
                 }
                 tch::no_grad(|| buffer.copy_(saved));
             }
@@ -200,8 +245,15 @@ mod tests {
     fn matches_the_adam_formula() {
         let p = Tensor::from_slice(&[1.0f64, -2.0]).set_requires_grad(true);
         let c = Tensor::from_slice(&[3.0f64, 0.5]);
-        let param = Param { name: "p".into(), tensor: p.shallow_clone(), group: 0 };
-        let config = OptimiserConfig { method: Method::ADAM, weight_decay: 0.1 };
+        let param = Param {
+            name: "p".into(),
+            tensor: p.shallow_clone(),
+            group: 0,
+        };
+        let config = OptimiserConfig {
+            method: Method::ADAM,
+            weight_decay: 0.1,
+        };
         let mut adam = Optimiser::new(vec![param], 1, config);
         adam.set_lrs(&[0.01]);
 
@@ -233,11 +285,22 @@ mod tests {
     #[test]
     fn matches_the_sgd_momentum_formula_and_resumes_exactly() {
         let (momentum, wd, lr, cs) = (0.9f64, 0.01, 0.05, [3.0f64, 0.5]);
-        let config = OptimiserConfig { method: Method::Sgd { momentum }, weight_decay: wd };
+        let config = OptimiserConfig {
+            method: Method::Sgd { momentum },
+            weight_decay: wd,
+        };
         let c = Tensor::from_slice(&cs);
         let make = |start: &[f64]| {
             let p = Tensor::from_slice(start).set_requires_grad(true);
-            let mut sgd = Optimiser::new(vec![Param { name: "p".into(), tensor: p.shallow_clone(), group: 0 }], 1, config);
+            let mut sgd = Optimiser::new(
+                vec![Param {
+                    name: "p".into(),
+                    tensor: p.shallow_clone(),
+                    group: 0,
+                }],
+                1,
+                config,
+            );
             sgd.set_lrs(&[lr]);
             (p, sgd)
         };
@@ -260,10 +323,17 @@ mod tests {
             }
             let got = values(&p);
             for k in 0..2 {
-                assert!((got[k] - want[k]).abs() < 1e-12, "step {t}: {got:?} vs {want:?}");
+                assert!(
+                    (got[k] - want[k]).abs() < 1e-12,
+                    "step {t}: {got:?} vs {want:?}"
+                );
             }
             if t == 1 {
-                let state: HashMap<String, Tensor> = sgd.state_tensors().into_iter().map(|(k, v)| (k, v.copy())).collect();
+                let state: HashMap<String, Tensor> = sgd
+                    .state_tensors()
+                    .into_iter()
+                    .map(|(k, v)| (k, v.copy()))
+                    .collect();
                 assert_eq!(state.keys().collect::<Vec<_>>(), ["sgd.momentum_buffer.p"]);
                 after_first = Some((got, state, sgd.steps()));
             }
@@ -274,9 +344,21 @@ mod tests {
         resumed.load_state(&state, steps).unwrap();
         step(&q, &mut resumed);
         step(&q, &mut resumed);
-        assert_eq!(values(&q), values(&p), "resumed from step 1, two more steps");
+        assert_eq!(
+            values(&q),
+            values(&p),
+            "resumed from step 1, two more steps"
+        );
 
-        let mut adam = Optimiser::new(vec![Param { name: "p".into(), tensor: q, group: 0 }], 1, OptimiserConfig::default());
+        let mut adam = Optimiser::new(
+            vec![Param {
+                name: "p".into(),
+                tensor: q,
+                group: 0,
+            }],
+            1,
+            OptimiserConfig::default(),
+        );
         let e = adam.load_state(&state, steps).unwrap_err();
         assert!(e.contains("adam.exp_avg.p"), "{e}");
     }
