@@ -22,7 +22,10 @@ pub fn emit() {
     };
     let torch_lib = libtorch.join("lib");
     if !torch_lib.join("libtorch_cpu.so").exists() {
-        panic!("LIBTORCH={} holds no lib/libtorch_cpu.so; run `cargo xtask torch env`", libtorch.display());
+        panic!(
+            "LIBTORCH={} holds no lib/libtorch_cpu.so; run `cargo xtask torch env`",
+            libtorch.display()
+        );
     }
     for dir in runtime_lib_dirs(&libtorch) {
         println!("cargo:rustc-link-arg=-Wl,-rpath,{}", dir.display());
@@ -44,8 +47,11 @@ fn runtime_lib_dirs(libtorch: &Path) -> Vec<PathBuf> {
     let mut dirs = vec![libtorch.join("lib")];
     if let Some(site_packages) = libtorch.parent() {
         if let Ok(entries) = std::fs::read_dir(site_packages.join("nvidia")) {
-            let mut nvidia: Vec<PathBuf> =
-                entries.flatten().map(|e| e.path().join("lib")).filter(|lib| lib.is_dir()).collect();
+            let mut nvidia: Vec<PathBuf> = entries
+                .flatten()
+                .map(|e| e.path().join("lib"))
+                .filter(|lib| lib.is_dir())
+                .collect();
             nvidia.sort();
             dirs.extend(nvidia);
         }

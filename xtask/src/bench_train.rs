@@ -33,19 +33,31 @@ pub fn peer_script() -> PathBuf {
 pub fn run(python: &Path, bench_bin: &Path) -> Result<()> {
     let script = peer_script();
     if !script.is_file() {
-        bail!("{}: the peer benchmark is missing (it comes with ../shared/bench)", script.display());
+        bail!(
+            "{}: the peer benchmark is missing (it comes with ../shared/bench)",
+            script.display()
+        );
     }
     let args = [BATCH, STEPS, THREADS].map(|v| v.to_string());
     let mut best_rust = BTreeMap::new();
     let mut best_peer = BTreeMap::new();
     for round in 1..=ROUNDS {
         eprintln!("round {round}/{ROUNDS}: Rust (tch) ...");
-        keep_best(&mut best_rust, parse(&output(Command::new(bench_bin).args(&args))?)?);
+        keep_best(
+            &mut best_rust,
+            parse(&output(Command::new(bench_bin).args(&args))?)?,
+        );
         eprintln!("round {round}/{ROUNDS}: PyTorch eager ...");
-        keep_best(&mut best_peer, parse(&output(Command::new(python).arg(&script).args(&args))?)?);
+        keep_best(
+            &mut best_peer,
+            parse(&output(Command::new(python).arg(&script).args(&args))?)?,
+        );
     }
     println!("bbox model step, batch {BATCH}, {THREADS} threads, best of {ROUNDS} rounds x {STEPS} steps (images/s)");
-    println!("{:26} {:>10} {:>10} {:>7}", "phase", "rust", "pytorch", "ratio");
+    println!(
+        "{:26} {:>10} {:>10} {:>7}",
+        "phase", "rust", "pytorch", "ratio"
+    );
     for phase in PHASES {
         let (rust, peer) = (best_rust[phase], best_peer[phase]);
         println!("{phase:26} {rust:10.1} {peer:10.1} {:6.2}x", rust / peer);
@@ -63,7 +75,11 @@ fn keep_best(best: &mut BTreeMap<&'static str, f64>, figures: BTreeMap<&'static 
 fn output(cmd: &mut Command) -> Result<String> {
     let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
     if !out.status.success() {
-        bail!("{cmd:?} failed with {}:\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "{cmd:?} failed with {}:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -100,7 +116,9 @@ mod tests {
         assert_eq!(figures["frozen body (head only)"], 8.1);
         assert_eq!(figures["full fine-tune"], 2.8);
         assert_eq!(figures["inference"], 7.4);
-        let err = parse("inference bs=32 1 ms 2 img/s\n").unwrap_err().to_string();
+        let err = parse("inference bs=32 1 ms 2 img/s\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("no `frozen body (head only)` line"), "{err}");
     }
 }

@@ -28,8 +28,15 @@ struct CachedHash {
 impl HashCache {
     pub fn open(file: PathBuf) -> HashCache {
         // A cache that cannot be read is only a cache: start empty.
-        let entries = std::fs::read(&file).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
-        HashCache { file, entries, dirty: false }
+        let entries = std::fs::read(&file)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        HashCache {
+            file,
+            entries,
+            dirty: false,
+        }
     }
 
     pub fn save(&mut self) -> Result<()> {
@@ -42,24 +49,39 @@ impl HashCache {
     }
 
     fn file_hash(&mut self, path: &Path) -> Result<String> {
-        let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
-        let mtime_ns = meta.modified()?.duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let meta =
+            std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
+        let mtime_ns = meta
+            .modified()?
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
         if let Some(c) = self.entries.get(path) {
             if c.len == meta.len() && c.mtime_ns == mtime_ns {
                 return Ok(c.hash.clone());
             }
         }
         let mut hasher = blake3::Hasher::new();
-        hasher.update_mmap(path).with_context(|| format!("reading {}", path.display()))?;
+        hasher
+            .update_mmap(path)
+            .with_context(|| format!("reading {}", path.display()))?;
         let hash = hasher.finalize().to_hex().to_string();
-        self.entries.insert(path.to_path_buf(), CachedHash { len: meta.len(), mtime_ns, hash: hash.clone() });
+        self.entries.insert(
+            path.to_path_buf(),
+            CachedHash {
+                len: meta.len(),
+                mtime_ns,
+                hash: hash.clone(),
+            },
+        );
         self.dirty = true;
         Ok(hash)
     }
 
     /// The hash of a file's bytes, or of a folder's relative paths and file contents.
     pub fn path_hash(&mut self, path: &Path) -> Result<String> {
-        let meta = std::fs::metadata(path).with_context(|| format!("{} does not exist or cannot be read", path.display()))?;
+        let meta = std::fs::metadata(path)
+            .with_context(|| format!("{} does not exist or cannot be read", path.display()))?;
         if !meta.is_dir() {
             return self.file_hash(path);
         }
@@ -78,7 +100,9 @@ impl HashCache {
 }
 
 fn collect_files(dir: &Path, files: &mut Vec<PathBuf>) -> Result<()> {
-    for entry in std::fs::read_dir(dir).with_context(|| format!("reading folder {}", dir.display()))? {
+    for entry in
+        std::fs::read_dir(dir).with_context(|| format!("reading folder {}", dir.display()))?
+    {
         let entry = entry?;
         let path = entry.path();
         if entry.file_type()?.is_dir() {
@@ -104,7 +128,12 @@ pub fn code_hash(crates: &[&str]) -> Result<String> {
     files.sort();
     for file in files {
         if let Ok(bytes) = std::fs::read(&file) {
-            hasher.update(file.strip_prefix(&root).unwrap_or(&file).to_string_lossy().as_bytes());
+            hasher.update(
+                file.strip_prefix(&root)
+                    .unwrap_or(&file)
+                    .to_string_lossy()
+                    .as_bytes(),
+            );
             hasher.update(&bytes);
         }
     }

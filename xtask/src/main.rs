@@ -23,7 +23,10 @@ use cache::{cache_dir, project_root};
 use pipeline::{Pipeline, Vars};
 
 #[derive(Parser)]
-#[command(name = "cargo xtask", about = "fast.ai lesson 8 (object detection) as pipelines of stages")]
+#[command(
+    name = "cargo xtask",
+    about = "fast.ai lesson 8 (object detection) as pipelines of stages"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -154,7 +157,9 @@ enum WeightsCmd {
 
 fn main() {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .without_time()
         .with_target(false)
@@ -169,13 +174,37 @@ fn run(command: Cmd) -> Result<()> {
     match command {
         Cmd::Pipeline { name, place, force } => {
             let (pipeline, data, out) = open_pipeline(&name, &place)?;
-            let force = if force { (0..pipeline.stages.len()).collect() } else { Vec::new() };
-            run_pipeline(&pipeline, runner::RunOptions { force, only: None, data, out })
+            let force = if force {
+                (0..pipeline.stages.len()).collect()
+            } else {
+                Vec::new()
+            };
+            run_pipeline(
+                &pipeline,
+                runner::RunOptions {
+                    force,
+                    only: None,
+                    data,
+                    out,
+                },
+            )
         }
-        Cmd::Stage { pipeline, stage, place } => {
+        Cmd::Stage {
+            pipeline,
+            stage,
+            place,
+        } => {
             let (pipeline, data, out) = open_pipeline(&pipeline, &place)?;
             let index = pipeline.index_of(&stage)?;
-            run_pipeline(&pipeline, runner::RunOptions { force: vec![index], only: Some(vec![index]), data, out })
+            run_pipeline(
+                &pipeline,
+                runner::RunOptions {
+                    force: vec![index],
+                    only: Some(vec![index]),
+                    data,
+                    out,
+                },
+            )
         }
         Cmd::Dag { pipeline, place } => {
             let (pipeline, data, out) = open_pipeline(&pipeline, &place)?;
@@ -188,9 +217,21 @@ fn run(command: Cmd) -> Result<()> {
         }
         Cmd::Data(DataCmd::Synthetic { dir, images, seed }) => {
             let dir = dir.unwrap_or_else(|| project_root().join("data/synthetic"));
-            make_synthetic(&dir, &synthetic_voc::SynthConfig { images, seed, ..Default::default() })
+            make_synthetic(
+                &dir,
+                &synthetic_voc::SynthConfig {
+                    images,
+                    seed,
+                    ..Default::default()
+                },
+            )
         }
-        Cmd::Show { artifact, draw, data, png } => {
+        Cmd::Show {
+            artifact,
+            draw,
+            data,
+            png,
+        } => {
             let (_, images) = show::voc_paths(&resolve_data(&data)?);
             let png = png.unwrap_or_else(|| {
                 let stem = artifact.file_stem().unwrap_or_default().to_string_lossy();
@@ -201,13 +242,26 @@ fn run(command: Cmd) -> Result<()> {
         Cmd::ShowImage { id, data, png } => {
             let data = std::fs::canonicalize(resolve_data(&data)?)?;
             let (json, images) = show::voc_paths(&data);
-            let dataset = data.file_name().unwrap_or_default().to_string_lossy().into_owned();
-            let png = png.unwrap_or_else(|| project_root().join("runs").join(dataset).join(format!("image-{id}.png")));
+            let dataset = data
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            let png = png.unwrap_or_else(|| {
+                project_root()
+                    .join("runs")
+                    .join(dataset)
+                    .join(format!("image-{id}.png"))
+            });
             show::show_image(&json, &images, id, &png)
         }
         Cmd::Setup => {
             let libtorch = torch::ensure_libtorch()?;
-            eprintln!("libtorch: {} (cuda: {})", libtorch.dir.display(), libtorch.cuda);
+            eprintln!(
+                "libtorch: {} (cuda: {})",
+                libtorch.dir.display(),
+                libtorch.cuda
+            );
             for dir in &libtorch.lib_dirs {
                 eprintln!("  runtime libraries: {}", dir.display());
             }
@@ -221,7 +275,10 @@ fn run(command: Cmd) -> Result<()> {
             torch::import_weights(&arch, &file, out.as_deref())?;
             Ok(())
         }
-        Cmd::Test { no_peers, cargo_args } => test(no_peers, &cargo_args),
+        Cmd::Test {
+            no_peers,
+            cargo_args,
+        } => test(no_peers, &cargo_args),
         Cmd::TorchEnv => {
             print!("{}", torch::shell_exports(&torch::ensure_libtorch()?));
             Ok(())
@@ -244,8 +301,11 @@ fn run(command: Cmd) -> Result<()> {
 /// libtorch and (unless told not to) the Python peers that parity tests use.
 fn test(no_peers: bool, cargo_args: &[String]) -> Result<()> {
     let libtorch = torch::ensure_libtorch()?;
-    let mut cmd = std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    cmd.current_dir(project_root()).args(["test", "--workspace"]).args(cargo_args);
+    let mut cmd =
+        std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(project_root())
+        .args(["test", "--workspace"])
+        .args(cargo_args);
     cmd.envs(torch::cargo_env(&libtorch));
     if !no_peers {
         cmd.env("LESSON8_PEER_PYTHON", pyenv::peer_python()?);
@@ -263,7 +323,10 @@ fn test(no_peers: bool, cargo_args: &[String]) -> Result<()> {
 fn resolve_data(data: &Option<PathBuf>) -> Result<PathBuf> {
     if let Some(dir) = data {
         if !dir.is_dir() {
-            bail!("dataset dir {} does not exist or is not a folder", dir.display());
+            bail!(
+                "dataset dir {} does not exist or is not a folder",
+                dir.display()
+            );
         }
         return Ok(dir.clone());
     }
@@ -273,10 +336,18 @@ fn resolve_data(data: &Option<PathBuf>) -> Result<PathBuf> {
     }
     let synthetic = project_root().join("data/synthetic");
     eprintln!("{}", "=".repeat(78));
-    eprintln!("NO PASCAL VOC DATA in {}: running on the SYNTHETIC dataset", pascal.display());
-    eprintln!("in {} (drawn shapes, known boxes), so the results say nothing", synthetic.display());
+    eprintln!(
+        "NO PASCAL VOC DATA in {}: running on the SYNTHETIC dataset",
+        pascal.display()
+    );
+    eprintln!(
+        "in {} (drawn shapes, known boxes), so the results say nothing",
+        synthetic.display()
+    );
     eprintln!("about VOC. To use VOC 2007: `cargo xtask data pascal` (downloads about 450 MB),");
-    eprintln!("or pass `--data DIR` for a copy in the lesson's layout, e.g. --data ../shared/voc2007.");
+    eprintln!(
+        "or pass `--data DIR` for a copy in the lesson's layout, e.g. --data ../shared/voc2007."
+    );
     eprintln!("{}", "=".repeat(78));
     if !synthetic.join("pascal_train2007.json").exists() {
         make_synthetic(&synthetic, &synthetic_voc::SynthConfig::default())?;
@@ -289,13 +360,22 @@ fn resolve_data(data: &Option<PathBuf>) -> Result<PathBuf> {
 fn make_synthetic(dir: &Path, config: &synthetic_voc::SynthConfig) -> Result<()> {
     let parent = dir.parent().context("dataset dir has a parent")?;
     std::fs::create_dir_all(parent)?;
-    let staging = tempfile::Builder::new().prefix(".synthetic-").tempdir_in(parent)?;
+    let staging = tempfile::Builder::new()
+        .prefix(".synthetic-")
+        .tempdir_in(parent)?;
     let made = synthetic_voc::generate(staging.path(), config)?;
     if dir.exists() {
         std::fs::remove_dir_all(dir).with_context(|| format!("replacing {}", dir.display()))?;
     }
-    std::fs::rename(staging.keep(), dir).with_context(|| format!("moving the synthetic dataset to {}", dir.display()))?;
-    eprintln!("synthetic dataset: {} images, {} objects ({} flagged difficult) in {}", made.images, made.objects, made.ignored, dir.display());
+    std::fs::rename(staging.keep(), dir)
+        .with_context(|| format!("moving the synthetic dataset to {}", dir.display()))?;
+    eprintln!(
+        "synthetic dataset: {} images, {} objects ({} flagged difficult) in {}",
+        made.images,
+        made.objects,
+        made.ignored,
+        dir.display()
+    );
     Ok(())
 }
 
@@ -303,45 +383,87 @@ fn open_pipeline(name: &str, place: &Where) -> Result<(Pipeline, PathBuf, PathBu
     let root = project_root();
     let file = Pipeline::locate(name, &root)?;
     let data = resolve_data(&place.data)?;
-    let data = std::fs::canonicalize(&data).with_context(|| format!("dataset dir {}", data.display()))?;
-    let stem = file.file_stem().unwrap_or_default().to_string_lossy().into_owned();
-    let dataset = data.file_name().unwrap_or_default().to_string_lossy().into_owned();
+    let data =
+        std::fs::canonicalize(&data).with_context(|| format!("dataset dir {}", data.display()))?;
+    let stem = file
+        .file_stem()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
+    let dataset = data
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
     let out = match &place.out {
         Some(out) => out.clone(),
         None => root.join("runs").join(dataset).join(&stem),
     };
     let out = std::path::absolute(out)?;
-    let vars = Vars { data: data.clone(), out: out.clone(), cache: cache_dir() };
+    let vars = Vars {
+        data: data.clone(),
+        out: out.clone(),
+        cache: cache_dir(),
+    };
     let pipeline = Pipeline::load(&file, &vars, &stages::kinds())?;
     Ok((pipeline, data, out))
 }
 
 fn run_pipeline(pipeline: &Pipeline, options: runner::RunOptions) -> Result<()> {
-    eprintln!("pipeline {} on {} -> {}", pipeline.name, options.data.display(), options.out.display());
+    eprintln!(
+        "pipeline {} on {} -> {}",
+        pipeline.name,
+        options.data.display(),
+        options.out.display()
+    );
     stages::prepare(&pipeline.stages)?;
     let (outcomes, result) = runner::run(pipeline, &options);
     let report = options.out.join("report.html");
     match write_report(pipeline, &options, &outcomes, &report) {
         Ok(()) => eprintln!("report: {}", report.display()),
-        Err(e) => eprintln!("warning: could not write the report {}: {e:#}", report.display()),
+        Err(e) => eprintln!(
+            "warning: could not write the report {}: {e:#}",
+            report.display()
+        ),
     }
     let ran = outcomes.iter().filter(|o| o.result == "ran").count();
     let skipped = outcomes.iter().filter(|o| o.result == "skipped").count();
     if ran == 0 && result.is_ok() {
-        eprintln!("pipeline {}: everything up to date, nothing rerun ({skipped} stages skipped)", pipeline.name);
+        eprintln!(
+            "pipeline {}: everything up to date, nothing rerun ({skipped} stages skipped)",
+            pipeline.name
+        );
     } else {
         let names = |r: &str| -> String {
-            let v: Vec<&str> = outcomes.iter().filter(|o| o.result == r).map(|o| o.stage.as_str()).collect();
-            if v.is_empty() { "none".into() } else { v.join(", ") }
+            let v: Vec<&str> = outcomes
+                .iter()
+                .filter(|o| o.result == r)
+                .map(|o| o.stage.as_str())
+                .collect();
+            if v.is_empty() {
+                "none".into()
+            } else {
+                v.join(", ")
+            }
         };
-        eprintln!("pipeline {}: ran {}; skipped {}", pipeline.name, names("ran"), names("skipped"));
+        eprintln!(
+            "pipeline {}: ran {}; skipped {}",
+            pipeline.name,
+            names("ran"),
+            names("skipped")
+        );
     }
     result
 }
 
 /// One page for the whole run: the DAG with what each stage did, the
 /// metrics tables and every picture the pipeline's stages make.
-fn write_report(pipeline: &Pipeline, options: &runner::RunOptions, outcomes: &[runner::Outcome], out: &Path) -> Result<()> {
+fn write_report(
+    pipeline: &Pipeline,
+    options: &runner::RunOptions,
+    outcomes: &[runner::Outcome],
+    out: &Path,
+) -> Result<()> {
     use viz::report::{ReportFile, RunReport, StageReport, StageState};
     let last = runner::last_seconds(pipeline, &options.out);
     let stages = pipeline
@@ -359,22 +481,38 @@ fn write_report(pipeline: &Pipeline, options: &runner::RunOptions, outcomes: &[r
             StageReport {
                 name: stage.name.clone(),
                 kind: stage.kind.clone(),
-                depends_on: stage.upstream.iter().map(|&u| pipeline.stages[u].name.clone()).collect(),
+                depends_on: stage
+                    .upstream
+                    .iter()
+                    .map(|&u| pipeline.stages[u].name.clone())
+                    .collect(),
                 state,
                 seconds,
                 message: Some(outcome.why.clone()).filter(|m| !m.is_empty()),
             }
         })
         .collect();
-    let outputs = || pipeline.stages.iter().flat_map(|s| s.outputs.iter().map(move |(name, path)| (s, name, path)));
+    let outputs = || {
+        pipeline
+            .stages
+            .iter()
+            .flat_map(|s| s.outputs.iter().map(move |(name, path)| (s, name, path)))
+    };
     let title = |stage: &pipeline::Stage, path: &Path| {
-        format!("{}: {}", stage.name, path.strip_prefix(&options.out).unwrap_or(path).display())
+        format!(
+            "{}: {}",
+            stage.name,
+            path.strip_prefix(&options.out).unwrap_or(path).display()
+        )
     };
     let report = RunReport {
         pipeline: pipeline.name.clone(),
         data_dir: options.data.clone(),
         stages,
-        tables: outputs().filter(|(_, name, _)| name.as_str() == "metrics").map(|(s, _, p)| ReportFile::new(title(s, p), p)).collect(),
+        tables: outputs()
+            .filter(|(_, name, _)| name.as_str() == "metrics")
+            .map(|(s, _, p)| ReportFile::new(title(s, p), p))
+            .collect(),
         pictures: outputs()
             .filter(|(_, _, p)| p.extension().is_some_and(|e| e == "png"))
             .map(|(s, _, p)| ReportFile::new(title(s, p), p))
@@ -393,14 +531,30 @@ fn print_dag(pipeline: &Pipeline, data: &Path, out: &Path) {
     let states = runner::states(pipeline, out);
     let seconds = runner::last_seconds(pipeline, out);
     for (i, stage) in pipeline.stages.iter().enumerate() {
-        let after: Vec<&str> = stage.upstream.iter().map(|&u| pipeline.stages[u].name.as_str()).collect();
-        let time = seconds[i].map(|s| format!(", last run {s:.1}s")).unwrap_or_default();
-        println!("{:>3}. {} [{}]  {}{}", i + 1, stage.name, stage.kind, states[i], time);
+        let after: Vec<&str> = stage
+            .upstream
+            .iter()
+            .map(|&u| pipeline.stages[u].name.as_str())
+            .collect();
+        let time = seconds[i]
+            .map(|s| format!(", last run {s:.1}s"))
+            .unwrap_or_default();
+        println!(
+            "{:>3}. {} [{}]  {}{}",
+            i + 1,
+            stage.name,
+            stage.kind,
+            states[i],
+            time
+        );
         if !after.is_empty() {
             println!("       after: {}", after.join(", "));
         }
         for path in stage.outputs.values() {
-            println!("       -> {}", path.strip_prefix(out).unwrap_or(path).display());
+            println!(
+                "       -> {}",
+                path.strip_prefix(out).unwrap_or(path).display()
+            );
         }
     }
 }

@@ -107,47 +107,83 @@ impl Pipeline {
             let known: Vec<String> = std::fs::read_dir(root.join("pipelines"))
                 .map(|dir| {
                     dir.filter_map(|e| e.ok())
-                        .filter_map(|e| e.path().file_stem().map(|s| s.to_string_lossy().into_owned()))
+                        .filter_map(|e| {
+                            e.path()
+                                .file_stem()
+                                .map(|s| s.to_string_lossy().into_owned())
+                        })
                         .collect()
                 })
                 .unwrap_or_default();
-            bail!("no pipeline {name:?}: {} does not exist (known: {})", file.display(), known.join(", "));
+            bail!(
+                "no pipeline {name:?}: {} does not exist (known: {})",
+                file.display(),
+                known.join(", ")
+            );
         }
         Ok(file)
     }
 
     pub fn load(file: &Path, vars: &Vars, known_kinds: &[&str]) -> Result<Pipeline> {
-        let text = std::fs::read_to_string(file).with_context(|| format!("reading pipeline {}", file.display()))?;
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("reading pipeline {}", file.display()))?;
         Self::parse(&text, file, vars, known_kinds)
     }
 
     pub fn parse(text: &str, file: &Path, vars: &Vars, known_kinds: &[&str]) -> Result<Pipeline> {
-        let parsed: PipelineFile = toml::from_str(text).with_context(|| format!("parsing pipeline {}", file.display()))?;
-        let name = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let parsed: PipelineFile =
+            toml::from_str(text).with_context(|| format!("parsing pipeline {}", file.display()))?;
+        let name = file
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let mut stages = Vec::new();
         let mut producer: HashMap<PathBuf, usize> = HashMap::new();
         for (index, s) in parsed.stages.into_iter().enumerate() {
             if !known_kinds.contains(&s.kind.as_str()) {
-                bail!("{}: stage {:?} has unknown kind {:?} (known: {})", file.display(), s.name, s.kind, known_kinds.join(", "));
+                bail!(
+                    "{}: stage {:?} has unknown kind {:?} (known: {})",
+                    file.display(),
+                    s.name,
+                    s.kind,
+                    known_kinds.join(", ")
+                );
             }
             if stages.iter().any(|t: &Stage| t.name == s.name) {
                 bail!("{}: two stages are named {:?}", file.display(), s.name);
             }
             let expand = |m: &BTreeMap<String, String>| -> Result<BTreeMap<String, PathBuf>> {
-                m.iter().map(|(k, v)| Ok((k.clone(), vars.expand(v, file)?))).collect()
+                m.iter()
+                    .map(|(k, v)| Ok((k.clone(), vars.expand(v, file)?)))
+                    .collect()
             };
             let inputs = expand(&s.inputs)?;
             let outputs = expand(&s.outputs)?;
             for path in outputs.values() {
                 if !path.starts_with(&vars.out) {
-                    bail!("{}: stage {:?} writes {} outside the output dir {{out}}", file.display(), s.name, path.display());
+                    bail!(
+                        "{}: stage {:?} writes {} outside the output dir {{out}}",
+                        file.display(),
+                        s.name,
+                        path.display()
+                    );
                 }
                 if let Some(&other) = producer.get(path) {
-                    bail!("{}: stages {:?} and {:?} both write {}", file.display(), stages[other].name, s.name, path.display());
+                    bail!(
+                        "{}: stages {:?} and {:?} both write {}",
+                        file.display(),
+                        stages[other].name,
+                        s.name,
+                        path.display()
+                    );
                 }
                 producer.insert(path.clone(), index);
             }
-            let mut params = if s.shared_params { parsed.params.clone() } else { toml::Table::new() };
+            let mut params = if s.shared_params {
+                parsed.params.clone()
+            } else {
+                toml::Table::new()
+            };
             params.extend(s.params);
             stages.push(Stage {
                 name: s.name,
@@ -163,7 +199,10 @@ impl Pipeline {
             let mut upstream: Vec<usize> = Vec::new();
             for input in stages[i].inputs.values() {
                 for (path, &j) in &producer {
-                    if (input == path || input.starts_with(path)) && j != i && !upstream.contains(&j) {
+                    if (input == path || input.starts_with(path))
+                        && j != i
+                        && !upstream.contains(&j)
+                    {
                         upstream.push(j);
                     }
                 }
@@ -172,14 +211,26 @@ impl Pipeline {
             stages[i].upstream = upstream;
         }
         let stages = topological_order(stages, file)?;
-        Ok(Pipeline { name, description: parsed.description, file: file.to_path_buf(), stages })
+        Ok(Pipeline {
+            name,
+            description: parsed.description,
+            file: file.to_path_buf(),
+            stages,
+        })
     }
 
     pub fn index_of(&self, stage: &str) -> Result<usize> {
-        self.stages.iter().position(|s| s.name == stage).with_context(|| {
-            let names: Vec<&str> = self.stages.iter().map(|s| s.name.as_str()).collect();
-            format!("pipeline {} has no stage {stage:?} (stages: {})", self.name, names.join(", "))
-        })
+        self.stages
+            .iter()
+            .position(|s| s.name == stage)
+            .with_context(|| {
+                let names: Vec<&str> = self.stages.iter().map(|s| s.name.as_str()).collect();
+                format!(
+                    "pipeline {} has no stage {stage:?} (stages: {})",
+                    self.name,
+                    names.join(", ")
+                )
+            })
     }
 }
 
@@ -197,8 +248,15 @@ fn topological_order(stages: Vec<Stage>, file: &Path) -> Result<Vec<Stage>> {
                 order.push(i);
             }
             None => {
-                let stuck: Vec<&str> = (0..n).filter(|&i| !placed[i]).map(|i| stages[i].name.as_str()).collect();
-                bail!("{}: the stages {} depend on each other in a cycle", file.display(), stuck.join(", "));
+                let stuck: Vec<&str> = (0..n)
+                    .filter(|&i| !placed[i])
+                    .map(|i| stages[i].name.as_str())
+                    .collect();
+                bail!(
+                    "{}: the stages {} depend on each other in a cycle",
+                    file.display(),
+                    stuck.join(", ")
+                );
             }
         }
     }
@@ -223,7 +281,11 @@ mod tests {
     use super::*;
 
     fn vars() -> Vars {
-        Vars { data: "/d".into(), out: "/o".into(), cache: "/c".into() }
+        Vars {
+            data: "/d".into(),
+            out: "/o".into(),
+            cache: "/c".into(),
+        }
     }
 
     const KINDS: &[&str] = &["a", "b"];
@@ -249,18 +311,33 @@ mod tests {
         let names: Vec<&str> = p.stages.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["first", "second"]);
         assert_eq!(p.stages[1].upstream, [0]);
-        assert_eq!(p.stages[0].inputs["images"], PathBuf::from("/d/VOCdevkit/VOC2007/JPEGImages"));
+        assert_eq!(
+            p.stages[0].inputs["images"],
+            PathBuf::from("/d/VOCdevkit/VOC2007/JPEGImages")
+        );
         assert_eq!(p.stages[0].params["size"], 224);
-        assert_eq!(p.stages[1].params["size"], 64, "a stage's params override the shared ones");
+        assert_eq!(
+            p.stages[1].params["size"], 64,
+            "a stage's params override the shared ones"
+        );
     }
 
     #[test]
     fn refuses_bad_pipelines_naming_the_file() {
         let cases = [
             ("[[stage]]\nname='s'\nkind='zzz'", "unknown kind"),
-            ("[[stage]]\nname='s'\nkind='a'\noutputs={x='/elsewhere/x'}", "outside the output dir"),
-            ("[[stage]]\nname='s'\nkind='a'\ninputs={x='{nope}/x'}", "unknown placeholder"),
-            ("[[stage]]\nname='s'\nkind='a'\n[[stage]]\nname='s'\nkind='b'", "two stages are named"),
+            (
+                "[[stage]]\nname='s'\nkind='a'\noutputs={x='/elsewhere/x'}",
+                "outside the output dir",
+            ),
+            (
+                "[[stage]]\nname='s'\nkind='a'\ninputs={x='{nope}/x'}",
+                "unknown placeholder",
+            ),
+            (
+                "[[stage]]\nname='s'\nkind='a'\n[[stage]]\nname='s'\nkind='b'",
+                "two stages are named",
+            ),
             (
                 "[[stage]]\nname='s'\nkind='a'\ninputs={i='{out}/b'}\noutputs={o='{out}/a'}\n\
                  [[stage]]\nname='t'\nkind='a'\ninputs={i='{out}/a'}\noutputs={o='{out}/b'}",
@@ -269,8 +346,14 @@ mod tests {
             ("[[stage]]\nname = ", "parsing pipeline"),
         ];
         for (text, expected) in cases {
-            let err = format!("{:#}", Pipeline::parse(text, Path::new("bad.toml"), &vars(), KINDS).unwrap_err());
-            assert!(err.contains("bad.toml") && err.contains(expected), "{text:?} gave {err:?}");
+            let err = format!(
+                "{:#}",
+                Pipeline::parse(text, Path::new("bad.toml"), &vars(), KINDS).unwrap_err()
+            );
+            assert!(
+                err.contains("bad.toml") && err.contains(expected),
+                "{text:?} gave {err:?}"
+            );
         }
     }
 }

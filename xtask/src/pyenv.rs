@@ -32,8 +32,13 @@ pub fn peer_python() -> Result<PathBuf> {
     if !python.exists() {
         run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
     }
-    run(Command::new(&python).args(["-m", "pip", "install", "--quiet"]).args(PEER_PACKAGES))?;
-    run(Command::new(&python).args(["-c", "import torch, torchvision, cv2, albumentations, pandas"]))?;
+    run(Command::new(&python)
+        .args(["-m", "pip", "install", "--quiet"])
+        .args(PEER_PACKAGES))?;
+    run(Command::new(&python).args([
+        "-c",
+        "import torch, torchvision, cv2, albumentations, pandas",
+    ]))?;
     std::fs::write(&marker, PEER_PACKAGES.join("\n"))?;
     Ok(python)
 }

@@ -21,7 +21,9 @@ pub struct StateDir {
 
 impl StateDir {
     pub fn new(out: &Path) -> StateDir {
-        StateDir { root: out.join(".state") }
+        StateDir {
+            root: out.join(".state"),
+        }
     }
     fn record(&self, stage: &str) -> PathBuf {
         self.root.join("stages").join(format!("{stage}.json"))
@@ -48,7 +50,9 @@ pub struct Fingerprint {
 
 impl Fingerprint {
     fn digest(&self) -> String {
-        blake3::hash(&serde_json::to_vec(self).expect("serialisable")).to_hex().to_string()
+        blake3::hash(&serde_json::to_vec(self).expect("serialisable"))
+            .to_hex()
+            .to_string()
     }
 
     /// What differs from an earlier fingerprint, in words.
@@ -112,9 +116,13 @@ pub struct Outcome {
 fn fingerprint(stage: &Stage, hashes: &mut HashCache) -> Result<Fingerprint> {
     let mut inputs = BTreeMap::new();
     for (name, path) in &stage.inputs {
-        let hash = hashes
-            .path_hash(path)
-            .with_context(|| format!("stage {}: input {name} ({}) is missing or unreadable", stage.name, path.display()))?;
+        let hash = hashes.path_hash(path).with_context(|| {
+            format!(
+                "stage {}: input {name} ({}) is missing or unreadable",
+                stage.name,
+                path.display()
+            )
+        })?;
         inputs.insert(name.clone(), hash);
     }
     Ok(Fingerprint {
@@ -131,8 +139,14 @@ fn load_record(state: &StateDir, stage: &Stage) -> Option<Record> {
 
 /// The state of one stage given the states of those before it.
 fn state_of(stage: &Stage, earlier: &[State], state: &StateDir, hashes: &mut HashCache) -> State {
-    let Some(record) = load_record(state, stage) else { return State::NeverRun };
-    if let Some(&u) = stage.upstream.iter().find(|&&u| earlier[u] != State::UpToDate) {
+    let Some(record) = load_record(state, stage) else {
+        return State::NeverRun;
+    };
+    if let Some(&u) = stage
+        .upstream
+        .iter()
+        .find(|&&u| earlier[u] != State::UpToDate)
+    {
         return State::Stale(format!("upstream stage #{} is not up to date", u + 1));
     }
     if let Some((name, path)) = stage.outputs.iter().find(|(_, p)| !p.exists()) {
@@ -187,12 +201,22 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> (Vec<Outcome>, Result<(
             outcomes.push(outcome);
             continue;
         }
-        if options.only.as_ref().is_some_and(|only| !only.contains(&index)) {
+        if options
+            .only
+            .as_ref()
+            .is_some_and(|only| !only.contains(&index))
+        {
             outcome.why = "not selected".into();
             outcomes.push(outcome);
             continue;
         }
-        let result = run_stage(stage, options.force.contains(&index), &state, &mut hashes, options);
+        let result = run_stage(
+            stage,
+            options.force.contains(&index),
+            &state,
+            &mut hashes,
+            options,
+        );
         match result {
             Ok(Some((seconds, why))) => {
                 outcome.result = "ran";
@@ -209,7 +233,10 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> (Vec<Outcome>, Result<(
                 outcome.result = "failed";
                 outcome.why = format!("{e:#}");
                 eprintln!("[{}] FAILED: {e:#}", stage.name);
-                failure = Err(e.context(format!("stage {} of pipeline {} failed", stage.name, pipeline.name)));
+                failure = Err(e.context(format!(
+                    "stage {} of pipeline {} failed",
+                    stage.name, pipeline.name
+                )));
             }
         }
         outcomes.push(outcome);
@@ -241,7 +268,8 @@ fn run_stage(
 
     let staging = state.staging(&stage.name);
     if staging.exists() {
-        std::fs::remove_dir_all(&staging).with_context(|| format!("clearing {}", staging.display()))?;
+        std::fs::remove_dir_all(&staging)
+            .with_context(|| format!("clearing {}", staging.display()))?;
     }
     std::fs::create_dir_all(&staging)?;
     let work_dir = state.work(&stage.name);
@@ -250,7 +278,9 @@ fn run_stage(
         .outputs
         .iter()
         .map(|(name, final_path)| {
-            let rel = final_path.strip_prefix(&options.out).expect("outputs are checked to lie under {out}");
+            let rel = final_path
+                .strip_prefix(&options.out)
+                .expect("outputs are checked to lie under {out}");
             (name.clone(), staging.join(rel))
         })
         .collect();
@@ -278,7 +308,11 @@ fn run_stage(
     for (name, path) in &staged {
         if !path.exists() {
             let _ = std::fs::remove_dir_all(&staging);
-            bail!("stage {} finished but did not write its output {name} ({})", stage.name, stage.outputs[name].display());
+            bail!(
+                "stage {} finished but did not write its output {name} ({})",
+                stage.name,
+                stage.outputs[name].display()
+            );
         }
     }
     // Publish: the record goes first out of the way, then outputs, then the new record.
@@ -295,8 +329,18 @@ fn run_stage(
         std::fs::rename(from, to).with_context(|| format!("moving {} into place", to.display()))?;
     }
     let _ = std::fs::remove_dir_all(&staging);
-    let finished_unix = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let record = Record { summary: StageRecord { fingerprint: digest, seconds, finished_unix }, parts: now };
+    let finished_unix = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let record = Record {
+        summary: StageRecord {
+            fingerprint: digest,
+            seconds,
+            finished_unix,
+        },
+        parts: now,
+    };
     crate::atomic::write(&record_path, &serde_json::to_vec_pretty(&record)?)?;
     Ok(Some((seconds, why)))
 }
@@ -304,5 +348,9 @@ fn run_stage(
 /// The last successful run's time of each stage, if any.
 pub fn last_seconds(pipeline: &Pipeline, out: &Path) -> Vec<Option<f64>> {
     let state = StateDir::new(out);
-    pipeline.stages.iter().map(|s| StageRecord::load(&state.record(&s.name)).map(|r| r.seconds)).collect()
+    pipeline
+        .stages
+        .iter()
+        .map(|s| StageRecord::load(&state.record(&s.name)).map(|r| r.seconds))
+        .collect()
 }

@@ -23,10 +23,20 @@ pub struct StageSpec {
 
 impl StageSpec {
     pub fn input(&self, name: &str) -> Result<&PathBuf> {
-        self.inputs.get(name).with_context(|| format!("stage {} ({}) needs an input named {name:?}", self.name, self.kind))
+        self.inputs.get(name).with_context(|| {
+            format!(
+                "stage {} ({}) needs an input named {name:?}",
+                self.name, self.kind
+            )
+        })
     }
     pub fn output(&self, name: &str) -> Result<&PathBuf> {
-        self.outputs.get(name).with_context(|| format!("stage {} ({}) needs an output named {name:?}", self.name, self.kind))
+        self.outputs.get(name).with_context(|| {
+            format!(
+                "stage {} ({}) needs an output named {name:?}",
+                self.name, self.kind
+            )
+        })
     }
 }
 
@@ -34,7 +44,10 @@ impl StageSpec {
 /// its fingerprint).
 const KINDS: &[(&str, &[&str])] = &[
     ("exec", &[]),
-    ("annotations", &["voc-annotations", "largest-object", "csv-export"]),
+    (
+        "annotations",
+        &["voc-annotations", "largest-object", "csv-export"],
+    ),
     ("draw", &["viz", "csv-export"]),
     ("augment-grid", &["augment", "viz", "csv-export"]),
     ("plot-lr-find", &["viz"]),
@@ -53,7 +66,11 @@ pub fn kinds() -> Vec<&'static str> {
 }
 
 pub fn code_of(kind: &str) -> &'static [&'static str] {
-    KINDS.iter().find(|(k, _)| *k == kind).map(|(_, c)| *c).unwrap_or(&[])
+    KINDS
+        .iter()
+        .find(|(k, _)| *k == kind)
+        .map(|(_, c)| *c)
+        .unwrap_or(&[])
 }
 
 pub fn execute(spec: &StageSpec) -> Result<()> {
@@ -63,7 +80,9 @@ pub fn execute(spec: &StageSpec) -> Result<()> {
         "draw" => draw(spec),
         "augment-grid" => augment_grid(spec),
         "plot-lr-find" => plot_lr_find(spec),
-        "plot-metrics" => viz::plot::plot_metrics(spec.input("metrics")?, spec.output("png")?).map_err(Into::into),
+        "plot-metrics" => {
+            viz::plot::plot_metrics(spec.input("metrics")?, spec.output("png")?).map_err(Into::into)
+        }
         kind if TRAINER_KINDS.contains(&kind) => in_trainer(spec),
         other => bail!("no runner for stage kind {other:?}"),
     }
@@ -72,21 +91,33 @@ pub fn execute(spec: &StageSpec) -> Result<()> {
 /// The lesson's first cells: annotations (COCO JSON, or VOC XML with
 /// `source = "xml"`) -> each image's largest object -> `lrg.csv`, `bb.csv`.
 fn annotations(spec: &StageSpec) -> Result<()> {
-    let source = spec.params.get("source").and_then(|v| v.as_str()).unwrap_or("json");
+    let source = spec
+        .params
+        .get("source")
+        .and_then(|v| v.as_str())
+        .unwrap_or("json");
     let dataset = match source {
         "json" => voc_annotations::load_coco_json(spec.input("json")?)?,
         "xml" => {
             // Inputs: the Annotations folder and the split's list (ImageSets/Main/<split>.txt).
             let annotations = spec.input("annotations")?;
             let list = spec.input("list")?;
-            let voc_dir = annotations.parent().context("the Annotations folder has a parent")?;
-            let split = list.file_stem().context("a split list file")?.to_string_lossy();
+            let voc_dir = annotations
+                .parent()
+                .context("the Annotations folder has a parent")?;
+            let split = list
+                .file_stem()
+                .context("a split list file")?
+                .to_string_lossy();
             if list != &voc_dir.join("ImageSets/Main").join(format!("{split}.txt")) {
                 bail!("stage {}: the split list must be <VOC2007>/ImageSets/Main/<split>.txt beside Annotations, not {}", spec.name, list.display());
             }
             voc_annotations::load_voc_xml(voc_dir, &split)?
         }
-        other => bail!("stage {}: params.source must be \"json\" or \"xml\", not {other:?}", spec.name),
+        other => bail!(
+            "stage {}: params.source must be \"json\" or \"xml\", not {other:?}",
+            spec.name
+        ),
     };
     let largest = largest_object::largest_objects(&dataset)?;
     largest.write_csvs(spec.output("lrg")?, spec.output("bb")?)?;
@@ -105,7 +136,12 @@ fn annotations(spec: &StageSpec) -> Result<()> {
 fn param_u64(spec: &StageSpec, name: &str, default: u64) -> Result<u64> {
     match spec.params.get(name) {
         None => Ok(default),
-        Some(v) => v.as_u64().with_context(|| format!("stage {}: params.{name} must be a whole number, not {v}", spec.name)),
+        Some(v) => v.as_u64().with_context(|| {
+            format!(
+                "stage {}: params.{name} must be a whole number, not {v}",
+                spec.name
+            )
+        }),
     }
 }
 
@@ -113,7 +149,12 @@ fn param_u64(spec: &StageSpec, name: &str, default: u64) -> Result<u64> {
 /// drawn on their images: the lesson's way of checking a stage by eye.
 fn draw(spec: &StageSpec) -> Result<()> {
     let rows = param_u64(spec, "rows", 12)? as usize;
-    let drawn = viz::inspect::draw_artifact(spec.input("csv")?, rows, spec.input("images")?, spec.output("png")?)?;
+    let drawn = viz::inspect::draw_artifact(
+        spec.input("csv")?,
+        rows,
+        spec.input("images")?,
+        spec.output("png")?,
+    )?;
     eprintln!("drew {}", drawn.what);
     Ok(())
 }
@@ -126,27 +167,49 @@ fn augment_grid(spec: &StageSpec) -> Result<()> {
     let images = spec.input("images")?;
     let size = param_u64(spec, "size", 224)? as u32;
     let seed = param_u64(spec, "seed", 0)?;
-    let (distinct, repeats) = (param_u64(spec, "images", 4)? as usize, param_u64(spec, "repeats", 3)? as usize);
+    let (distinct, repeats) = (
+        param_u64(spec, "images", 4)? as usize,
+        param_u64(spec, "repeats", 3)? as usize,
+    );
     let augment: augment::AugmentParams = match spec.params.get("augment") {
-        Some(v) => serde_json::from_value(v.clone()).with_context(|| format!("stage {}: params.augment", spec.name))?,
+        Some(v) => serde_json::from_value(v.clone())
+            .with_context(|| format!("stage {}: params.augment", spec.name))?,
         None => augment::AugmentParams::default(),
     };
     let labelled: Vec<(String, Option<[f32; 4]>, String)> = match viz::inspect::detect_kind(csv)? {
-        viz::inspect::ArtifactKind::Bb => {
-            csv_export::read_bb(csv)?.into_iter().map(|r| (r.file_name.clone(), Some(r.bbox), r.file_name)).collect()
-        }
-        viz::inspect::ArtifactKind::Lrg => csv_export::read_lrg(csv)?.into_iter().map(|r| (r.file_name, None, r.category)).collect(),
-        other => bail!("stage {}: {} is a {other:?} file; augment-grid draws bb.csv or lrg.csv", spec.name, csv.display()),
+        viz::inspect::ArtifactKind::Bb => csv_export::read_bb(csv)?
+            .into_iter()
+            .map(|r| (r.file_name.clone(), Some(r.bbox), r.file_name))
+            .collect(),
+        viz::inspect::ArtifactKind::Lrg => csv_export::read_lrg(csv)?
+            .into_iter()
+            .map(|r| (r.file_name, None, r.category))
+            .collect(),
+        other => bail!(
+            "stage {}: {} is a {other:?} file; augment-grid draws bb.csv or lrg.csv",
+            spec.name,
+            csv.display()
+        ),
     };
     let items: Vec<augment::Item> = labelled
         .iter()
         .take(distinct)
         .flat_map(|(file, bbox, _)| {
-            std::iter::repeat_n(augment::Item { path: images.join(file), class: None, bbox: *bbox }, repeats)
+            std::iter::repeat_n(
+                augment::Item {
+                    path: images.join(file),
+                    class: None,
+                    bbox: *bbox,
+                },
+                repeats,
+            )
         })
         .collect();
-    let captions: Vec<&str> =
-        labelled.iter().take(distinct).flat_map(|(_, _, caption)| std::iter::repeat_n(caption.as_str(), repeats)).collect();
+    let captions: Vec<&str> = labelled
+        .iter()
+        .take(distinct)
+        .flat_map(|(_, _, caption)| std::iter::repeat_n(caption.as_str(), repeats))
+        .collect();
     let config = augment::LoaderConfig {
         size,
         batch_size: items.len().max(1),
@@ -162,12 +225,24 @@ fn augment_grid(spec: &StageSpec) -> Result<()> {
     let tiles: Vec<viz::Tile> = (0..batch.n)
         .map(|i| viz::Tile {
             image: augment::denorm(&batch.x[i * pixels..(i + 1) * pixels], size),
-            annotations: batch.boxes.get(i).map(|b| viz::draw::Annotation::bare_box(*b, viz::draw::WHITE)).into_iter().collect(),
+            annotations: batch
+                .boxes
+                .get(i)
+                .map(|b| viz::draw::Annotation::bare_box(*b, viz::draw::WHITE))
+                .into_iter()
+                .collect(),
             caption: captions[batch.indices[i]].to_string(),
         })
         .collect();
-    let layout = viz::GridLayout { rows: distinct.max(1), cols: repeats.max(1), ..viz::GridLayout::default() };
-    viz::save_png(&viz::grid::render_grid(&tiles, &layout), spec.output("png")?)?;
+    let layout = viz::GridLayout {
+        rows: distinct.max(1),
+        cols: repeats.max(1),
+        ..viz::GridLayout::default()
+    };
+    viz::save_png(
+        &viz::grid::render_grid(&tiles, &layout),
+        spec.output("png")?,
+    )?;
     Ok(())
 }
 
@@ -177,7 +252,12 @@ fn plot_lr_find(spec: &StageSpec) -> Result<()> {
         skip_end: param_u64(spec, "skip_end", 5)? as usize,
         ..Default::default()
     };
-    viz::plot::plot_lr_find(spec.input("curve")?, spec.input("suggestion")?, spec.output("png")?, &options)?;
+    viz::plot::plot_lr_find(
+        spec.input("curve")?,
+        spec.input("suggestion")?,
+        spec.output("png")?,
+        &options,
+    )?;
     Ok(())
 }
 
@@ -185,9 +265,20 @@ fn plot_lr_find(spec: &StageSpec) -> Result<()> {
 /// pretrained weights) must exist, so the set-up runs here, once per run.
 pub fn prepare(stages: &[crate::pipeline::Stage]) -> Result<()> {
     let mut arches: Vec<&str> = Vec::new();
-    for stage in stages.iter().filter(|s| TRAINER_KINDS.contains(&s.kind.as_str())) {
-        let random_init = stage.params.get("random_init").and_then(|v| v.as_bool()).unwrap_or(false);
-        let arch = stage.params.get("backbone").and_then(|v| v.as_str()).unwrap_or("efficientnet-lite0");
+    for stage in stages
+        .iter()
+        .filter(|s| TRAINER_KINDS.contains(&s.kind.as_str()))
+    {
+        let random_init = stage
+            .params
+            .get("random_init")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false);
+        let arch = stage
+            .params
+            .get("backbone")
+            .and_then(|v| v.as_str())
+            .unwrap_or("efficientnet-lite0");
         if !random_init && !arches.contains(&arch) {
             arches.push(arch);
         }
@@ -221,9 +312,13 @@ fn in_trainer(spec: &StageSpec) -> Result<()> {
 /// A user command, DVC-style: `params.cmd = ["prog", "arg", ...]`; it finds its
 /// paths in the environment as IN_<NAME> and OUT_<NAME> (upper-cased).
 fn exec(spec: &StageSpec) -> Result<()> {
-    let cmd: Vec<String> = serde_json::from_value(spec.params.get("cmd").cloned().unwrap_or_default())
-        .with_context(|| format!("stage {}: params.cmd must be a list of strings", spec.name))?;
-    let Some((program, args)) = cmd.split_first() else { bail!("stage {}: params.cmd is empty", spec.name) };
+    let cmd: Vec<String> = serde_json::from_value(
+        spec.params.get("cmd").cloned().unwrap_or_default(),
+    )
+    .with_context(|| format!("stage {}: params.cmd must be a list of strings", spec.name))?;
+    let Some((program, args)) = cmd.split_first() else {
+        bail!("stage {}: params.cmd is empty", spec.name)
+    };
     let mut command = Command::new(program);
     command.args(args);
     for (name, path) in &spec.inputs {
@@ -232,7 +327,9 @@ fn exec(spec: &StageSpec) -> Result<()> {
     for (name, path) in &spec.outputs {
         command.env(format!("OUT_{}", name.to_uppercase()), path);
     }
-    let status = command.status().with_context(|| format!("stage {}: starting {program}", spec.name))?;
+    let status = command
+        .status()
+        .with_context(|| format!("stage {}: starting {program}", spec.name))?;
     if !status.success() {
         bail!("stage {}: {program} exited with {status}", spec.name);
     }

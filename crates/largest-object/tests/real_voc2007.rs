@@ -5,7 +5,6 @@ use std::path::Path;
 use largest_object::largest_objects;
 use voc_annotations::{load_coco_json, load_voc_xml, Dataset};
 
-
 /// Writes both CSVs for `dataset` into `dir` and returns their text.
 fn csvs(dataset: &Dataset, dir: &Path) -> (String, String) {
     let largest = largest_objects(dataset).unwrap();
@@ -22,7 +21,9 @@ fn csvs(dataset: &Dataset, dir: &Path) -> (String, String) {
 
 #[test]
 fn lesson_csvs_from_json_and_xml() {
-    let Some(data) = shared_voc::voc2007() else { return };
+    let Some(data) = shared_voc::voc2007() else {
+        return;
+    };
     let out = tempfile::tempdir().unwrap();
     let (json_dir, xml_dir) = (out.path().join("json"), out.path().join("xml"));
     std::fs::create_dir_all(&json_dir).unwrap();

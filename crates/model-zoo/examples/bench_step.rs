@@ -11,19 +11,30 @@ use tch::{Device, Kind, Tensor};
 
 fn main() {
     model_zoo::keep_freed_tensor_memory();
-    let args: Vec<i64> = std::env::args().skip(1).map(|a| a.parse().expect("BATCH STEPS THREADS are integers")).collect();
+    let args: Vec<i64> = std::env::args()
+        .skip(1)
+        .map(|a| a.parse().expect("BATCH STEPS THREADS are integers"))
+        .collect();
     let batch = args.first().copied().unwrap_or(64);
     let steps = args.get(1).copied().unwrap_or(5) as usize;
     tch::set_num_threads(args.get(2).copied().unwrap_or(2) as i32);
 
     let vs = nn::VarStore::new(Device::Cpu);
-    let net = Net::new(&vs.root(), Arch::ResNet34, HeadSpec::FlattenLinear { outputs: 4 }, 224);
+    let net = Net::new(
+        &vs.root(),
+        Arch::ResNet34,
+        HeadSpec::FlattenLinear { outputs: 4 },
+        224,
+    );
     let x = Tensor::randn([batch, 3, 224, 224], (Kind::Float, Device::Cpu));
     let y = Tensor::rand([batch, 4], (Kind::Float, Device::Cpu)) * 224.0;
     let named = vs.variables();
     let set_body_trainable = |trainable: bool| {
         for (name, var) in &named {
-            if net.group_of(name) != HEAD_GROUP && var.requires_grad() != trainable && var.is_floating_point() {
+            if net.group_of(name) != HEAD_GROUP
+                && var.requires_grad() != trainable
+                && var.is_floating_point()
+            {
                 // Running statistics never require grad; only parameters change here.
                 if !name.contains("running_") {
                     let _ = var.shallow_clone().set_requires_grad(trainable);
@@ -38,7 +49,9 @@ fn main() {
     let head_only = time_steps(steps, || {
         opt.zero_grad();
         let features = tch::no_grad(|| net.features(&x, &[false, false]));
-        let loss = net.head_forward(&features, true).l1_loss(&y, tch::Reduction::Mean);
+        let loss = net
+            .head_forward(&features, true)
+            .l1_loss(&y, tch::Reduction::Mean);
         loss.backward();
         opt.step();
     });
@@ -48,7 +61,9 @@ fn main() {
     let mut opt = nn::Adam::default().build(&vs, 1e-3).unwrap();
     let full = time_steps(steps, || {
         opt.zero_grad();
-        let loss = net.forward(&x, &[true, true, true]).l1_loss(&y, tch::Reduction::Mean);
+        let loss = net
+            .forward(&x, &[true, true, true])
+            .l1_loss(&y, tch::Reduction::Mean);
         loss.backward();
         opt.step();
     });
@@ -57,7 +72,12 @@ fn main() {
     let started = Instant::now();
     let _ = tch::no_grad(|| net.forward(&x, &[false; 3]));
     let seconds = started.elapsed().as_secs_f64();
-    println!("{:24} bs={batch} {:8.1} ms  {:7.1} img/s", "inference", seconds * 1e3, batch as f64 / seconds);
+    println!(
+        "{:24} bs={batch} {:8.1} ms  {:7.1} img/s",
+        "inference",
+        seconds * 1e3,
+        batch as f64 / seconds
+    );
 }
 
 /// Median of `steps` timed runs after one warm-up, as the peer measures.
@@ -75,5 +95,9 @@ fn time_steps(steps: usize, mut step: impl FnMut()) -> f64 {
 }
 
 fn report(name: &str, batch: i64, median: f64) {
-    println!("{name:24} bs={batch} median step {:8.1} ms  {:7.1} img/s", median * 1e3, batch as f64 / median);
+    println!(
+        "{name:24} bs={batch} median step {:8.1} ms  {:7.1} img/s",
+        median * 1e3,
+        batch as f64 / median
+    );
 }

@@ -32,12 +32,24 @@ const DROP_CONNECT_RATE: f64 = 0.2;
 
 /// TF's BatchNorm: decay 0.99 is PyTorch momentum 0.01; epsilon 1e-3.
 fn bn(vs: nn::Path, channels: i64) -> nn::BatchNorm {
-    nn::batch_norm2d(vs, channels, nn::BatchNormConfig { eps: 1e-3, momentum: 0.01, ..Default::default() })
+    nn::batch_norm2d(
+        vs,
+        channels,
+        nn::BatchNormConfig {
+            eps: 1e-3,
+            momentum: 0.01,
+            ..Default::default()
+        },
+    )
 }
 
 pub fn group_of(name: &str) -> usize {
     if let Some(rest) = name.strip_prefix("_blocks.") {
-        let index: usize = rest.split('.').next().and_then(|i| i.parse().ok()).unwrap_or(0);
+        let index: usize = rest
+            .split('.')
+            .next()
+            .and_then(|i| i.parse().ok())
+            .unwrap_or(0);
         return usize::from(index >= FIRST_LATE_BLOCK);
     }
     if name.starts_with("_conv_head.") || name.starts_with("_bn1.") {
@@ -76,7 +88,11 @@ impl SameConv {
             },
             ..Default::default()
         };
-        SameConv { conv: nn::conv2d(vs, c_in, c_out, kernel, config), kernel, stride }
+        SameConv {
+            conv: nn::conv2d(vs, c_in, c_out, kernel, config),
+            kernel,
+            stride,
+        }
     }
 
     fn forward(&self, x: &Tensor) -> Tensor {
@@ -86,7 +102,8 @@ impl SameConv {
         let size = x.size();
         let (top, bottom) = tf_same_padding(size[2], self.kernel, self.stride);
         let (left, right) = tf_same_padding(size[3], self.kernel, self.stride);
-        x.constant_pad_nd([left, right, top, bottom]).apply(&self.conv)
+        x.constant_pad_nd([left, right, top, bottom])
+            .apply(&self.conv)
     }
 }
 
@@ -101,13 +118,32 @@ struct MbConvBlock {
 }
 
 impl MbConvBlock {
-    fn new(vs: &nn::Path, expand_ratio: i64, kernel: i64, stride: i64, c_in: i64, c_out: i64, drop_rate: f64) -> Self {
+    fn new(
+        vs: &nn::Path,
+        expand_ratio: i64,
+        kernel: i64,
+        stride: i64,
+        c_in: i64,
+        c_out: i64,
+        drop_rate: f64,
+    ) -> Self {
         let hidden = c_in * expand_ratio;
-        let expand =
-            (expand_ratio != 1).then(|| (SameConv::new(vs / "_expand_conv", c_in, hidden, 1, 1, 1), bn(vs / "_bn0", hidden)));
+        let expand = (expand_ratio != 1).then(|| {
+            (
+                SameConv::new(vs / "_expand_conv", c_in, hidden, 1, 1, 1),
+                bn(vs / "_bn0", hidden),
+            )
+        });
         MbConvBlock {
             expand,
-            depthwise: SameConv::new(vs / "_depthwise_conv", hidden, hidden, kernel, stride, hidden),
+            depthwise: SameConv::new(
+                vs / "_depthwise_conv",
+                hidden,
+                hidden,
+                kernel,
+                stride,
+                hidden,
+            ),
             bn1: bn(vs / "_bn1", hidden),
             project: SameConv::new(vs / "_project_conv", hidden, c_out, 1, 1, 1),
             bn2: bn(vs / "_bn2", c_out),
@@ -120,7 +156,10 @@ impl MbConvBlock {
             Some((conv, bn)) => bn.forward_t(&conv.forward(inputs), train).relu6(),
             None => inputs.shallow_clone(),
         };
-        let x = self.bn1.forward_t(&self.depthwise.forward(&x), train).relu6();
+        let x = self
+            .bn1
+            .forward_t(&self.depthwise.forward(&x), train)
+            .relu6();
         let x = self.bn2.forward_t(&self.project.forward(&x), train);
         match self.skip {
             Some(rate) if train && rate > 0.0 => drop_connect(&x, rate) + inputs,
@@ -134,7 +173,9 @@ impl MbConvBlock {
 fn drop_connect(x: &Tensor, rate: f64) -> Tensor {
     let keep = 1.0 - rate;
     let batch = x.size()[0];
-    let mask = (Tensor::rand([batch, 1, 1, 1], (Kind::Float, x.device())) + keep).floor().to_kind(x.kind());
+    let mask = (Tensor::rand([batch, 1, 1, 1], (Kind::Float, x.device())) + keep)
+        .floor()
+        .to_kind(x.kind());
     x / keep * mask
 }
 
@@ -156,7 +197,9 @@ impl EfficientNetLite0 {
                 let vs = root.set_group(usize::from(index >= FIRST_LATE_BLOCK)) / "_blocks" / index;
                 let (stride, c_in) = if r == 0 { (stride, c_in) } else { (1, c_out) };
                 let drop_rate = DROP_CONNECT_RATE * index as f64 / n_blocks as f64;
-                blocks.push(MbConvBlock::new(&vs, expand, kernel, stride, c_in, c_out, drop_rate));
+                blocks.push(MbConvBlock::new(
+                    &vs, expand, kernel, stride, c_in, c_out, drop_rate,
+                ));
             }
         }
         let early = root.set_group(0);
@@ -172,10 +215,22 @@ impl EfficientNetLite0 {
     }
 
     pub fn forward(&self, x: &Tensor, train_early: bool, train_late: bool) -> Tensor {
-        let mut x = self.bn0.forward_t(&self.conv_stem.forward(x), train_early).relu6();
+        let mut x = self
+            .bn0
+            .forward_t(&self.conv_stem.forward(x), train_early)
+            .relu6();
         for (index, block) in self.blocks.iter().enumerate() {
-            x = block.forward(&x, if index < FIRST_LATE_BLOCK { train_early } else { train_late });
+            x = block.forward(
+                &x,
+                if index < FIRST_LATE_BLOCK {
+                    train_early
+                } else {
+                    train_late
+                },
+            );
         }
-        self.bn1.forward_t(&self.conv_head.forward(&x), train_late).relu6()
+        self.bn1
+            .forward_t(&self.conv_head.forward(&x), train_late)
+            .relu6()
     }
 }

@@ -40,9 +40,17 @@ pub enum ModelZooError {
     #[error("{path}: {source}")]
     Read { path: String, source: tch::TchError },
     #[error("{path}: the weights do not fit {arch}: {details}")]
-    Mismatch { path: String, arch: Arch, details: String },
+    Mismatch {
+        path: String,
+        arch: Arch,
+        details: String,
+    },
     #[error("{path}: copying `{name}`: {source}")]
-    Copy { path: String, name: String, source: tch::TchError },
+    Copy {
+        path: String,
+        name: String,
+        source: tch::TchError,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -132,7 +140,9 @@ impl Net {
     pub fn new(vs_root: &nn::Path, arch: Arch, head: HeadSpec, input_size: i64) -> Net {
         let body = match arch {
             Arch::ResNet34 => Body::ResNet34(resnet::ResNet34::new(vs_root)),
-            Arch::EfficientNetLite0 => Body::EfficientNetLite0(efficientnet::EfficientNetLite0::new(vs_root)),
+            Arch::EfficientNetLite0 => {
+                Body::EfficientNetLite0(efficientnet::EfficientNetLite0::new(vs_root))
+            }
         };
         let feature_size = arch.feature_size(input_size);
         let head = head::Head::new(
@@ -141,7 +151,12 @@ impl Net {
             arch.feature_channels(),
             feature_size,
         );
-        Net { arch, body, head, input_size }
+        Net {
+            arch,
+            body,
+            head,
+            input_size,
+        }
     }
 
     pub fn arch(&self) -> Arch {
@@ -191,7 +206,10 @@ impl Net {
     /// The whole model, with per-group train flags as in [`Net::features`].
     pub fn forward(&self, x: &Tensor, train_groups: &[bool]) -> Tensor {
         let features = self.features(x, train_groups);
-        self.head_forward(&features, train_groups.get(HEAD_GROUP).copied().unwrap_or(false))
+        self.head_forward(
+            &features,
+            train_groups.get(HEAD_GROUP).copied().unwrap_or(false),
+        )
     }
 }
 
@@ -220,9 +238,19 @@ mod tests {
     #[test]
     fn tf_same_padding_puts_the_odd_pixel_after() {
         // (input, kernel, stride) -> (before, after)
-        let cases = [((224, 3, 2), (0, 1)), ((112, 5, 2), (1, 2)), ((56, 3, 1), (1, 1)), ((7, 5, 1), (2, 2)), ((225, 3, 2), (1, 1))];
+        let cases = [
+            ((224, 3, 2), (0, 1)),
+            ((112, 5, 2), (1, 2)),
+            ((56, 3, 1), (1, 1)),
+            ((7, 5, 1), (2, 2)),
+            ((225, 3, 2), (1, 1)),
+        ];
         for ((input, kernel, stride), want) in cases {
-            assert_eq!(tf_same_padding(input, kernel, stride), want, "input {input} kernel {kernel} stride {stride}");
+            assert_eq!(
+                tf_same_padding(input, kernel, stride),
+                want,
+                "input {input} kernel {kernel} stride {stride}"
+            );
         }
     }
 }

@@ -30,12 +30,23 @@ fn is_ignored(arch: Arch, key: &str) -> bool {
 /// safetensors state dict; the head keeps its initialisation. All body names
 /// must match both ways, with equal shapes, or nothing is changed and the
 /// error lists the differences.
-pub fn load_backbone(vs: &mut nn::VarStore, arch: Arch, safetensors: &Path) -> Result<LoadReport, ModelZooError> {
+pub fn load_backbone(
+    vs: &mut nn::VarStore,
+    arch: Arch,
+    safetensors: &Path,
+) -> Result<LoadReport, ModelZooError> {
     let path = safetensors.display().to_string();
-    let named = tch::Tensor::read_safetensors(safetensors).map_err(|source| ModelZooError::Read { path: path.clone(), source })?;
+    let named =
+        tch::Tensor::read_safetensors(safetensors).map_err(|source| ModelZooError::Read {
+            path: path.clone(),
+            source,
+        })?;
     let variables = vs.variables();
-    let body: HashMap<&str, &tch::Tensor> =
-        variables.iter().filter(|(name, _)| !name.starts_with("head.")).map(|(n, t)| (n.as_str(), t)).collect();
+    let body: HashMap<&str, &tch::Tensor> = variables
+        .iter()
+        .filter(|(name, _)| !name.starts_with("head."))
+        .map(|(n, t)| (n.as_str(), t))
+        .collect();
 
     let mut ignored = Vec::new();
     let mut unexpected = BTreeSet::new();
@@ -53,29 +64,51 @@ pub fn load_backbone(vs: &mut nn::VarStore, arch: Arch, safetensors: &Path) -> R
                 if var.size() == tensor.size() {
                     found += 1;
                 } else {
-                    mismatched.push(format!("{key}: file {:?}, model {:?}", tensor.size(), var.size()));
+                    mismatched.push(format!(
+                        "{key}: file {:?}, model {:?}",
+                        tensor.size(),
+                        var.size()
+                    ));
                 }
             }
         }
     }
-    let missing: BTreeSet<&str> = body.keys().copied().filter(|k| !present.contains(k)).collect();
+    let missing: BTreeSet<&str> = body
+        .keys()
+        .copied()
+        .filter(|k| !present.contains(k))
+        .collect();
     if !missing.is_empty() || !unexpected.is_empty() || !mismatched.is_empty() {
         let mut details = Vec::new();
         let list = |what: &str, items: Vec<String>| {
             let shown: Vec<&str> = items.iter().take(8).map(String::as_str).collect();
-            let more = if items.len() > 8 { format!(" and {} more", items.len() - 8) } else { String::new() };
+            let more = if items.len() > 8 {
+                format!(" and {} more", items.len() - 8)
+            } else {
+                String::new()
+            };
             format!("{} {what}: {}{more}", items.len(), shown.join(", "))
         };
         if !missing.is_empty() {
-            details.push(list("missing", missing.iter().map(|s| s.to_string()).collect()));
+            details.push(list(
+                "missing",
+                missing.iter().map(|s| s.to_string()).collect(),
+            ));
         }
         if !unexpected.is_empty() {
-            details.push(list("unexpected", unexpected.iter().map(|s| s.to_string()).collect()));
+            details.push(list(
+                "unexpected",
+                unexpected.iter().map(|s| s.to_string()).collect(),
+            ));
         }
         if !mismatched.is_empty() {
             details.push(list("with other shapes", mismatched));
         }
-        return Err(ModelZooError::Mismatch { path, arch, details: details.join("; ") });
+        return Err(ModelZooError::Mismatch {
+            path,
+            arch,
+            details: details.join("; "),
+        });
     }
 
     let _guard = tch::no_grad_guard();
@@ -83,9 +116,17 @@ pub fn load_backbone(vs: &mut nn::VarStore, arch: Arch, safetensors: &Path) -> R
         if let Some(var) = body.get(key.as_str()) {
             let mut var = var.shallow_clone();
             let source = tensor.to_kind(var.kind()).to_device(var.device());
-            var.f_copy_(&source).map_err(|source| ModelZooError::Copy { path: path.clone(), name: key.clone(), source })?;
+            var.f_copy_(&source).map_err(|source| ModelZooError::Copy {
+                path: path.clone(),
+                name: key.clone(),
+                source,
+            })?;
         }
     }
     ignored.sort();
-    Ok(LoadReport { file: safetensors.to_path_buf(), loaded: found, ignored })
+    Ok(LoadReport {
+        file: safetensors.to_path_buf(),
+        loaded: found,
+        ignored,
+    })
 }

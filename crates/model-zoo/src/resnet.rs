@@ -58,8 +58,12 @@ struct BasicBlock {
 
 impl BasicBlock {
     fn new(vs: &nn::Path, c_in: i64, c_out: i64, stride: i64) -> Self {
-        let downsample = (stride != 1 || c_in != c_out)
-            .then(|| (conv(vs / "downsample" / 0, c_in, c_out, 1, stride, 0), bn(vs / "downsample" / 1, c_out)));
+        let downsample = (stride != 1 || c_in != c_out).then(|| {
+            (
+                conv(vs / "downsample" / 0, c_in, c_out, 1, stride, 0),
+                bn(vs / "downsample" / 1, c_out),
+            )
+        });
         BasicBlock {
             conv1: conv(vs / "conv1", c_in, c_out, 3, stride, 1),
             bn1: bn(vs / "bn1", c_out),
@@ -99,7 +103,12 @@ impl ResNet34 {
             let first_stride = if i == 0 { 1 } else { 2 };
             let stage = (0..blocks)
                 .map(|b| {
-                    let block = BasicBlock::new(&(&vs / b), c_in, width, if b == 0 { first_stride } else { 1 });
+                    let block = BasicBlock::new(
+                        &(&vs / b),
+                        c_in,
+                        width,
+                        if b == 0 { first_stride } else { 1 },
+                    );
                     c_in = width;
                     block
                 })
@@ -107,7 +116,11 @@ impl ResNet34 {
             layers.push(stage);
         }
         let stem = root.set_group(0);
-        ResNet34 { conv1: conv(&stem / "conv1", 3, 64, 7, 2, 3), bn1: bn(&stem / "bn1", 64), layers }
+        ResNet34 {
+            conv1: conv(&stem / "conv1", 3, 64, 7, 2, 3),
+            bn1: bn(&stem / "bn1", 64),
+            layers,
+        }
     }
 
     /// `train_early`: conv1..layer2, `train_late`: layer3..layer4.

@@ -15,15 +15,31 @@ fn build(arch: Arch, head: HeadSpec, input_size: i64) -> (nn::VarStore, Net) {
 #[test]
 fn feature_maps_and_outputs_have_the_announced_shapes() {
     // (arch, input side, feature side)
-    let cases = [(Arch::ResNet34, 224, 7), (Arch::ResNet34, 100, 4), (Arch::EfficientNetLite0, 224, 7), (Arch::EfficientNetLite0, 100, 4)];
+    let cases = [
+        (Arch::ResNet34, 224, 7),
+        (Arch::ResNet34, 100, 4),
+        (Arch::EfficientNetLite0, 224, 7),
+        (Arch::EfficientNetLite0, 100, 4),
+    ];
     for (arch, input, side) in cases {
         let (_vs, net) = build(arch, HeadSpec::FlattenLinear { outputs: 4 }, input);
         let channels = arch.feature_channels();
-        assert_eq!(net.feature_shape(), (channels, side, side), "{arch} at {input}");
+        assert_eq!(
+            net.feature_shape(),
+            (channels, side, side),
+            "{arch} at {input}"
+        );
         let x = Tensor::randn([2, 3, input, input], (Kind::Float, Device::Cpu));
         let features = tch::no_grad(|| net.features(&x, &[false; 3]));
-        assert_eq!(features.size(), [2, channels, side, side], "{arch} at {input}");
-        assert_eq!(tch::no_grad(|| net.head_forward(&features, false)).size(), [2, 4]);
+        assert_eq!(
+            features.size(),
+            [2, channels, side, side],
+            "{arch} at {input}"
+        );
+        assert_eq!(
+            tch::no_grad(|| net.head_forward(&features, false)).size(),
+            [2, 4]
+        );
     }
 }
 
@@ -31,19 +47,30 @@ fn feature_maps_and_outputs_have_the_announced_shapes() {
 fn heads_have_fastai_layouts() {
     let (vs, _net) = build(Arch::ResNet34, HeadSpec::FlattenLinear { outputs: 4 }, 224);
     let vars = vs.variables();
-    assert_eq!(vars["head.1.weight"].size(), [4, 25088], "the lesson's bbox head");
+    assert_eq!(
+        vars["head.1.weight"].size(),
+        [4, 25088],
+        "the lesson's bbox head"
+    );
     assert_eq!(vars["head.1.bias"].size(), [4]);
 
     for arch in ARCHES {
         let (vs, net) = build(arch, HeadSpec::Classifier { classes: 20 }, 224);
         let vars = vs.variables();
         let pooled = 2 * arch.feature_channels();
-        assert_eq!(vars["head.2.weight"].size(), [pooled], "{arch}: BatchNorm1d over max+avg pooling");
+        assert_eq!(
+            vars["head.2.weight"].size(),
+            [pooled],
+            "{arch}: BatchNorm1d over max+avg pooling"
+        );
         assert_eq!(vars["head.4.weight"].size(), [512, pooled]);
         assert_eq!(vars["head.6.running_var"].size(), [512]);
         assert_eq!(vars["head.8.weight"].size(), [20, 512]);
         let x = Tensor::randn([3, 3, 64, 64], (Kind::Float, Device::Cpu));
-        assert_eq!(tch::no_grad(|| net.forward(&x, &[false; 3])).size(), [3, 20]);
+        assert_eq!(
+            tch::no_grad(|| net.forward(&x, &[false; 3])).size(),
+            [3, 20]
+        );
     }
 }
 
@@ -51,8 +78,11 @@ fn heads_have_fastai_layouts() {
 fn variables_sit_in_the_optimiser_group_of_their_layer_group() {
     for arch in ARCHES {
         let (vs, net) = build(arch, HeadSpec::Classifier { classes: 2 }, 224);
-        let names: HashMap<usize, String> =
-            vs.variables().into_iter().map(|(name, t)| (t.data_ptr() as usize, name)).collect();
+        let names: HashMap<usize, String> = vs
+            .variables()
+            .into_iter()
+            .map(|(name, t)| (t.data_ptr() as usize, name))
+            .collect();
         let variables = vs.variables_.lock().unwrap();
         let mut per_group = [0usize; 3];
         for var in &variables.trainable_variables {
@@ -60,16 +90,39 @@ fn variables_sit_in_the_optimiser_group_of_their_layer_group() {
             assert_eq!(var.group, net.group_of(name), "{arch}: {name}");
             per_group[var.group] += 1;
         }
-        assert!(per_group.iter().all(|&n| n > 0), "{arch}: an empty group {per_group:?}");
-        assert_eq!(per_group[HEAD_GROUP], 8, "{arch}: 2 BatchNorm1d + 2 Linear, weight and bias each");
+        assert!(
+            per_group.iter().all(|&n| n > 0),
+            "{arch}: an empty group {per_group:?}"
+        );
+        assert_eq!(
+            per_group[HEAD_GROUP], 8,
+            "{arch}: 2 BatchNorm1d + 2 Linear, weight and bias each"
+        );
     }
     let (_vs, net) = build(Arch::ResNet34, HeadSpec::FlattenLinear { outputs: 4 }, 224);
-    let expected = [("conv1.weight", 0), ("layer2.3.bn2.bias", 0), ("layer3.0.downsample.0.weight", 1), ("layer4.2.conv2.weight", 1), ("head.1.weight", 2)];
+    let expected = [
+        ("conv1.weight", 0),
+        ("layer2.3.bn2.bias", 0),
+        ("layer3.0.downsample.0.weight", 1),
+        ("layer4.2.conv2.weight", 1),
+        ("head.1.weight", 2),
+    ];
     for (name, group) in expected {
         assert_eq!(net.group_of(name), group, "{name}");
     }
-    let (_vs, net) = build(Arch::EfficientNetLite0, HeadSpec::FlattenLinear { outputs: 4 }, 224);
-    let expected = [("_conv_stem.weight", 0), ("_bn0.bias", 0), ("_blocks.7._bn2.weight", 0), ("_blocks.8._expand_conv.weight", 1), ("_bn1.weight", 1), ("_conv_head.weight", 1)];
+    let (_vs, net) = build(
+        Arch::EfficientNetLite0,
+        HeadSpec::FlattenLinear { outputs: 4 },
+        224,
+    );
+    let expected = [
+        ("_conv_stem.weight", 0),
+        ("_bn0.bias", 0),
+        ("_blocks.7._bn2.weight", 0),
+        ("_blocks.8._expand_conv.weight", 1),
+        ("_bn1.weight", 1),
+        ("_conv_head.weight", 1),
+    ];
     for (name, group) in expected {
         assert_eq!(net.group_of(name), group, "{name}");
     }
@@ -77,23 +130,41 @@ fn variables_sit_in_the_optimiser_group_of_their_layer_group() {
 
 #[test]
 fn frozen_groups_keep_their_batchnorm_statistics() {
-    for (arch, early, late) in [(Arch::ResNet34, "bn1", "layer4.0.bn1"), (Arch::EfficientNetLite0, "_bn0", "_bn1")] {
+    for (arch, early, late) in [
+        (Arch::ResNet34, "bn1", "layer4.0.bn1"),
+        (Arch::EfficientNetLite0, "_bn0", "_bn1"),
+    ] {
         let (vs, net) = build(arch, HeadSpec::Classifier { classes: 2 }, 64);
         let stat = |name: &str| vs.variables()[&format!("{name}.running_mean")].copy();
         let (early_before, late_before, head_before) = (stat(early), stat(late), stat("head.2"));
         let x = Tensor::randn([4, 3, 64, 64], (Kind::Float, Device::Cpu)) + 0.5;
         let _ = tch::no_grad(|| net.forward(&x, &[false, true, true]));
-        assert!(stat(early).equal(&early_before), "{arch}: frozen group 0 moved");
-        assert!(!stat(late).equal(&late_before), "{arch}: group 1 in training mode should update");
-        assert!(!stat("head.2").equal(&head_before), "{arch}: the head in training mode should update");
+        assert!(
+            stat(early).equal(&early_before),
+            "{arch}: frozen group 0 moved"
+        );
+        assert!(
+            !stat(late).equal(&late_before),
+            "{arch}: group 1 in training mode should update"
+        );
+        assert!(
+            !stat("head.2").equal(&head_before),
+            "{arch}: the head in training mode should update"
+        );
         let _ = tch::no_grad(|| net.forward(&x, &[true, false, false]));
-        assert!(!stat(early).equal(&early_before), "{arch}: group 0 in training mode should update");
+        assert!(
+            !stat(early).equal(&early_before),
+            "{arch}: group 0 in training mode should update"
+        );
     }
 }
 
 fn save_body(vs: &nn::VarStore, path: &std::path::Path, edit: impl Fn(&mut Vec<(String, Tensor)>)) {
-    let mut named: Vec<(String, Tensor)> =
-        vs.variables().into_iter().filter(|(name, _)| !name.starts_with("head.")).collect();
+    let mut named: Vec<(String, Tensor)> = vs
+        .variables()
+        .into_iter()
+        .filter(|(name, _)| !name.starts_with("head."))
+        .collect();
     edit(&mut named);
     Tensor::write_safetensors(&named, path).unwrap();
 }
@@ -105,16 +176,32 @@ fn load_backbone_copies_the_body_and_leaves_the_head() {
     for arch in ARCHES {
         let (source, source_net) = build(arch, HeadSpec::FlattenLinear { outputs: 4 }, 64);
         // The ImageNet classifier of the file is not part of the body.
-        let classifier = if arch == Arch::ResNet34 { "fc.weight" } else { "_fc.weight" };
-        save_body(&source, &file, |named| named.push((classifier.into(), Tensor::zeros([1], (Kind::Float, Device::Cpu)))));
+        let classifier = if arch == Arch::ResNet34 {
+            "fc.weight"
+        } else {
+            "_fc.weight"
+        };
+        save_body(&source, &file, |named| {
+            named.push((
+                classifier.into(),
+                Tensor::zeros([1], (Kind::Float, Device::Cpu)),
+            ))
+        });
         let (mut target, target_net) = build(arch, HeadSpec::FlattenLinear { outputs: 4 }, 64);
         let head_before = target.variables()["head.1.weight"].copy();
         let report = load_backbone(&mut target, arch, &file).unwrap();
         assert_eq!(report.loaded, target.variables().len() - 2);
         let x = Tensor::randn([2, 3, 64, 64], (Kind::Float, Device::Cpu));
-        let same = tch::no_grad(|| source_net.features(&x, &[false; 3]).equal(&target_net.features(&x, &[false; 3])));
+        let same = tch::no_grad(|| {
+            source_net
+                .features(&x, &[false; 3])
+                .equal(&target_net.features(&x, &[false; 3]))
+        });
         assert!(same, "{arch}: loaded body computes other features");
-        assert!(target.variables()["head.1.weight"].equal(&head_before), "{arch}: the head was touched");
+        assert!(
+            target.variables()["head.1.weight"].equal(&head_before),
+            "{arch}: the head was touched"
+        );
         assert_eq!(report.ignored, [classifier]);
     }
 }
@@ -126,8 +213,14 @@ fn load_backbone_names_every_difference_and_changes_nothing() {
     let (source, _) = build(Arch::ResNet34, HeadSpec::FlattenLinear { outputs: 4 }, 64);
     save_body(&source, &file, |named| {
         named.retain(|(name, _)| name != "layer1.0.conv1.weight");
-        named.push(("layer9.weight".into(), Tensor::zeros([3], (Kind::Float, Device::Cpu))));
-        let bn = named.iter_mut().find(|(name, _)| name == "bn1.bias").unwrap();
+        named.push((
+            "layer9.weight".into(),
+            Tensor::zeros([3], (Kind::Float, Device::Cpu)),
+        ));
+        let bn = named
+            .iter_mut()
+            .find(|(name, _)| name == "bn1.bias")
+            .unwrap();
         bn.1 = Tensor::zeros([65], (Kind::Float, Device::Cpu));
     });
     let (mut target, _) = build(Arch::ResNet34, HeadSpec::FlattenLinear { outputs: 4 }, 64);
@@ -135,12 +228,28 @@ fn load_backbone_names_every_difference_and_changes_nothing() {
     let err = load_backbone(&mut target, Arch::ResNet34, &file).unwrap_err();
     assert!(matches!(err, ModelZooError::Mismatch { .. }));
     let message = err.to_string();
-    for needle in ["bad.safetensors", "1 missing: layer1.0.conv1.weight", "1 unexpected: layer9.weight", "bn1.bias: file [65], model [64]"] {
+    for needle in [
+        "bad.safetensors",
+        "1 missing: layer1.0.conv1.weight",
+        "1 unexpected: layer9.weight",
+        "bn1.bias: file [65], model [64]",
+    ] {
         assert!(message.contains(needle), "`{needle}` not in: {message}");
     }
-    assert!(!message.contains("missing: bn1.bias"), "a shape mismatch is not also missing: {message}");
-    assert!(target.variables()["conv1.weight"].equal(&before), "a failed load changed the weights");
+    assert!(
+        !message.contains("missing: bn1.bias"),
+        "a shape mismatch is not also missing: {message}"
+    );
+    assert!(
+        target.variables()["conv1.weight"].equal(&before),
+        "a failed load changed the weights"
+    );
 
-    let err = load_backbone(&mut target, Arch::EfficientNetLite0, &dir.path().join("absent.safetensors")).unwrap_err();
+    let err = load_backbone(
+        &mut target,
+        Arch::EfficientNetLite0,
+        &dir.path().join("absent.safetensors"),
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("absent.safetensors"), "{err}");
 }

@@ -40,8 +40,14 @@ fn voc_images() -> Option<PathBuf> {
 }
 
 fn run(cmd: &mut Command) {
-    let output = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
-    assert!(output.status.success(), "{cmd:?} failed:\n{}", String::from_utf8_lossy(&output.stderr));
+    let output = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    assert!(
+        output.status.success(),
+        "{cmd:?} failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 fn write_f32(path: &Path, tensor: &Tensor) {
@@ -52,7 +58,10 @@ fn write_f32(path: &Path, tensor: &Tensor) {
 
 fn read_f32(path: &Path, shape: &[i64]) -> Tensor {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let values: Vec<f32> = bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+    let values: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
     Tensor::from_slice(&values).reshape(shape)
 }
 
@@ -78,7 +87,9 @@ fn compare(ours: &Tensor, theirs: &Tensor) -> (f64, f64) {
     let rel = (ours - theirs).abs().max().double_value(&[]) / theirs.abs().max().double_value(&[]);
     let a = ours.flatten(1, -1);
     let b = theirs.flatten(1, -1);
-    let cos = Tensor::cosine_similarity(&a, &b, 1, 1e-12).min().double_value(&[]);
+    let cos = Tensor::cosine_similarity(&a, &b, 1, 1e-12)
+        .min()
+        .double_value(&[]);
     (rel, cos)
 }
 
@@ -92,11 +103,22 @@ fn resnet34_matches_torchvision() {
     let dir = tempfile::tempdir().unwrap();
     let pth = dir.path().join("resnet34.pth");
     let weights = dir.path().join("resnet34.safetensors");
-    run(Command::new(&python).arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference.py")).arg("make-resnet34").arg(&pth));
-    run(Command::new("python3").arg(repo_root().join("xtask/py/pth_to_safetensors.py")).arg(&pth).arg(&weights));
+    run(Command::new(&python)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference.py"))
+        .arg("make-resnet34")
+        .arg(&pth));
+    run(Command::new("python3")
+        .arg(repo_root().join("xtask/py/pth_to_safetensors.py"))
+        .arg(&pth)
+        .arg(&weights));
 
     let mut vs = nn::VarStore::new(Device::Cpu);
-    let net = Net::new(&vs.root(), Arch::ResNet34, HeadSpec::FlattenLinear { outputs: 4 }, 96);
+    let net = Net::new(
+        &vs.root(),
+        Arch::ResNet34,
+        HeadSpec::FlattenLinear { outputs: 4 },
+        96,
+    );
     let report = load_backbone(&mut vs, Arch::ResNet34, &weights).unwrap();
     // conv1 + bn1 (4 tensors) and 16 blocks of 2 convs + 2 BNs, 3 of them with a downsample conv + BN.
     assert_eq!(report.loaded, 1 + 4 + 16 * (2 + 2 * 4) + 3 * (1 + 4));
@@ -104,19 +126,39 @@ fn resnet34_matches_torchvision() {
     reference(&python, Arch::ResNet34, &pth, &input, dir.path());
 
     let eval = tch::no_grad(|| net.features(&input, &[false, false, false]));
-    let (rel, cos) = compare(&eval, &read_f32(&dir.path().join("features.f32"), &[2, 512, 3, 3]));
-    assert!(rel < 1e-4 && cos > 0.99999, "eval features differ: relative {rel:e}, cosine {cos}");
+    let (rel, cos) = compare(
+        &eval,
+        &read_f32(&dir.path().join("features.f32"), &[2, 512, 3, 3]),
+    );
+    assert!(
+        rel < 1e-4 && cos > 0.99999,
+        "eval features differ: relative {rel:e}, cosine {cos}"
+    );
     let train = tch::no_grad(|| net.features(&input, &[true, true, false]));
-    let (rel, cos) = compare(&train, &read_f32(&dir.path().join("features_train.f32"), &[2, 512, 3, 3]));
-    assert!(rel < 1e-4 && cos > 0.99999, "train-mode features differ: relative {rel:e}, cosine {cos}");
+    let (rel, cos) = compare(
+        &train,
+        &read_f32(&dir.path().join("features_train.f32"), &[2, 512, 3, 3]),
+    );
+    assert!(
+        rel < 1e-4 && cos > 0.99999,
+        "train-mode features differ: relative {rel:e}, cosine {cos}"
+    );
 }
 
 /// 224 x 224 RGB in 0..1, squashed (the lesson's resize), NCHW.
 fn load_image(path: &Path) -> Tensor {
-    let image = image::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).to_rgb8();
+    let image = image::open(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .to_rgb8();
     let image = image::imageops::resize(&image, 224, 224, image::imageops::FilterType::Triangle);
-    let values: Vec<f32> = image.into_raw().iter().map(|&v| f32::from(v) / 255.0).collect();
-    Tensor::from_slice(&values).reshape([224, 224, 3]).permute([2, 0, 1])
+    let values: Vec<f32> = image
+        .into_raw()
+        .iter()
+        .map(|&v| f32::from(v) / 255.0)
+        .collect();
+    Tensor::from_slice(&values)
+        .reshape([224, 224, 3])
+        .permute([2, 0, 1])
 }
 
 fn normalise(x: &Tensor, arch: Arch) -> Tensor {
@@ -128,14 +170,16 @@ fn normalise(x: &Tensor, arch: Arch) -> Tensor {
 
 /// (VOC image, its single large object, ImageNet classes that name it)
 const IMAGES: [(&str, &str, std::ops::RangeInclusive<i64>); 3] = [
-    ("006556.jpg", "dog", 151..=268),        // the dog breeds
-    ("006971.jpg", "cat", 281..=285),        // tabby .. Egyptian cat
-    ("008388.jpg", "car", 407..=817),        // checked against CAR_CLASSES below
+    ("006556.jpg", "dog", 151..=268), // the dog breeds
+    ("006971.jpg", "cat", 281..=285), // tabby .. Egyptian cat
+    ("008388.jpg", "car", 407..=817), // checked against CAR_CLASSES below
 ];
 /// ImageNet classes for cars: ambulance, beach wagon, cab, car wheel, convertible,
 /// grille, jeep, limousine, minivan, Model T, moving van, pickup, police van,
 /// racer, sports car, tow truck, minibus, recreational vehicle.
-const CAR_CLASSES: [i64; 18] = [407, 436, 468, 479, 511, 581, 609, 627, 656, 661, 675, 717, 734, 751, 817, 864, 654, 757];
+const CAR_CLASSES: [i64; 18] = [
+    407, 436, 468, 479, 511, 581, 609, 627, 656, 661, 675, 717, 734, 751, 817, 864, 654, 757,
+];
 
 #[test]
 fn efficientnet_lite0_matches_the_reference_and_knows_voc_images() {
@@ -146,30 +190,60 @@ fn efficientnet_lite0_matches_the_reference_and_knows_voc_images() {
     let Some(images) = voc_images() else { return };
     let dir = tempfile::tempdir().unwrap();
     let arch = Arch::EfficientNetLite0;
-    let input = normalise(&Tensor::stack(&IMAGES.map(|(file, _, _)| load_image(&images.join(file))), 0), arch);
+    let input = normalise(
+        &Tensor::stack(
+            &IMAGES.map(|(file, _, _)| load_image(&images.join(file))),
+            0,
+        ),
+        arch,
+    );
 
     let mut vs = nn::VarStore::new(Device::Cpu);
     let net = Net::new(&vs.root(), arch, HeadSpec::Classifier { classes: 20 }, 224);
     let report = load_backbone(&mut vs, arch, &weights).unwrap();
-    assert!(report.ignored.iter().any(|k| k == "_fc.weight"), "{:?}", report.ignored);
+    assert!(
+        report.ignored.iter().any(|k| k == "_fc.weight"),
+        "{:?}",
+        report.ignored
+    );
     reference(&python, arch, &weights, &input, dir.path());
 
     let features = tch::no_grad(|| net.features(&input, &[false, false, false]));
     let theirs = read_f32(&dir.path().join("features.f32"), &[3, 1280, 7, 7]);
     let (rel, cos) = compare(&features, &theirs);
     eprintln!("lite0 features vs reference: relative max diff {rel:e}, min cosine {cos:.6}");
-    assert!(rel < 1e-3 && cos > 0.9999, "features differ: relative {rel:e}, cosine {cos}");
+    assert!(
+        rel < 1e-3 && cos > 0.9999,
+        "features differ: relative {rel:e}, cosine {cos}"
+    );
 
     // The ImageNet classifier the file also holds, on our features.
-    let named: std::collections::HashMap<String, Tensor> = Tensor::read_safetensors(&weights).unwrap().into_iter().collect();
-    let logits = features.mean_dim([2, 3].as_slice(), false, Kind::Float).linear(&named["_fc.weight"], Some(&named["_fc.bias"]));
-    let (rel, _) = compare(&logits, &read_f32(&dir.path().join("logits.f32"), &[3, 1000]));
+    let named: std::collections::HashMap<String, Tensor> = Tensor::read_safetensors(&weights)
+        .unwrap()
+        .into_iter()
+        .collect();
+    let logits = features
+        .mean_dim([2, 3].as_slice(), false, Kind::Float)
+        .linear(&named["_fc.weight"], Some(&named["_fc.bias"]));
+    let (rel, _) = compare(
+        &logits,
+        &read_f32(&dir.path().join("logits.f32"), &[3, 1000]),
+    );
     assert!(rel < 1e-3, "logits differ: relative {rel:e}");
     let top5 = logits.topk(5, 1, true, true).1;
     for (i, (file, what, classes)) in IMAGES.iter().enumerate() {
         let top: Vec<i64> = Vec::try_from(top5.get(i as i64)).unwrap();
-        let plausible = |c: &i64| if *what == "car" { CAR_CLASSES.contains(c) } else { classes.contains(c) };
+        let plausible = |c: &i64| {
+            if *what == "car" {
+                CAR_CLASSES.contains(c)
+            } else {
+                classes.contains(c)
+            }
+        };
         eprintln!("{file} ({what}): ImageNet top-5 {top:?}");
-        assert!(top.iter().any(plausible), "{file} shows a {what}, yet the top-5 ImageNet classes are {top:?}");
+        assert!(
+            top.iter().any(plausible),
+            "{file} shows a {what}, yet the top-5 ImageNet classes are {top:?}"
+        );
     }
 }

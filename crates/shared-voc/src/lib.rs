@@ -27,7 +27,10 @@ pub fn location() -> PathBuf {
 /// that a skipped test says why.
 pub fn voc2007() -> Option<PathBuf> {
     let dir = location();
-    let missing: Vec<&str> = [JSON, IMAGES, ANNOTATIONS].into_iter().filter(|part| !dir.join(part).exists()).collect();
+    let missing: Vec<&str> = [JSON, IMAGES, ANNOTATIONS]
+        .into_iter()
+        .filter(|part| !dir.join(part).exists())
+        .collect();
     if missing.is_empty() {
         Some(dir)
     } else {

@@ -96,10 +96,7 @@ fn default_dataset_loads_the_same_from_json_and_xml_and_is_learnable() {
     let dir = tempfile::tempdir().unwrap();
     let started = std::time::Instant::now();
     let generated = generate(dir.path(), &SynthConfig::default()).unwrap();
-    eprintln!(
-        "generated 300 images in {:.2?}",
-        started.elapsed()
-    );
+    eprintln!("generated 300 images in {:.2?}", started.elapsed());
     let from_json = load_coco_json(&generated.json).unwrap();
     let from_xml = load_voc_xml(&generated.voc_dir, "train").unwrap();
     assert_eq!(from_json, from_xml);

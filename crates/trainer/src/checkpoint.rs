@@ -30,7 +30,9 @@ impl HostTensor {
             Kind::Uint8 => Dtype::U8,
             Kind::Bool => Dtype::BOOL,
             other => {
-                return Err(TrainError::Checkpoint(format!("tensor `{name}` has kind {other:?}, which checkpoints do not store")))
+                return Err(TrainError::Checkpoint(format!(
+                    "tensor `{name}` has kind {other:?}, which checkpoints do not store"
+                )))
             }
         };
         let host = tensor.detach().to_device(Device::Cpu).contiguous();
@@ -38,7 +40,11 @@ impl HostTensor {
         let mut bytes = vec![0u8; numel * host.kind().elt_size_in_bytes()];
         host.f_copy_data_u8(&mut bytes, numel)?;
         let shape = host.size().iter().map(|&d| d as usize).collect();
-        Ok(HostTensor { dtype, shape, bytes })
+        Ok(HostTensor {
+            dtype,
+            shape,
+            bytes,
+        })
     }
 }
 
@@ -58,10 +64,17 @@ impl View for &HostTensor {
 }
 
 /// Writes `path` with `tensors` and `metadata` (any serialisable value), atomically.
-pub fn save<M: serde::Serialize>(path: &Path, tensors: &[(String, Tensor)], metadata: &M) -> Result<(), TrainError> {
-    let host: Vec<(String, HostTensor)> =
-        tensors.iter().map(|(name, t)| Ok((name.clone(), HostTensor::new(name, t)?))).collect::<Result<_, TrainError>>()?;
-    let json = serde_json::to_string(metadata).map_err(|e| TrainError::Checkpoint(format!("metadata for {}: {e}", path.display())))?;
+pub fn save<M: serde::Serialize>(
+    path: &Path,
+    tensors: &[(String, Tensor)],
+    metadata: &M,
+) -> Result<(), TrainError> {
+    let host: Vec<(String, HostTensor)> = tensors
+        .iter()
+        .map(|(name, t)| Ok((name.clone(), HostTensor::new(name, t)?)))
+        .collect::<Result<_, TrainError>>()?;
+    let json = serde_json::to_string(metadata)
+        .map_err(|e| TrainError::Checkpoint(format!("metadata for {}: {e}", path.display())))?;
     let info = HashMap::from([(METADATA_KEY.to_string(), json)]);
     let bytes = safetensors::serialize(host.iter().map(|(n, t)| (n.as_str(), t)), Some(info))
         .map_err(|e| TrainError::Checkpoint(format!("{}: {e}", path.display())))?;
@@ -74,7 +87,9 @@ pub fn load(path: &Path) -> Result<(HashMap<String, Tensor>, serde_json::Value),
     let bad = |e: String| TrainError::Checkpoint(format!("{}: {e}", path.display()));
     let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
     let metadata = match header.metadata().as_ref().and_then(|m| m.get(METADATA_KEY)) {
-        Some(json) => serde_json::from_str(json).map_err(|e| bad(format!("metadata is not JSON: {e}")))?,
+        Some(json) => {
+            serde_json::from_str(json).map_err(|e| bad(format!("metadata is not JSON: {e}")))?
+        }
         None => serde_json::Value::Null,
     };
     let file = SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
@@ -89,7 +104,11 @@ pub fn load(path: &Path) -> Result<(HashMap<String, Tensor>, serde_json::Value),
             Dtype::I32 => Kind::Int,
             Dtype::U8 => Kind::Uint8,
             Dtype::BOOL => Kind::Bool,
-            other => return Err(bad(format!("tensor `{name}` has unsupported dtype {other:?}"))),
+            other => {
+                return Err(bad(format!(
+                    "tensor `{name}` has unsupported dtype {other:?}"
+                )))
+            }
         };
         let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
         let tensor = Tensor::f_from_data_size(view.data(), &shape, kind)?;
@@ -100,16 +119,20 @@ pub fn load(path: &Path) -> Result<(HashMap<String, Tensor>, serde_json::Value),
 
 /// Copies `tensors` into the VarStore's variables of the same names. Every variable of the
 /// store must be present with the same shape; the error names the first that is not.
-pub fn copy_into(vs: &tch::nn::VarStore, tensors: &HashMap<String, Tensor>, source: &Path) -> Result<(), TrainError> {
+pub fn copy_into(
+    vs: &tch::nn::VarStore,
+    tensors: &HashMap<String, Tensor>,
+    source: &Path,
+) -> Result<(), TrainError> {
     let mut variables = vs.variables();
     let mut names: Vec<&String> = variables.keys().collect();
     names.sort();
     let names: Vec<String> = names.into_iter().cloned().collect();
     for name in names {
         let var = variables.get_mut(&name).expect("name from the same map");
-        let saved = tensors
-            .get(&name)
-            .ok_or_else(|| TrainError::Checkpoint(format!("{}: variable `{name}` missing", source.display())))?;
+        let saved = tensors.get(&name).ok_or_else(|| {
+            TrainError::Checkpoint(format!("{}: variable `{name}` missing", source.display()))
+        })?;
         if saved.size() != var.size() {
             return Err(TrainError::Checkpoint(format!(
                 "{}: variable `{name}` has shape {:?}, the model expects {:?}",
@@ -143,7 +166,15 @@ mod tests {
         let a = Tensor::from_slice(&[1.5f32, -2.0, 3.25, 0.0, 7.0, 8.0]).view([2, 3]);
         let b = Tensor::from_slice(&[4i64, 5]);
         let meta = serde_json::json!({"arch": "tiny", "epoch": 3});
-        save(&path, &[("w.a".into(), a.shallow_clone()), ("w.b".into(), b.shallow_clone())], &meta).unwrap();
+        save(
+            &path,
+            &[
+                ("w.a".into(), a.shallow_clone()),
+                ("w.b".into(), b.shallow_clone()),
+            ],
+            &meta,
+        )
+        .unwrap();
         let (tensors, got_meta) = load(&path).unwrap();
         assert_eq!(got_meta, meta);
         assert!(tensors["w.a"].equal(&a));

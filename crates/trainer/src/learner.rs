@@ -33,12 +33,15 @@ impl FitConfig {
 
     pub fn schedule(&self, batches_per_epoch: usize) -> Schedule {
         match (self.use_clr, self.cycle_len) {
-            (Some((div, cut_div)), len) => {
-                Schedule::Circular { cycle_batches: batches_per_epoch * len.unwrap_or(1), div, cut_div }
-            }
-            (None, Some(len)) => {
-                Schedule::CosAnneal { first_cycle_batches: batches_per_epoch * len, cycle_mult: self.cycle_mult }
-            }
+            (Some((div, cut_div)), len) => Schedule::Circular {
+                cycle_batches: batches_per_epoch * len.unwrap_or(1),
+                div,
+                cut_div,
+            },
+            (None, Some(len)) => Schedule::CosAnneal {
+                first_cycle_batches: batches_per_epoch * len,
+                cycle_mult: self.cycle_mult,
+            },
             (None, None) => Schedule::Constant,
         }
     }
@@ -108,9 +111,17 @@ pub struct LrFindResult {
 /// Model outputs for one image of a prediction pass.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Prediction {
-    Class { index: usize, class: usize, prob: f32 },
+    Class {
+        index: usize,
+        class: usize,
+        prob: f32,
+    },
     /// Box in input pixels (`size x size`), and the original image's (height, width).
-    Box { index: usize, bbox: [f32; 4], orig_size: (u32, u32) },
+    Box {
+        index: usize,
+        bbox: [f32; 4],
+        orig_size: (u32, u32),
+    },
 }
 
 pub struct Learner<M: LayeredModel> {
@@ -131,7 +142,11 @@ pub struct Learner<M: LayeredModel> {
 impl<M: LayeredModel> Learner<M> {
     /// A learner over every trainable variable of `vs`, all groups trainable.
     pub fn new(vs: VarStore, model: M, task: Task, input_size: usize) -> Learner<M> {
-        let trainable_ptrs: HashSet<usize> = vs.trainable_variables().iter().map(|t| t.data_ptr() as usize).collect();
+        let trainable_ptrs: HashSet<usize> = vs
+            .trainable_variables()
+            .iter()
+            .map(|t| t.data_ptr() as usize)
+            .collect();
         let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
         named.sort_by(|a, b| a.0.cmp(&b.0));
         let params = named
@@ -139,7 +154,11 @@ impl<M: LayeredModel> Learner<M> {
             .filter(|(_, t)| trainable_ptrs.contains(&(t.data_ptr() as usize)))
             .map(|(name, tensor)| {
                 let group = model.group_of(&name);
-                Param { name, tensor, group }
+                Param {
+                    name,
+                    tensor,
+                    group,
+                }
             })
             .collect();
         let n_groups = model.n_groups();
@@ -180,7 +199,11 @@ impl<M: LayeredModel> Learner<M> {
     /// no gradient and run in eval mode (BatchNorm running statistics left alone).
     pub fn freeze_to(&mut self, n: i64) {
         let groups = self.n_groups() as i64;
-        let first_trainable = if n < 0 { (groups + n).max(0) } else { n.min(groups) } as usize;
+        let first_trainable = if n < 0 {
+            (groups + n).max(0)
+        } else {
+            n.min(groups)
+        } as usize;
         for (g, trainable) in self.trainable_groups.iter_mut().enumerate() {
             *trainable = g >= first_trainable;
         }
@@ -207,14 +230,20 @@ impl<M: LayeredModel> Learner<M> {
     }
 
     fn new_optimiser(&self) -> Optimiser {
-        let trainable =
-            self.params.iter().filter(|p| self.trainable_groups[p.group]).map(Param::shallow_clone).collect();
+        let trainable = self
+            .params
+            .iter()
+            .filter(|p| self.trainable_groups[p.group])
+            .map(Param::shallow_clone)
+            .collect();
         Optimiser::new(trainable, self.n_groups(), self.optimiser)
     }
 
     fn to_device(&self, batch: &Batch) -> (Tensor, Tensor) {
         let s = batch.size as i64;
-        let x = Tensor::from_slice(&batch.x).view([batch.n as i64, 3, s, s]).to_device(self.device());
+        let x = Tensor::from_slice(&batch.x)
+            .view([batch.n as i64, 3, s, s])
+            .to_device(self.device());
         let y = match self.task {
             Task::Classify { .. } => Tensor::from_slice(&batch.classes),
             Task::Bbox => Tensor::from_slice(batch.boxes.as_flattened()).view([batch.n as i64, 4]),
@@ -253,11 +282,21 @@ impl<M: LayeredModel> Learner<M> {
     /// geometrically from `start` to `end`, stopping when the smoothed loss is NaN or
     /// exceeds 4x the best so far; weights and BatchNorm statistics are restored after.
     /// `start` is one rate or one per layer group (the ratio comes from the last group).
-    pub fn lr_find(&mut self, data: &dyn DataSource, start: &[f64], end: f64, loader_epoch: usize) -> Result<LrFindResult, TrainError> {
+    pub fn lr_find(
+        &mut self,
+        data: &dyn DataSource,
+        start: &[f64],
+        end: f64,
+        loader_epoch: usize,
+    ) -> Result<LrFindResult, TrainError> {
         let start = self.group_lrs(start)?;
         let start_last = *start.last().expect("at least one group");
-        let saved: Vec<(Tensor, Tensor)> =
-            self.vs.variables().into_values().map(|v| (v.shallow_clone(), v.detach().copy())).collect();
+        let saved: Vec<(Tensor, Tensor)> = self
+            .vs
+            .variables()
+            .into_values()
+            .map(|v| (v.shallow_clone(), v.detach().copy()))
+            .collect();
         // A fresh optimiser, as fastai's lr_find builds its own layer_opt; the fit after
         // it builds another, so no optimiser state outlives the search.
         let mut optimiser = self.new_optimiser();
@@ -282,7 +321,12 @@ impl<M: LayeredModel> Learner<M> {
                 if smooth < best && i > 10 {
                     best = smooth;
                 }
-                points.push(LrPoint { iteration: i, lr: lrs[lrs.len() - 1], loss, smooth_loss: smooth });
+                points.push(LrPoint {
+                    iteration: i,
+                    lr: lrs[lrs.len() - 1],
+                    loss,
+                    smooth_loss: smooth,
+                });
             }
             Ok::<(), TrainError>(())
         })();
@@ -293,14 +337,22 @@ impl<M: LayeredModel> Learner<M> {
             }
         });
         result?;
-        let considered = if points.len() > 11 { &points[11..] } else { &points[..] };
+        let considered = if points.len() > 11 {
+            &points[11..]
+        } else {
+            &points[..]
+        };
         let min_point = considered
             .iter()
             .filter(|p| p.smooth_loss.is_finite())
             .min_by(|a, b| a.smooth_loss.total_cmp(&b.smooth_loss))
             .ok_or_else(|| TrainError::Config("lr_find: no batch gave a finite loss".into()))?;
         let min_loss_lr = min_point.lr;
-        Ok(LrFindResult { min_loss_lr, suggested_lr: min_loss_lr / 10.0, points })
+        Ok(LrFindResult {
+            min_loss_lr,
+            suggested_lr: min_loss_lr / 10.0,
+            points,
+        })
     }
 
     /// Prints fastai 0.7's table header (`epoch      trn_loss   val_loss   accuracy`).
@@ -319,7 +371,10 @@ impl<M: LayeredModel> Learner<M> {
         if !self.print_table {
             return;
         }
-        let mut line = format!("{:<10} {:<10.6} {:<10.6} ", record.epoch, record.trn_loss, record.val_loss);
+        let mut line = format!(
+            "{:<10} {:<10.6} {:<10.6} ",
+            record.epoch, record.trn_loss, record.val_loss
+        );
         for v in &record.metrics {
             line.push_str(&format!("{v:<10.6} "));
         }
@@ -343,16 +398,27 @@ impl<M: LayeredModel> Learner<M> {
         let base_lrs = self.group_lrs(&config.lrs)?;
         let batches = train.n_batches();
         if batches == 0 {
-            return Err(TrainError::Config("the training set yields no batches".into()));
+            return Err(TrainError::Config(
+                "the training set yields no batches".into(),
+            ));
         }
         let schedule = config.schedule(batches);
         let mut optimiser = self.new_optimiser();
-        let mut position = FitPosition { epochs_done: 0, iteration: 0, smoothed_avg: 0.0, smoothed_batches: 0, optimiser_steps: 0 };
+        let mut position = FitPosition {
+            epochs_done: 0,
+            iteration: 0,
+            smoothed_avg: 0.0,
+            smoothed_batches: 0,
+            optimiser_steps: 0,
+        };
         if let Some(resume) = resume {
-            optimiser.load_state(&resume.optimiser_tensors, resume.position.optimiser_steps).map_err(TrainError::Checkpoint)?;
+            optimiser
+                .load_state(&resume.optimiser_tensors, resume.position.optimiser_steps)
+                .map_err(TrainError::Checkpoint)?;
             position = resume.position;
         }
-        let mut smoothed = SmoothedLoss::from_state(position.smoothed_avg, position.smoothed_batches);
+        let mut smoothed =
+            SmoothedLoss::from_state(position.smoothed_avg, position.smoothed_batches);
         let mut records = Vec::new();
         self.print_header();
         for epoch_in_fit in position.epochs_done..config.epochs() {
@@ -367,7 +433,11 @@ impl<M: LayeredModel> Learner<M> {
                 let loss = self.train_step(&mut optimiser, &batch);
                 if !loss.is_finite() {
                     bar.abandon();
-                    return Err(TrainError::NonFiniteLoss { epoch, iteration: position.iteration, loss });
+                    return Err(TrainError::NonFiniteLoss {
+                        epoch,
+                        iteration: position.iteration,
+                        loss,
+                    });
                 }
                 let smooth = smoothed.add(loss);
                 position.iteration += 1;
@@ -387,7 +457,12 @@ impl<M: LayeredModel> Learner<M> {
             position.epochs_done = epoch_in_fit + 1;
             (position.smoothed_avg, position.smoothed_batches) = smoothed.state();
             position.optimiser_steps = optimiser.steps();
-            on_epoch_end(EpochEnd { record: &record, position: &position, vs: &self.vs, optimiser: &optimiser })?;
+            on_epoch_end(EpochEnd {
+                record: &record,
+                position: &position,
+                vs: &self.vs,
+                optimiser: &optimiser,
+            })?;
             records.push(record);
         }
         Ok(records)
@@ -400,11 +475,18 @@ impl<M: LayeredModel> Learner<M> {
 
     /// Predictions for every image of `data` (eval mode), with the loss and metrics of
     /// the same pass.
-    pub fn predict(&self, data: &dyn DataSource) -> Result<(Vec<Prediction>, MetricSums), TrainError> {
+    pub fn predict(
+        &self,
+        data: &dyn DataSource,
+    ) -> Result<(Vec<Prediction>, MetricSums), TrainError> {
         self.evaluate(data, true)
     }
 
-    fn evaluate(&self, data: &dyn DataSource, keep: bool) -> Result<(Vec<Prediction>, MetricSums), TrainError> {
+    fn evaluate(
+        &self,
+        data: &dyn DataSource,
+        keep: bool,
+    ) -> Result<(Vec<Prediction>, MetricSums), TrainError> {
         let eval = vec![false; self.n_groups()];
         let mut sums = MetricSums::default();
         let mut predictions = Vec::with_capacity(if keep { data.n_items() } else { 0 });
@@ -421,7 +503,11 @@ impl<M: LayeredModel> Learner<M> {
                     if keep {
                         let prob = Vec::<f32>::try_from(prob.to_device(Device::Cpu))?;
                         for k in 0..batch.n {
-                            predictions.push(Prediction::Class { index: batch.indices[k], class: class[k] as usize, prob: prob[k] });
+                            predictions.push(Prediction::Class {
+                                index: batch.indices[k],
+                                class: class[k] as usize,
+                                prob: prob[k],
+                            });
                         }
                     }
                 }
@@ -430,7 +516,11 @@ impl<M: LayeredModel> Learner<M> {
                     sums.add_boxes(loss, &boxes, &batch.boxes);
                     if keep {
                         for (k, bbox) in boxes.into_iter().enumerate() {
-                            predictions.push(Prediction::Box { index: batch.indices[k], bbox, orig_size: batch.orig_sizes[k] });
+                            predictions.push(Prediction::Box {
+                                index: batch.indices[k],
+                                bbox,
+                                orig_size: batch.orig_sizes[k],
+                            });
                         }
                     }
                 }
@@ -442,7 +532,12 @@ impl<M: LayeredModel> Learner<M> {
 
 /// The model's box outputs (224-pixel units) as boxes in `size x size` input pixels.
 fn boxes_in_input_pixels(out: &Tensor, size: usize) -> Result<Vec<[f32; 4]>, TrainError> {
-    let scaled = (out.to_kind(Kind::Float) * (size as f64 / BOX_UNITS)).to_device(Device::Cpu).contiguous();
+    let scaled = (out.to_kind(Kind::Float) * (size as f64 / BOX_UNITS))
+        .to_device(Device::Cpu)
+        .contiguous();
     let flat = Vec::<f32>::try_from(scaled.view(-1))?;
-    Ok(flat.chunks_exact(4).map(|c| [c[0], c[1], c[2], c[3]]).collect())
+    Ok(flat
+        .chunks_exact(4)
+        .map(|c| [c[0], c[1], c[2], c[3]])
+        .collect())
 }

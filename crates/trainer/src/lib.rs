@@ -8,7 +8,6 @@
 //! - [`checkpoint`]: safetensors with JSON metadata, written atomically.
 //! - [`stage`]: the `trainer stage --spec` runner (lr_find, train, predict).
 
-
 pub mod checkpoint;
 pub mod data;
 pub mod learner;
@@ -19,7 +18,10 @@ pub mod stage;
 pub mod task;
 
 pub use data::{cv_indices, Batch, DataSource, InMemorySource};
-pub use learner::{EpochEnd, EpochRecord, FitConfig, FitPosition, FitResume, Learner, LrFindResult, LrPoint, Prediction};
+pub use learner::{
+    EpochEnd, EpochRecord, FitConfig, FitPosition, FitResume, Learner, LrFindResult, LrPoint,
+    Prediction,
+};
 pub use model::{LayeredModel, TinyCnn};
 pub use optim::{Method, Optimiser, OptimiserConfig, Param};
 pub use schedule::{Schedule, SmoothedLoss};
@@ -30,7 +32,10 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("torch: {0}")]
     Torch(#[from] tch::TchError),
     #[error("checkpoint: {0}")]
@@ -43,11 +48,18 @@ pub enum TrainError {
         "training loss became {loss} at epoch {epoch}, batch {iteration} of the fit; stopped \
          (the last good checkpoint is kept; try a lower learning rate)"
     )]
-    NonFiniteLoss { epoch: usize, iteration: usize, loss: f64 },
+    NonFiniteLoss {
+        epoch: usize,
+        iteration: usize,
+        loss: f64,
+    },
 }
 
 impl TrainError {
     pub fn io(path: &Path, source: std::io::Error) -> TrainError {
-        TrainError::Io { path: path.to_path_buf(), source }
+        TrainError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
     }
 }

@@ -6,7 +6,10 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "trainer", about = "fast.ai lesson 8 training stages on libtorch")]
+#[command(
+    name = "trainer",
+    about = "fast.ai lesson 8 training stages on libtorch"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -30,15 +33,17 @@ fn main() -> Result<()> {
     model_zoo::keep_freed_tensor_memory();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
         Command::Stage { spec, resume } => {
-            let text = std::fs::read_to_string(&spec).with_context(|| format!("reading {}", spec.display()))?;
-            let spec: trainer::stage::StageSpec =
-                serde_json::from_str(&text).with_context(|| format!("{}: not a stage spec", spec.display()))?;
+            let text = std::fs::read_to_string(&spec)
+                .with_context(|| format!("reading {}", spec.display()))?;
+            let spec: trainer::stage::StageSpec = serde_json::from_str(&text)
+                .with_context(|| format!("{}: not a stage spec", spec.display()))?;
             trainer::stage::run(&spec, resume)
         }
         Command::Info => {

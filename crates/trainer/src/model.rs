@@ -29,7 +29,12 @@ pub struct TinyCnn {
 
 impl TinyCnn {
     pub fn new(root: &nn::Path, outputs: i64) -> TinyCnn {
-        let conv = nn::ConvConfig { stride: 2, padding: 1, bias: false, ..Default::default() };
+        let conv = nn::ConvConfig {
+            stride: 2,
+            padding: 1,
+            bias: false,
+            ..Default::default()
+        };
         let g0 = root.sub("g0");
         let g1 = root.sub("g1");
         let head = root.sub("head");
@@ -46,9 +51,17 @@ impl TinyCnn {
 
 impl LayeredModel for TinyCnn {
     fn forward(&self, x: &Tensor, train_groups: &[bool]) -> Tensor {
-        let x = x.apply(&self.conv0).apply_t(&self.bn0, train_groups[0]).relu();
-        let x = x.apply(&self.conv1).apply_t(&self.bn1, train_groups[1]).relu();
-        x.adaptive_avg_pool2d([4, 4]).flatten(1, -1).apply(&self.head)
+        let x = x
+            .apply(&self.conv0)
+            .apply_t(&self.bn0, train_groups[0])
+            .relu();
+        let x = x
+            .apply(&self.conv1)
+            .apply_t(&self.bn1, train_groups[1])
+            .relu();
+        x.adaptive_avg_pool2d([4, 4])
+            .flatten(1, -1)
+            .apply(&self.head)
     }
 
     fn n_groups(&self) -> usize {

@@ -20,12 +20,19 @@ pub enum Schedule {
     /// `cycle_mult` times the one before. Batches with a global index below
     /// `cycle_batches / 20` (the current cycle's length, as fastai tests `self.nb/20`)
     /// run at 1/100 of the rate: a warm-up that in practice hits only the first cycle.
-    CosAnneal { first_cycle_batches: usize, cycle_mult: usize },
+    CosAnneal {
+        first_cycle_batches: usize,
+        cycle_mult: usize,
+    },
     /// fastai 0.7 `CircularLR` (`use_clr=(div, cut_div)`): a triangle per cycle that
     /// rises linearly from `lr/div` to `lr` over the first `cycle_batches / cut_div`
     /// batches (integer division, as fastai's `//`), then falls linearly back towards
     /// `lr/div`. Cycles do not grow (fastai passes no `cycle_mult` to it).
-    Circular { cycle_batches: usize, div: f64, cut_div: usize },
+    Circular {
+        cycle_batches: usize,
+        div: f64,
+        cut_div: usize,
+    },
 }
 
 impl Schedule {
@@ -33,14 +40,23 @@ impl Schedule {
     pub fn multiplier(&self, i: usize) -> f64 {
         match *self {
             Schedule::Constant => 1.0,
-            Schedule::CosAnneal { first_cycle_batches, cycle_mult } => {
-                let (cycle_iter, cycle_batches) = cycle_position(i, first_cycle_batches, cycle_mult);
+            Schedule::CosAnneal {
+                first_cycle_batches,
+                cycle_mult,
+            } => {
+                let (cycle_iter, cycle_batches) =
+                    cycle_position(i, first_cycle_batches, cycle_mult);
                 if (i as f64) < cycle_batches as f64 / 20.0 {
                     return 0.01;
                 }
-                ((std::f64::consts::PI * cycle_iter as f64 / cycle_batches as f64).cos() + 1.0) / 2.0
+                ((std::f64::consts::PI * cycle_iter as f64 / cycle_batches as f64).cos() + 1.0)
+                    / 2.0
             }
-            Schedule::Circular { cycle_batches, div, cut_div } => {
+            Schedule::Circular {
+                cycle_batches,
+                div,
+                cut_div,
+            } => {
                 let cycle_batches = cycle_batches.max(1);
                 let cycle_iter = i % cycle_batches;
                 // fastai divides by zero when a cycle is shorter than cut_div; a one-batch
@@ -72,7 +88,9 @@ fn cycle_position(i: usize, first_cycle_batches: usize, cycle_mult: usize) -> (u
 /// `sum_geom(cycle_len or 1, cycle_mult, n_cycle)`, whatever the schedule.
 pub fn fit_epochs(cycles: usize, cycle_len: Option<usize>, cycle_mult: usize) -> usize {
     let base = cycle_len.unwrap_or(1);
-    (0..cycles).map(|c| base * cycle_mult.max(1).pow(c as u32)).sum()
+    (0..cycles)
+        .map(|c| base * cycle_mult.max(1).pow(c as u32))
+        .sum()
 }
 
 /// fastai 0.7 `LR_Finder` (exponential): the rate of batch `i` is
@@ -129,21 +147,28 @@ mod tests {
     #[test]
     fn cos_anneal_matches_hand_computed_rates() {
         // 100 batches per cycle, cycle_mult 2: cycles of 100, 200, 400 batches.
-        let s = Schedule::CosAnneal { first_cycle_batches: 100, cycle_mult: 2 };
+        let s = Schedule::CosAnneal {
+            first_cycle_batches: 100,
+            cycle_mult: 2,
+        };
         let cases = [
-            (0, 0.01),                                 // warm-up: i < 100/20 = 5
-            (4, 0.01),                                 // last warm-up batch
+            (0, 0.01),                                   // warm-up: i < 100/20 = 5
+            (4, 0.01),                                   // last warm-up batch
             (5, ((PI * 5.0 / 100.0).cos() + 1.0) / 2.0), // cosine resumes where it would be
-            (50, 0.5),                                 // half way: cos(pi/2) = 0
+            (50, 0.5),                                   // half way: cos(pi/2) = 0
             (99, ((PI * 99.0 / 100.0).cos() + 1.0) / 2.0),
-            (100, 1.0),                                // restart, no warm-up (100 >= 200/20)
-            (200, 0.5),                                // half of the 200-batch cycle
+            (100, 1.0), // restart, no warm-up (100 >= 200/20)
+            (200, 0.5), // half of the 200-batch cycle
             (299, ((PI * 199.0 / 200.0).cos() + 1.0) / 2.0),
-            (300, 1.0),                                // third cycle starts
+            (300, 1.0), // third cycle starts
             (500, 0.5),
         ];
         for (i, want) in cases {
-            assert!(close(s.multiplier(i), want), "batch {i}: {} != {want}", s.multiplier(i));
+            assert!(
+                close(s.multiplier(i), want),
+                "batch {i}: {} != {want}",
+                s.multiplier(i)
+            );
         }
     }
 
@@ -152,7 +177,10 @@ mod tests {
         // fastai 0.7 CosAnneal.calc_lr, transcribed statement by statement.
         let (mut nb, cycle_mult) = (37usize, 3usize);
         let mut cycle_iter = 0usize;
-        let s = Schedule::CosAnneal { first_cycle_batches: 37, cycle_mult: 3 };
+        let s = Schedule::CosAnneal {
+            first_cycle_batches: 37,
+            cycle_mult: 3,
+        };
         for iteration in 0..37 + 111 + 50 {
             let want = if (iteration as f64) < nb as f64 / 20.0 {
                 cycle_iter += 1;
@@ -173,7 +201,11 @@ mod tests {
     #[test]
     fn circular_lr_matches_hand_computed_rates() {
         // use_clr = (20, 8) over 80 batches: cut point 10.
-        let s = Schedule::Circular { cycle_batches: 80, div: 20.0, cut_div: 8 };
+        let s = Schedule::Circular {
+            cycle_batches: 80,
+            div: 20.0,
+            cut_div: 8,
+        };
         let cases = [
             (0, 1.0 / 20.0),
             (5, (1.0 + 0.5 * 19.0) / 20.0),
@@ -184,7 +216,11 @@ mod tests {
             (90, 1.0),
         ];
         for (i, want) in cases {
-            assert!(close(s.multiplier(i), want), "batch {i}: {} != {want}", s.multiplier(i));
+            assert!(
+                close(s.multiplier(i), want),
+                "batch {i}: {} != {want}",
+                s.multiplier(i)
+            );
         }
     }
 
@@ -205,15 +241,21 @@ mod tests {
     fn lr_finder_spans_start_to_end_in_one_epoch() {
         let (start, end, nb) = (1e-5, 10.0, 200);
         assert!(close(start * lr_finder_multiplier(0, start, end, nb), 1e-5));
-        assert!(close(start * lr_finder_multiplier(100, start, end, nb), 1e-5 * 1e3));
-        assert!(close(start * lr_finder_multiplier(200, start, end, nb), 10.0));
+        assert!(close(
+            start * lr_finder_multiplier(100, start, end, nb),
+            1e-5 * 1e3
+        ));
+        assert!(close(
+            start * lr_finder_multiplier(200, start, end, nb),
+            10.0
+        ));
     }
 
     #[test]
     fn smoothed_loss_is_bias_corrected() {
         let mut s = SmoothedLoss::default();
         assert!(close(s.add(2.0), 2.0)); // the first value comes back unbiased
-        // (0.98*0.04 + 0.02*4) / (1 - 0.98^2)
+                                         // (0.98*0.04 + 0.02*4) / (1 - 0.98^2)
         let want = (0.98 * 0.04 + 0.02 * 4.0) / (1.0 - 0.98f64.powi(2));
         assert!(close(s.add(4.0), want));
     }

@@ -13,7 +13,9 @@
 
 use crate::checkpoint;
 use crate::data::{cv_indices, Batch, DataSource};
-use crate::learner::{EpochEnd, EpochRecord, FitConfig, FitPosition, FitResume, Learner, LrFindResult, Prediction};
+use crate::learner::{
+    EpochEnd, EpochRecord, FitConfig, FitPosition, FitResume, Learner, LrFindResult, Prediction,
+};
 use crate::model::{LayeredModel, TinyCnn};
 use crate::optim::{Method, OptimiserConfig};
 use crate::task::{iou, Task};
@@ -173,7 +175,13 @@ impl FitStep {
         if self.cycles == 0 || self.cycle_len == Some(0) || self.cycle_mult == 0 {
             bail!("fit: cycles, cycle_len and cycle_mult must be at least 1");
         }
-        Ok(FitConfig { lrs, cycles: self.cycles, cycle_len: self.cycle_len, cycle_mult: self.cycle_mult, use_clr: self.use_clr })
+        Ok(FitConfig {
+            lrs,
+            cycles: self.cycles,
+            cycle_len: self.cycle_len,
+            cycle_mult: self.cycle_mult,
+            use_clr: self.use_clr,
+        })
     }
 }
 
@@ -195,7 +203,10 @@ pub struct LrFindStep {
 
 impl Default for LrFindStep {
     fn default() -> Self {
-        LrFindStep { start: default_start(), end: default_end() }
+        LrFindStep {
+            start: default_start(),
+            end: default_end(),
+        }
     }
 }
 
@@ -272,21 +283,42 @@ pub fn device() -> Device {
 }
 
 pub fn cores() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }
 
 /// Builds the network for `arch` with the task's head on `device`.
-fn build_learner(arch: &str, task: Task, size: u32, device: Device) -> Result<(Learner<AnyModel>, String)> {
+fn build_learner(
+    arch: &str,
+    task: Task,
+    size: u32,
+    device: Device,
+) -> Result<(Learner<AnyModel>, String)> {
     let vs = nn::VarStore::new(device);
     let (model, head) = if arch == "tiny-cnn" {
-        (AnyModel::Tiny(TinyCnn::new(&vs.root(), task.outputs())), "linear".to_string())
+        (
+            AnyModel::Tiny(TinyCnn::new(&vs.root(), task.outputs())),
+            "linear".to_string(),
+        )
     } else {
         let zoo_arch: model_zoo::Arch = arch.parse()?;
         let (spec, head) = match &task {
-            Task::Classify { classes } => (model_zoo::HeadSpec::Classifier { classes: classes.len() as i64 }, "classifier"),
-            Task::Bbox => (model_zoo::HeadSpec::FlattenLinear { outputs: 4 }, "flatten_linear"),
+            Task::Classify { classes } => (
+                model_zoo::HeadSpec::Classifier {
+                    classes: classes.len() as i64,
+                },
+                "classifier",
+            ),
+            Task::Bbox => (
+                model_zoo::HeadSpec::FlattenLinear { outputs: 4 },
+                "flatten_linear",
+            ),
         };
-        (AnyModel::Zoo(model_zoo::Net::new(&vs.root(), zoo_arch, spec, size as i64)), head.to_string())
+        (
+            AnyModel::Zoo(model_zoo::Net::new(&vs.root(), zoo_arch, spec, size as i64)),
+            head.to_string(),
+        )
     };
     Ok((Learner::new(vs, model, task, size as usize), head))
 }
@@ -302,11 +334,19 @@ fn read_rows(task: TaskKind, csv: &Path) -> Result<Vec<Row>> {
     Ok(match task {
         TaskKind::Classify => csv_export::read_lrg(csv)?
             .into_iter()
-            .map(|r| Row { file_name: r.file_name, category: Some(r.category), bbox: None })
+            .map(|r| Row {
+                file_name: r.file_name,
+                category: Some(r.category),
+                bbox: None,
+            })
             .collect(),
         TaskKind::Bbox => csv_export::read_bb(csv)?
             .into_iter()
-            .map(|r| Row { file_name: r.file_name, category: None, bbox: Some(r.bbox) })
+            .map(|r| Row {
+                file_name: r.file_name,
+                category: None,
+                bbox: Some(r.bbox),
+            })
             .collect(),
     })
 }
@@ -314,30 +354,46 @@ fn read_rows(task: TaskKind, csv: &Path) -> Result<Vec<Row>> {
 /// File names listed in a validation file: a JSON array of names, or a CSV with a
 /// header whose first column holds them.
 fn read_val_names(path: &Path) -> Result<HashSet<String>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     if path.extension().is_some_and(|e| e == "json") {
-        let names: Vec<String> =
-            serde_json::from_str(&text).with_context(|| format!("{}: expected a JSON array of file names", path.display()))?;
+        let names: Vec<String> = serde_json::from_str(&text)
+            .with_context(|| format!("{}: expected a JSON array of file names", path.display()))?;
         return Ok(names.into_iter().collect());
     }
     let mut reader = csv::Reader::from_reader(text.as_bytes());
     let mut names = HashSet::new();
     for (i, record) in reader.records().enumerate() {
         let record = record.with_context(|| format!("{}:{}", path.display(), i + 2))?;
-        let name = record.get(0).filter(|s| !s.is_empty()).with_context(|| format!("{}:{}: empty file name", path.display(), i + 2))?;
+        let name = record
+            .get(0)
+            .filter(|s| !s.is_empty())
+            .with_context(|| format!("{}:{}: empty file name", path.display(), i + 2))?;
         names.insert(name.to_string());
     }
     Ok(names)
 }
 
 /// Rows split into (training, validation) row indices.
-fn split(rows: &[Row], val_file: Option<&PathBuf>, val_fraction: f64, seed: u64) -> Result<(Vec<usize>, Vec<usize>)> {
+fn split(
+    rows: &[Row],
+    val_file: Option<&PathBuf>,
+    val_fraction: f64,
+    seed: u64,
+) -> Result<(Vec<usize>, Vec<usize>)> {
     let val: Vec<usize> = match val_file {
         Some(path) => {
             let names = read_val_names(path)?;
-            let val: Vec<usize> = (0..rows.len()).filter(|&i| names.contains(&rows[i].file_name)).collect();
+            let val: Vec<usize> = (0..rows.len())
+                .filter(|&i| names.contains(&rows[i].file_name))
+                .collect();
             if val.len() < names.len() {
-                tracing::warn!("{}: {} of its {} names are not in the training CSV", path.display(), names.len() - val.len(), names.len());
+                tracing::warn!(
+                    "{}: {} of its {} names are not in the training CSV",
+                    path.display(),
+                    names.len() - val.len(),
+                    names.len()
+                );
             }
             val
         }
@@ -360,7 +416,9 @@ pub struct LoaderSource {
 
 impl LoaderSource {
     pub fn new(items: Vec<augment::Item>, config: augment::LoaderConfig) -> LoaderSource {
-        LoaderSource { loader: augment::Loader::new(Arc::new(items), config) }
+        LoaderSource {
+            loader: augment::Loader::new(Arc::new(items), config),
+        }
     }
 }
 
@@ -398,7 +456,13 @@ struct Prepared {
     valid: LoaderSource,
 }
 
-fn prepare(spec: &StageSpec, params: &Params, classes: Option<Vec<String>>, val_fraction: f64, seed: u64) -> Result<Prepared> {
+fn prepare(
+    spec: &StageSpec,
+    params: &Params,
+    classes: Option<Vec<String>>,
+    val_fraction: f64,
+    seed: u64,
+) -> Result<Prepared> {
     let csv = input(spec, "csv")?;
     let images = input(spec, "images")?;
     let rows = read_rows(params.task, csv)?;
@@ -409,7 +473,8 @@ fn prepare(spec: &StageSpec, params: &Params, classes: Option<Vec<String>>, val_
         TaskKind::Bbox => Task::Bbox,
         TaskKind::Classify => {
             let classes = classes.unwrap_or_else(|| {
-                let mut names: Vec<String> = rows.iter().filter_map(|r| r.category.clone()).collect();
+                let mut names: Vec<String> =
+                    rows.iter().filter_map(|r| r.category.clone()).collect();
                 names.sort();
                 names.dedup();
                 names
@@ -418,22 +483,37 @@ fn prepare(spec: &StageSpec, params: &Params, classes: Option<Vec<String>>, val_
         }
     };
     let class_index: HashMap<&str, i64> = match &task {
-        Task::Classify { classes } => classes.iter().enumerate().map(|(i, c)| (c.as_str(), i as i64)).collect(),
+        Task::Classify { classes } => classes
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.as_str(), i as i64))
+            .collect(),
         Task::Bbox => HashMap::new(),
     };
     let mut items = Vec::with_capacity(rows.len());
     for row in &rows {
         let class = match &row.category {
             Some(c) => Some(*class_index.get(c.as_str()).with_context(|| {
-                format!("{}: class {c:?} of {} is not one the model knows", csv.display(), row.file_name)
+                format!(
+                    "{}: class {c:?} of {} is not one the model knows",
+                    csv.display(),
+                    row.file_name
+                )
             })?),
             None => None,
         };
-        items.push(augment::Item { path: images.join(&row.file_name), class, bbox: row.bbox });
+        items.push(augment::Item {
+            path: images.join(&row.file_name),
+            class,
+            bbox: row.bbox,
+        });
     }
     let (train_rows, val_rows) = split(&rows, spec.inputs.get("val"), val_fraction, seed)?;
     if val_rows.is_empty() {
-        bail!("the validation set is empty (val_fraction {val_fraction} of {} rows)", rows.len());
+        bail!(
+            "the validation set is empty (val_fraction {val_fraction} of {} rows)",
+            rows.len()
+        );
     }
     let workers = params.workers.unwrap_or_else(cores);
     let base = augment::LoaderConfig {
@@ -451,22 +531,58 @@ fn prepare(spec: &StageSpec, params: &Params, classes: Option<Vec<String>>, val_
     let drop_last = train_rows.len() % params.batch == 1;
     let train_items = train_rows.iter().map(|&i| items[i].clone()).collect();
     let val_items = val_rows.iter().map(|&i| items[i].clone()).collect();
-    let train = LoaderSource::new(train_items, augment::LoaderConfig { drop_last, ..base.clone() });
-    let valid = LoaderSource::new(val_items, augment::LoaderConfig { shuffle: false, augment: None, ..base });
-    Ok(Prepared { rows, task, train_rows, val_rows, train, valid })
+    let train = LoaderSource::new(
+        train_items,
+        augment::LoaderConfig {
+            drop_last,
+            ..base.clone()
+        },
+    );
+    let valid = LoaderSource::new(
+        val_items,
+        augment::LoaderConfig {
+            shuffle: false,
+            augment: None,
+            ..base
+        },
+    );
+    Ok(Prepared {
+        rows,
+        task,
+        train_rows,
+        val_rows,
+        train,
+        valid,
+    })
 }
 
 fn input<'a>(spec: &'a StageSpec, name: &str) -> Result<&'a PathBuf> {
-    spec.inputs.get(name).with_context(|| format!("stage {} ({}) needs an input named {name:?}", spec.name, spec.kind))
+    spec.inputs.get(name).with_context(|| {
+        format!(
+            "stage {} ({}) needs an input named {name:?}",
+            spec.name, spec.kind
+        )
+    })
 }
 
 /// The one output whose file name ends with `ext`.
 fn output<'a>(spec: &'a StageSpec, ext: &str) -> Result<&'a PathBuf> {
-    let mut found = spec.outputs.values().filter(|p| p.extension().is_some_and(|e| e == ext));
+    let mut found = spec
+        .outputs
+        .values()
+        .filter(|p| p.extension().is_some_and(|e| e == ext));
     match (found.next(), found.next()) {
         (Some(p), None) => Ok(p),
-        (None, _) => bail!("stage {} ({}) needs an output ending in .{ext}", spec.name, spec.kind),
-        (Some(_), Some(_)) => bail!("stage {} ({}) has more than one output ending in .{ext}", spec.name, spec.kind),
+        (None, _) => bail!(
+            "stage {} ({}) needs an output ending in .{ext}",
+            spec.name,
+            spec.kind
+        ),
+        (Some(_), Some(_)) => bail!(
+            "stage {} ({}) has more than one output ending in .{ext}",
+            spec.name,
+            spec.kind
+        ),
     }
 }
 
@@ -483,11 +599,15 @@ fn parse_params(spec: &StageSpec) -> Result<Params> {
         }
     }
     if params.batch == 0 || params.size < 32 {
-        bail!("stage {}: batch must be at least 1 and size at least 32", spec.name);
+        bail!(
+            "stage {}: batch must be at least 1 and size at least 32",
+            spec.name
+        );
     }
     for step in &params.schedule {
         if let Step::Fit(fit) = step {
-            fit.config().with_context(|| format!("stage {}: schedule", spec.name))?;
+            fit.config()
+                .with_context(|| format!("stage {}: schedule", spec.name))?;
         }
     }
     Ok(params)
@@ -500,12 +620,15 @@ pub fn run(spec: &StageSpec, resume: bool) -> Result<()> {
     match spec.kind.as_str() {
         "train" | "lr_find" => train(spec, &params, resume),
         "predict" => predict(spec, &params),
-        other => bail!("the trainer does not run stage kind {other:?} (it runs lr_find, train, predict)"),
+        other => {
+            bail!("the trainer does not run stage kind {other:?} (it runs lr_find, train, predict)")
+        }
     }
 }
 
 fn run_key(spec: &StageSpec) -> String {
-    let text = serde_json::json!({"kind": spec.kind, "inputs": spec.inputs, "params": spec.params}).to_string();
+    let text = serde_json::json!({"kind": spec.kind, "inputs": spec.inputs, "params": spec.params})
+        .to_string();
     blake3::hash(text.as_bytes()).to_hex().to_string()
 }
 
@@ -520,12 +643,18 @@ fn train(spec: &StageSpec, params: &Params, resume: bool) -> Result<()> {
     let device = device();
     // Seeds the initialisation of the head (and of everything under random_init).
     tch::manual_seed(params.seed as i64);
-    let (mut learner, head) = build_learner(&params.backbone, data.task.clone(), params.size, device)?;
+    let (mut learner, head) =
+        build_learner(&params.backbone, data.task.clone(), params.size, device)?;
     let method = match params.optimiser {
         OptimiserName::Adam => Method::ADAM,
-        OptimiserName::Sgd => Method::Sgd { momentum: params.momentum },
+        OptimiserName::Sgd => Method::Sgd {
+            momentum: params.momentum,
+        },
     };
-    learner.optimiser = OptimiserConfig { method, weight_decay: params.weight_decay };
+    learner.optimiser = OptimiserConfig {
+        method,
+        weight_decay: params.weight_decay,
+    };
     match (spec.inputs.get("weights"), params.random_init) {
         (_, true) => {
             tracing::info!("random_init: every layer starts from its initialisation, all groups trainable");
@@ -568,15 +697,23 @@ fn train(spec: &StageSpec, params: &Params, resume: bool) -> Result<()> {
     let mut resume_from: Option<(ResumePoint, HashMap<String, Tensor>)> = None;
     if resume && ckpt.exists() {
         let (tensors, saved) = checkpoint::load(&ckpt)?;
-        let saved: ModelMeta = serde_json::from_value(saved).with_context(|| format!("{}: bad metadata", ckpt.display()))?;
+        let saved: ModelMeta = serde_json::from_value(saved)
+            .with_context(|| format!("{}: bad metadata", ckpt.display()))?;
         match saved.resume {
             Some(point) if point.run_key == run_key => {
                 checkpoint::copy_into(&learner.vs, &tensors, &ckpt)?;
-                eprintln!("resuming from {} after {} epochs", ckpt.display(), point.epochs_done);
+                eprintln!(
+                    "resuming from {} after {} epochs",
+                    ckpt.display(),
+                    point.epochs_done
+                );
                 meta.metrics = saved.metrics;
                 resume_from = Some((point, tensors));
             }
-            _ => tracing::warn!("{}: a checkpoint of another run (params or inputs differ); starting afresh", ckpt.display()),
+            _ => tracing::warn!(
+                "{}: a checkpoint of another run (params or inputs differ); starting afresh",
+                ckpt.display()
+            ),
         }
     }
 
@@ -599,7 +736,10 @@ fn train(spec: &StageSpec, params: &Params, resume: bool) -> Result<()> {
                 let (curve, json) = if lr_find_kind && lr_finds == 0 {
                     (output(spec, "csv")?.clone(), output(spec, "json")?.clone())
                 } else {
-                    (spec.work_dir.join(format!("lr_find_{step_index}.csv")), spec.work_dir.join(format!("lr_find_{step_index}.json")))
+                    (
+                        spec.work_dir.join(format!("lr_find_{step_index}.csv")),
+                        spec.work_dir.join(format!("lr_find_{step_index}.json")),
+                    )
                 };
                 write_lr_find(&curve, &json, &found)?;
                 println!(
@@ -619,7 +759,10 @@ fn train(spec: &StageSpec, params: &Params, resume: bool) -> Result<()> {
                 let resume = match resume_from.take() {
                     Some((point, tensors)) if point.step == step_index => {
                         epochs_done = point.epochs_done - point.fit.epochs_done;
-                        Some(FitResume { position: point.fit, optimiser_tensors: tensors })
+                        Some(FitResume {
+                            position: point.fit,
+                            optimiser_tensors: tensors,
+                        })
                     }
                     other => {
                         resume_from = other;
@@ -627,7 +770,11 @@ fn train(spec: &StageSpec, params: &Params, resume: bool) -> Result<()> {
                     }
                 };
                 let first_epoch = epochs_done;
-                let metrics_path = if lr_find_kind { None } else { Some(output(spec, "csv")?.clone()) };
+                let metrics_path = if lr_find_kind {
+                    None
+                } else {
+                    Some(output(spec, "csv")?.clone())
+                };
                 let mut on_epoch_end = |end: EpochEnd<'_>| -> Result<(), TrainError> {
                     meta.metrics.push(end.record.clone());
                     meta.resume = Some(ResumePoint {
@@ -636,15 +783,24 @@ fn train(spec: &StageSpec, params: &Params, resume: bool) -> Result<()> {
                         epochs_done: first_epoch + end.position.epochs_done,
                         fit: end.position.clone(),
                     });
-                    let mut tensors: Vec<(String, Tensor)> = end.vs.variables().into_iter().collect();
+                    let mut tensors: Vec<(String, Tensor)> =
+                        end.vs.variables().into_iter().collect();
                     tensors.extend(end.optimiser.state_tensors());
                     checkpoint::save(&ckpt, &tensors, &meta)?;
                     if let Some(path) = &metrics_path {
-                        write_metrics(path, &meta.task, &meta.metrics).map_err(|e| TrainError::Data(format!("{e:#}")))?;
+                        write_metrics(path, &meta.task, &meta.metrics)
+                            .map_err(|e| TrainError::Data(format!("{e:#}")))?;
                     }
                     Ok(())
                 };
-                learner.fit(&data.train, &data.valid, &config, first_epoch, resume, &mut on_epoch_end)?;
+                learner.fit(
+                    &data.train,
+                    &data.valid,
+                    &config,
+                    first_epoch,
+                    resume,
+                    &mut on_epoch_end,
+                )?;
                 epochs_done = first_epoch + config.epochs();
             }
         }
@@ -672,12 +828,23 @@ fn write_lr_find(curve: &Path, json: &Path, found: &LrFindResult) -> Result<()> 
     csv_export::write_atomic(curve, |out| {
         csv_export::write_record(out, &["iteration", "lr", "loss", "smooth_loss"])?;
         for p in &found.points {
-            csv_export::write_record(out, &[&p.iteration.to_string(), &p.lr.to_string(), &p.loss.to_string(), &p.smooth_loss.to_string()])?;
+            csv_export::write_record(
+                out,
+                &[
+                    &p.iteration.to_string(),
+                    &p.lr.to_string(),
+                    &p.loss.to_string(),
+                    &p.smooth_loss.to_string(),
+                ],
+            )?;
         }
         Ok(())
     })?;
-    let body = serde_json::json!({"suggested_lr": found.suggested_lr, "min_loss_lr": found.min_loss_lr});
-    csv_export::write_atomic(json, |out| out.write_all(serde_json::to_string_pretty(&body)?.as_bytes()))?;
+    let body =
+        serde_json::json!({"suggested_lr": found.suggested_lr, "min_loss_lr": found.min_loss_lr});
+    csv_export::write_atomic(json, |out| {
+        out.write_all(serde_json::to_string_pretty(&body)?.as_bytes())
+    })?;
     Ok(())
 }
 
@@ -690,7 +857,11 @@ pub fn write_metrics(path: &Path, task: &Task, records: &[EpochRecord]) -> Resul
         header.push("seconds");
         csv_export::write_record(out, &header)?;
         for r in records {
-            let mut fields = vec![r.epoch.to_string(), r.trn_loss.to_string(), r.val_loss.to_string()];
+            let mut fields = vec![
+                r.epoch.to_string(),
+                r.trn_loss.to_string(),
+                r.val_loss.to_string(),
+            ];
             fields.extend(r.metrics.iter().map(|v| v.to_string()));
             fields.push(format!("{:.3}", r.seconds));
             let refs: Vec<&str> = fields.iter().map(String::as_str).collect();
@@ -704,7 +875,8 @@ pub fn write_metrics(path: &Path, task: &Task, records: &[EpochRecord]) -> Resul
 /// Loads a model file the train stage wrote.
 pub fn load_model(path: &Path, device: Device) -> Result<(Learner<AnyModel>, ModelMeta)> {
     let (tensors, meta) = checkpoint::load(path)?;
-    let meta: ModelMeta = serde_json::from_value(meta).with_context(|| format!("{}: not a model the trainer wrote", path.display()))?;
+    let meta: ModelMeta = serde_json::from_value(meta)
+        .with_context(|| format!("{}: not a model the trainer wrote", path.display()))?;
     let (learner, _) = build_learner(&meta.arch, meta.task.clone(), meta.size, device)?;
     checkpoint::copy_into(&learner.vs, &tensors, path)?;
     Ok((learner, meta))
@@ -720,7 +892,12 @@ fn predict(spec: &StageSpec, params: &Params) -> Result<()> {
         Task::Bbox => TaskKind::Bbox,
     };
     if task_kind != params.task {
-        bail!("{}: the model was trained for {:?}, the stage asks for {:?}", model_path.display(), task_kind, params.task);
+        bail!(
+            "{}: the model was trained for {:?}, the stage asks for {:?}",
+            model_path.display(),
+            task_kind,
+            params.task
+        );
     }
     let classes = match &meta.task {
         Task::Classify { classes } => Some(classes.clone()),
@@ -739,40 +916,72 @@ fn predict(spec: &StageSpec, params: &Params) -> Result<()> {
             Task::Classify { classes } => {
                 csv_export::write_record(w, &["fn", "cat", "true_cat", "prob"])?;
                 for p in &predictions {
-                    let Prediction::Class { index, class, prob } = p else { unreachable!("classification predictions") };
+                    let Prediction::Class { index, class, prob } = p else {
+                        unreachable!("classification predictions")
+                    };
                     let row = &data.rows[data.val_rows[*index]];
                     let truth = row.category.as_deref().unwrap_or("");
-                    csv_export::write_record(w, &[&row.file_name, &classes[*class], truth, &format!("{prob:.6}")])?;
+                    csv_export::write_record(
+                        w,
+                        &[
+                            &row.file_name,
+                            &classes[*class],
+                            truth,
+                            &format!("{prob:.6}"),
+                        ],
+                    )?;
                 }
             }
             Task::Bbox => {
                 csv_export::write_record(w, &["fn", "bbox", "true_bbox", "iou"])?;
                 for p in &predictions {
-                    let Prediction::Box { index, bbox, orig_size: (h, w_px) } = p else { unreachable!("box predictions") };
+                    let Prediction::Box {
+                        index,
+                        bbox,
+                        orig_size: (h, w_px),
+                    } = p
+                    else {
+                        unreachable!("box predictions")
+                    };
                     let row = &data.rows[data.val_rows[*index]];
                     let truth = row.bbox.expect("bbox rows have boxes");
                     let scale = [*h as f32 / size, *w_px as f32 / size].repeat(2);
                     let max = [(*h - 1) as f32, (*w_px - 1) as f32].repeat(2);
                     // Inverse of the loader's squash (coord * size / dim), rounded to 0.1 px and
                     // clamped to the image (the lesson leaves boxes that overhang the border).
-                    let orig: [f32; 4] = std::array::from_fn(|i| ((bbox[i] * scale[i] * 10.0).round() / 10.0).clamp(0.0, max[i]));
+                    let orig: [f32; 4] = std::array::from_fn(|i| {
+                        ((bbox[i] * scale[i] * 10.0).round() / 10.0).clamp(0.0, max[i])
+                    });
                     let overlap = iou(orig, truth);
                     orig_iou_sum += overlap as f64;
                     csv_export::write_record(
                         w,
-                        &[&row.file_name, &csv_export::format_bbox(&orig), &csv_export::format_bbox(&truth), &format!("{overlap:.4}")],
+                        &[
+                            &row.file_name,
+                            &csv_export::format_bbox(&orig),
+                            &csv_export::format_bbox(&truth),
+                            &format!("{overlap:.4}"),
+                        ],
                     )?;
                 }
             }
         }
         Ok(())
     })?;
-    let mut summary = format!("{}: {} validation images, val_loss {:.4}", spec.name, predictions.len(), val.loss());
+    let mut summary = format!(
+        "{}: {} validation images, val_loss {:.4}",
+        spec.name,
+        predictions.len(),
+        val.loss()
+    );
     for (name, v) in meta.task.metric_names().iter().zip(val.values(&meta.task)) {
         summary.push_str(&format!(", {name} {v:.4}"));
     }
     if matches!(meta.task, Task::Bbox) {
-        summary.push_str(&format!(", mean IoU in original pixels {:.4}", orig_iou_sum / predictions.len().max(1) as f64));
+        summary.push_str(&format!(
+            ", mean IoU in original pixels {:.4}",
+            orig_iou_sum / predictions.len().max(1) as f64
+        ));
     }
     println!("{summary}");
     Ok(())

@@ -84,7 +84,11 @@ impl MetricSums {
         self.items += truth.len();
         self.loss_sum += batch_loss * truth.len() as f64;
         for (p, t) in predicted.iter().zip(truth) {
-            self.abs_err_sum += p.iter().zip(t).map(|(a, b)| (a - b).abs() as f64).sum::<f64>();
+            self.abs_err_sum += p
+                .iter()
+                .zip(t)
+                .map(|(a, b)| (a - b).abs() as f64)
+                .sum::<f64>();
             let overlap = iou(*p, *t);
             self.iou_sum += overlap as f64;
             self.iou50 += usize::from(overlap >= 0.5);
@@ -101,7 +105,11 @@ impl MetricSums {
         let n = self.items.max(1) as f64;
         match task {
             Task::Classify { .. } => vec![self.correct as f64 / n],
-            Task::Bbox => vec![self.abs_err_sum / (4.0 * n), self.iou_sum / n, self.iou50 as f64 / n],
+            Task::Bbox => vec![
+                self.abs_err_sum / (4.0 * n),
+                self.iou_sum / n,
+                self.iou50 as f64 / n,
+            ],
         }
     }
 }
@@ -127,7 +135,11 @@ mod tests {
     #[test]
     fn box_metrics() {
         let mut sums = MetricSums::default();
-        sums.add_boxes(2.0, &[[0., 0., 10., 10.], [0., 0., 10., 10.]], &[[0., 0., 10., 10.], [0., 5., 10., 15.]]);
+        sums.add_boxes(
+            2.0,
+            &[[0., 0., 10., 10.], [0., 0., 10., 10.]],
+            &[[0., 0., 10., 10.], [0., 5., 10., 15.]],
+        );
         let v = sums.values(&Task::Bbox);
         assert!((v[0] - 10.0 / 8.0).abs() < 1e-9); // errors 0,0,0,0 and 0,5,0,5
         assert!((v[1] - (1.0 + 1.0 / 3.0) / 2.0).abs() < 1e-6);

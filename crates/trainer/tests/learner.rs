@@ -9,7 +9,13 @@ use trainer::{checkpoint, Batch, DataSource, FitConfig, FitResume, Task, TrainEr
 const SIZE: usize = 32;
 
 fn sgdr(lr: f64, cycles: usize) -> FitConfig {
-    FitConfig { lrs: vec![lr], cycles, cycle_len: Some(1), cycle_mult: 1, use_clr: None }
+    FitConfig {
+        lrs: vec![lr],
+        cycles,
+        cycle_len: Some(1),
+        cycle_mult: 1,
+        use_clr: None,
+    }
 }
 
 fn no_checkpoints() -> impl FnMut(trainer::EpochEnd<'_>) -> Result<(), TrainError> {
@@ -24,7 +30,16 @@ fn frozen_groups_do_not_move_and_keep_their_batchnorm_statistics() {
     learner.freeze_to(-1);
     assert_eq!(learner.trainable_groups(), &[false, false, true]);
     let before = snapshot(&learner.vs);
-    learner.fit(&train, &train, &sgdr(1e-2, 1), 0, None, &mut no_checkpoints()).unwrap();
+    learner
+        .fit(
+            &train,
+            &train,
+            &sgdr(1e-2, 1),
+            0,
+            None,
+            &mut no_checkpoints(),
+        )
+        .unwrap();
     let after: HashMap<_, _> = snapshot(&learner.vs).into_iter().collect();
     let mut head_moved = false;
     for (name, old) in &before {
@@ -41,7 +56,16 @@ fn frozen_groups_do_not_move_and_keep_their_batchnorm_statistics() {
     // freeze_to(-2) releases the second body group, which then moves, BN stats included.
     learner.freeze_to(-2);
     let before = snapshot(&learner.vs);
-    learner.fit(&train, &train, &sgdr(1e-2, 1), 1, None, &mut no_checkpoints()).unwrap();
+    learner
+        .fit(
+            &train,
+            &train,
+            &sgdr(1e-2, 1),
+            1,
+            None,
+            &mut no_checkpoints(),
+        )
+        .unwrap();
     let after: HashMap<_, _> = snapshot(&learner.vs).into_iter().collect();
     for (name, old) in &before {
         let same = old.equal(&after[name]);
@@ -67,7 +91,12 @@ fn lr_find_restores_weights_and_walks_the_rates() {
     assert!(found.points.len() > 11, "{} points", found.points.len());
     for p in &found.points {
         let want = 1e-5 * (1e6f64).powf(p.iteration as f64 / n);
-        assert!((p.lr - want).abs() < 1e-9 * want, "iteration {}: {} vs {want}", p.iteration, p.lr);
+        assert!(
+            (p.lr - want).abs() < 1e-9 * want,
+            "iteration {}: {} vs {want}",
+            p.iteration,
+            p.lr
+        );
     }
     assert!(found.points.iter().all(|p| p.lr < 10.0));
     assert!((found.suggested_lr - found.min_loss_lr / 10.0).abs() < 1e-15);
@@ -106,17 +135,36 @@ fn nan_loss_stops_and_keeps_the_last_good_checkpoint() {
     let ckpt = dir.path().join("ckpt.safetensors");
     let data = samples(32, SIZE, 3);
     let valid = source(&data, SIZE, 16, None);
-    let train = Poisoned { inner: source(&data, SIZE, 16, Some(3)), poison_from: 2 };
+    let train = Poisoned {
+        inner: source(&data, SIZE, 16, Some(3)),
+        poison_from: 2,
+    };
     let mut learner = tiny_learner(classify(), SIZE, 0);
     let mut saved_epochs = Vec::new();
     let mut save = |end: trainer::EpochEnd<'_>| {
         let tensors: Vec<_> = end.vs.variables().into_iter().collect();
-        checkpoint::save(&ckpt, &tensors, &serde_json::json!({"epoch": end.record.epoch}))?;
+        checkpoint::save(
+            &ckpt,
+            &tensors,
+            &serde_json::json!({"epoch": end.record.epoch}),
+        )?;
         saved_epochs.push(end.record.epoch);
         Ok(())
     };
-    let err = learner.fit(&train, &valid, &sgdr(1e-3, 4), 0, None, &mut save).unwrap_err();
-    assert!(matches!(err, TrainError::NonFiniteLoss { epoch: 2, iteration: 4, .. }), "{err}");
+    let err = learner
+        .fit(&train, &valid, &sgdr(1e-3, 4), 0, None, &mut save)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            TrainError::NonFiniteLoss {
+                epoch: 2,
+                iteration: 4,
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert!(err.to_string().contains("last good checkpoint"), "{err}");
     assert_eq!(saved_epochs, vec![0, 1]);
     let (tensors, meta) = checkpoint::load(&ckpt).unwrap();
@@ -124,7 +172,11 @@ fn nan_loss_stops_and_keeps_the_last_good_checkpoint() {
     // The bad step was not applied: the weights are still those of the checkpoint (the
     // BatchNorm buffers have seen the bad batch's forward pass; the file has not).
     for p in learner.params() {
-        assert!(tensors[&p.name].equal(&p.tensor), "{} differs from the checkpoint", p.name);
+        assert!(
+            tensors[&p.name].equal(&p.tensor),
+            "{} differs from the checkpoint",
+            p.name
+        );
     }
 }
 
@@ -133,11 +185,19 @@ fn resumed_fit_ends_where_an_uninterrupted_one_does() {
     let data = samples(48, SIZE, 4);
     let train = source(&data, SIZE, 8, Some(4));
     let valid = source(&data[..16], SIZE, 8, None);
-    let config = FitConfig { lrs: vec![1e-3, 3e-3, 1e-2], cycles: 2, cycle_len: Some(1), cycle_mult: 2, use_clr: None };
+    let config = FitConfig {
+        lrs: vec![1e-3, 3e-3, 1e-2],
+        cycles: 2,
+        cycle_len: Some(1),
+        cycle_mult: 2,
+        use_clr: None,
+    };
 
     let mut straight = tiny_learner(classify(), SIZE, 7);
     straight.freeze_to(-2);
-    let all = straight.fit(&train, &valid, &config, 0, None, &mut no_checkpoints()).unwrap();
+    let all = straight
+        .fit(&train, &valid, &config, 0, None, &mut no_checkpoints())
+        .unwrap();
     assert_eq!(all.len(), 3);
 
     // Interrupted after epoch 1: the observer saves state, then fails like a kill would.
@@ -154,7 +214,9 @@ fn resumed_fit_ends_where_an_uninterrupted_one_does() {
         }
         Ok(())
     };
-    assert!(first.fit(&train, &valid, &config, 0, None, &mut interrupt).is_err());
+    assert!(first
+        .fit(&train, &valid, &config, 0, None, &mut interrupt)
+        .is_err());
 
     let (tensors, meta) = checkpoint::load(&ckpt).unwrap();
     let position: trainer::FitPosition = serde_json::from_value(meta).unwrap();
@@ -162,11 +224,28 @@ fn resumed_fit_ends_where_an_uninterrupted_one_does() {
     let mut resumed = tiny_learner(classify(), SIZE, 99); // different init, overwritten below
     checkpoint::copy_into(&resumed.vs, &tensors, &ckpt).unwrap();
     resumed.freeze_to(-2);
-    let resume = FitResume { position, optimiser_tensors: tensors };
-    let rest = resumed.fit(&train, &valid, &config, 0, Some(resume), &mut no_checkpoints()).unwrap();
+    let resume = FitResume {
+        position,
+        optimiser_tensors: tensors,
+    };
+    let rest = resumed
+        .fit(
+            &train,
+            &valid,
+            &config,
+            0,
+            Some(resume),
+            &mut no_checkpoints(),
+        )
+        .unwrap();
     assert_eq!(rest.len(), 1);
     assert_eq!(rest[0].epoch, 2);
-    assert!((rest[0].trn_loss - all[2].trn_loss).abs() < 1e-9, "{} vs {}", rest[0].trn_loss, all[2].trn_loss);
+    assert!(
+        (rest[0].trn_loss - all[2].trn_loss).abs() < 1e-9,
+        "{} vs {}",
+        rest[0].trn_loss,
+        all[2].trn_loss
+    );
     for (name, var) in straight.vs.variables() {
         let other = &resumed.vs.variables()[&name];
         let diff = (&var - other).abs().max().double_value(&[]);
@@ -182,7 +261,16 @@ fn classifier_beats_chance_and_boxes_beat_the_mean_box() {
     let valid = source(&valid_data, SIZE, 32, None);
 
     let mut learner = tiny_learner(classify(), SIZE, 1);
-    learner.fit(&train, &valid, &sgdr(1e-2, 3), 0, None, &mut no_checkpoints()).unwrap();
+    learner
+        .fit(
+            &train,
+            &valid,
+            &sgdr(1e-2, 3),
+            0,
+            None,
+            &mut no_checkpoints(),
+        )
+        .unwrap();
     let accuracy = learner.validate(&valid).unwrap().values(&learner.task)[0];
     eprintln!("synthetic classifier: accuracy {accuracy:.3}");
     assert!(accuracy > 0.8, "accuracy {accuracy} (chance is 1/3)");
@@ -190,8 +278,16 @@ fn classifier_beats_chance_and_boxes_beat_the_mean_box() {
     let mut learner = tiny_learner(Task::Bbox, SIZE, 1);
     // Boxes are learnt in 224-pixel units (targets up to ~200), so the head needs a
     // brisk rate to get there in a few epochs from a random start.
-    let config = FitConfig { lrs: vec![5e-2], cycles: 1, cycle_len: Some(8), cycle_mult: 1, use_clr: None };
-    learner.fit(&train, &valid, &config, 0, None, &mut no_checkpoints()).unwrap();
+    let config = FitConfig {
+        lrs: vec![5e-2],
+        cycles: 1,
+        cycle_len: Some(8),
+        cycle_mult: 1,
+        use_clr: None,
+    };
+    learner
+        .fit(&train, &valid, &config, 0, None, &mut no_checkpoints())
+        .unwrap();
     let l1 = learner.validate(&valid).unwrap().values(&learner.task)[0];
     let mut mean = [0f32; 4];
     for s in &train_data {
@@ -199,8 +295,14 @@ fn classifier_beats_chance_and_boxes_beat_the_mean_box() {
             mean[k] += s.bbox[k] / train_data.len() as f32;
         }
     }
-    let baseline: f32 = valid_data.iter().map(|s| (0..4).map(|k| (s.bbox[k] - mean[k]).abs()).sum::<f32>()).sum::<f32>()
+    let baseline: f32 = valid_data
+        .iter()
+        .map(|s| (0..4).map(|k| (s.bbox[k] - mean[k]).abs()).sum::<f32>())
+        .sum::<f32>()
         / (4 * valid_data.len()) as f32;
     eprintln!("synthetic boxes: L1 {l1:.2} px, mean-box baseline {baseline:.2} px");
-    assert!((l1 as f32) < 0.6 * baseline, "box L1 {l1} px vs mean-box baseline {baseline} px");
+    assert!(
+        (l1 as f32) < 0.6 * baseline,
+        "box L1 {l1} px vs mean-box baseline {baseline} px"
+    );
 }

@@ -5,10 +5,11 @@ use viz::draw::{BLACK, WHITE};
 use viz::grid::GridLayout;
 use viz::inspect::{draw_artifact, draw_dataset_image, summarize};
 
-
 #[test]
 fn image_17_shows_person_and_horse_with_their_boxes() {
-    let Some(data) = shared_voc::voc2007() else { return };
+    let Some(data) = shared_voc::voc2007() else {
+        return;
+    };
     let images = data.join("VOCdevkit/VOC2007/JPEGImages");
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("17.png");
@@ -35,7 +36,9 @@ fn image_17_shows_person_and_horse_with_their_boxes() {
 
 #[test]
 fn bb_csv_draws_the_largest_boxes_of_the_first_12_images() {
-    let Some(data) = shared_voc::voc2007() else { return };
+    let Some(data) = shared_voc::voc2007() else {
+        return;
+    };
     let dataset = voc_annotations::load_coco_json(&data.join("pascal_train2007.json")).unwrap();
     let largest = largest_object::largest_objects(&dataset).unwrap();
     let dir = tempfile::tempdir().unwrap();

@@ -337,7 +337,9 @@ fn xml_listed_file_missing_or_dir_unreadable_is_refused() {
 
 #[test]
 fn real_voc2007_json_and_xml_agree() {
-    let Some(dir) = shared_voc::voc2007() else { return };
+    let Some(dir) = shared_voc::voc2007() else {
+        return;
+    };
     let from_json = load_coco_json(&dir.join("pascal_train2007.json")).unwrap();
     let from_xml = load_voc_xml(&dir.join("VOCdevkit/VOC2007"), "train").unwrap();
     assert_eq!(from_json.images.len(), 2501);

@@ -29,22 +29,40 @@ pub fn samples(n: usize, size: usize, seed: u64) -> Vec<Sample> {
                     for x in 0..size {
                         let inside = y >= top && y < top + h && x >= left && x < left + w;
                         let noise: f32 = rng.random_range(-0.3..0.3);
-                        pixels[(c * size + y) * size + x] = if inside { CLASS_COLOURS[class][c] } else { 0.0 } + noise;
+                        pixels[(c * size + y) * size + x] =
+                            if inside { CLASS_COLOURS[class][c] } else { 0.0 } + noise;
                     }
                 }
             }
-            let bbox = [top as f32, left as f32, (top + h - 1) as f32, (left + w - 1) as f32];
-            Sample { pixels, class: class as i64, bbox }
+            let bbox = [
+                top as f32,
+                left as f32,
+                (top + h - 1) as f32,
+                (left + w - 1) as f32,
+            ];
+            Sample {
+                pixels,
+                class: class as i64,
+                bbox,
+            }
         })
         .collect()
 }
 
-pub fn source(samples: &[Sample], size: usize, batch: usize, shuffle_seed: Option<u64>) -> InMemorySource {
+pub fn source(
+    samples: &[Sample],
+    size: usize,
+    batch: usize,
+    shuffle_seed: Option<u64>,
+) -> InMemorySource {
     let batches = samples
         .chunks(batch)
         .enumerate()
         .map(|(b, chunk)| Batch {
-            x: chunk.iter().flat_map(|s| s.pixels.iter().copied()).collect(),
+            x: chunk
+                .iter()
+                .flat_map(|s| s.pixels.iter().copied())
+                .collect(),
             n: chunk.len(),
             size,
             classes: chunk.iter().map(|s| s.class).collect(),
@@ -53,7 +71,10 @@ pub fn source(samples: &[Sample], size: usize, batch: usize, shuffle_seed: Optio
             orig_sizes: vec![(size as u32, size as u32); chunk.len()],
         })
         .collect();
-    InMemorySource { batches, shuffle_seed }
+    InMemorySource {
+        batches,
+        shuffle_seed,
+    }
 }
 
 pub fn tiny_learner(task: Task, size: usize, seed: i64) -> Learner<TinyCnn> {
@@ -67,12 +88,18 @@ pub fn tiny_learner(task: Task, size: usize, seed: i64) -> Learner<TinyCnn> {
 }
 
 pub fn classify() -> Task {
-    Task::Classify { classes: vec!["blue".into(), "green".into(), "red".into()] }
+    Task::Classify {
+        classes: vec!["blue".into(), "green".into(), "red".into()],
+    }
 }
 
 /// Every variable (parameters and BatchNorm buffers) copied out, by name.
 pub fn snapshot(vs: &nn::VarStore) -> Vec<(String, tch::Tensor)> {
-    let mut v: Vec<_> = vs.variables().into_iter().map(|(n, t)| (n, t.detach().copy())).collect();
+    let mut v: Vec<_> = vs
+        .variables()
+        .into_iter()
+        .map(|(n, t)| (n, t.detach().copy()))
+        .collect();
     v.sort_by(|a, b| a.0.cmp(&b.0));
     v
 }
