@@ -154,6 +154,14 @@ impl Optimiser {
             weight_decay,
         } = self.config;
         self.steps += 1;
+        // Adam's bias corrections depend on the step count alone.
+        let (bias_correction1, bias_correction2_sqrt) = match method {
+            Method::Adam { beta1, beta2, .. } => (
+                1.0 - beta1.powi(self.steps as i32),
+                (1.0 - beta2.powi(self.steps as i32)).sqrt(),
+            ),
+            Method::Sgd { .. } => (1.0, 1.0),
+        };
         tch::no_grad(|| {
             for slot in &mut self.slots {
                 let grad = slot.param.tensor.grad();
@@ -168,8 +176,6 @@ impl Optimiser {
                 let lr = self.lrs[slot.param.group];
                 match (method, slot.buffers.as_mut_slice()) {
                     (Method::Adam { beta1, beta2, eps }, [exp_avg, exp_avg_sq]) => {
-                        let bias_correction1 = 1.0 - beta1.powi(self.steps as i32);
-                        let bias_correction2_sqrt = (1.0 - beta2.powi(self.steps as i32)).sqrt();
                         let _ = exp_avg.lerp_(&grad, 1.0 - beta1);
                         let _ = exp_avg_sq.lerp_(&(&grad * &grad), 1.0 - beta2);
                         let denom = exp_avg_sq.sqrt() / bias_correction2_sqrt + eps;

@@ -945,8 +945,9 @@ fn predict(spec: &StageSpec, params: &Params) -> Result<()> {
                     };
                     let row = &data.rows[data.val_rows[*index]];
                     let truth = row.bbox.expect("bbox rows have boxes");
-                    let scale = [*h as f32 / size, *w_px as f32 / size].repeat(2);
-                    let max = [(*h - 1) as f32, (*w_px - 1) as f32].repeat(2);
+                    let (sy, sx) = (*h as f32 / size, *w_px as f32 / size);
+                    let (max_y, max_x) = ((*h - 1) as f32, (*w_px - 1) as f32);
+                    let (scale, max) = ([sy, sx, sy, sx], [max_y, max_x, max_y, max_x]);
                     // Inverse of the loader's squash (coord * size / dim), rounded to 0.1 px and
                     // clamped to the image (the lesson leaves boxes that overhang the border).
                     let orig: [f32; 4] = std::array::from_fn(|i| {

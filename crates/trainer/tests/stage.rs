@@ -87,6 +87,17 @@ impl Fixture {
         }))
         .unwrap()
     }
+
+    /// A stage reading the labels `csv` (lrg.csv or bb.csv) and the image folder.
+    fn csv_spec(
+        &self,
+        kind: &str,
+        csv: &str,
+        outputs: &[&str],
+        params: serde_json::Value,
+    ) -> StageSpec {
+        self.spec(kind, &[("csv", csv), ("images", "images")], outputs, params)
+    }
 }
 
 fn tiny(task: &str, schedule: serde_json::Value) -> serde_json::Value {
@@ -113,14 +124,13 @@ fn parse_box(s: &str) -> [f32; 4] {
 #[test]
 fn classifier_trains_predicts_and_resumes() {
     let fx = Fixture::new(150);
-    let inputs = [("csv", "lrg.csv"), ("images", "images")];
     let params = tiny(
         "classify",
         serde_json::json!([{ "fit": { "lr": 1e-2, "cycles": 1, "cycle_len": 6 } }]),
     );
-    let train = fx.spec(
+    let train = fx.csv_spec(
         "train",
-        &inputs,
+        "lrg.csv",
         &["out/lrg.safetensors", "out/lrg.csv"],
         params.clone(),
     );
@@ -175,9 +185,9 @@ fn classifier_learns_with_sgd_momentum_too() {
     );
     params["optimiser"] = "sgd".into();
     params["momentum"] = 0.9.into();
-    let train = fx.spec(
+    let train = fx.csv_spec(
         "train",
-        &[("csv", "lrg.csv"), ("images", "images")],
+        "lrg.csv",
         &["out/lrg.safetensors", "out/lrg.csv"],
         params,
     );
@@ -190,9 +200,9 @@ fn classifier_learns_with_sgd_momentum_too() {
     // An optimiser the trainer does not have is refused by name.
     let mut params = tiny("classify", serde_json::json!([]));
     params["optimiser"] = "rmsprop".into();
-    let spec = fx.spec(
+    let spec = fx.csv_spec(
         "train",
-        &[("csv", "lrg.csv"), ("images", "images")],
+        "lrg.csv",
         &["out/x.safetensors", "out/x.csv"],
         params,
     );
@@ -203,15 +213,14 @@ fn classifier_learns_with_sgd_momentum_too() {
 #[test]
 fn bbox_model_beats_the_mean_box_in_original_pixels() {
     let fx = Fixture::new(200);
-    let inputs = [("csv", "bb.csv"), ("images", "images")];
     let params = tiny(
         "bbox",
         serde_json::json!([{ "fit": { "lr": 5e-2, "cycles": 1, "cycle_len": 8 } }]),
     );
     run(
-        &fx.spec(
+        &fx.csv_spec(
             "train",
-            &inputs,
+            "bb.csv",
             &["out/bb.safetensors", "out/bb.csv"],
             params,
         ),
@@ -288,12 +297,7 @@ fn lr_find_writes_the_curve_and_the_suggestion() {
     let fx = Fixture::new(160);
     let mut params = tiny("classify", serde_json::json!([]));
     params["batch"] = 4.into();
-    let spec = fx.spec(
-        "lr_find",
-        &[("csv", "lrg.csv"), ("images", "images")],
-        &["out/lr.csv", "out/lr.json"],
-        params,
-    );
+    let spec = fx.csv_spec("lr_find", "lrg.csv", &["out/lr.csv", "out/lr.json"], params);
     run(&spec, false).unwrap();
     let (header, rows) = read_csv(&fx.path("out/lr.csv"));
     assert_eq!(header, ["iteration", "lr", "loss", "smooth_loss"]);
@@ -314,9 +318,9 @@ fn lr_find_writes_the_curve_and_the_suggestion() {
 fn refuses_a_pretrained_backbone_without_weights() {
     let fx = Fixture::new(10);
     let params = serde_json::json!({"task": "bbox", "backbone": "resnet34", "schedule": []});
-    let spec = fx.spec(
+    let spec = fx.csv_spec(
         "train",
-        &[("csv", "bb.csv"), ("images", "images")],
+        "bb.csv",
         &["out/m.safetensors", "out/m.csv"],
         params,
     );
@@ -345,9 +349,9 @@ fn rejects_unknown_params_and_bad_fits() {
         ),
     ];
     for (params, needle) in cases {
-        let spec = fx.spec(
+        let spec = fx.csv_spec(
             "train",
-            &[("csv", "bb.csv"), ("images", "images")],
+            "bb.csv",
             &["out/m.safetensors", "out/m.csv"],
             params,
         );
