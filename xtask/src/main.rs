@@ -4,10 +4,12 @@
 mod atomic;
 mod bench_annotations;
 mod bench_loader;
+mod bench_memory;
 mod bench_train;
 mod cache;
 mod download;
 mod fingerprint;
+mod peak_memory;
 mod pipeline;
 mod pyenv;
 mod runner;
@@ -122,6 +124,8 @@ enum BenchCmd {
     Loader(bench_loader::BenchLoaderArgs),
     /// One training step of the lesson's bbox model (ResNet34 body) against ../shared/bench/peer_train.py.
     Train,
+    /// Peak memory and speed of training the Lite0 bbox model (unfrozen, batch 64) against ../shared/bench/peer_mem.py.
+    Memory,
 }
 
 #[derive(Subcommand)]
@@ -161,6 +165,8 @@ fn main() {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        // Colour only on a terminal: a log written to a file or a pipe stays plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .without_time()
         .with_target(false)
         .init();
@@ -232,7 +238,7 @@ fn run(command: Cmd) -> Result<()> {
             data,
             png,
         } => {
-            let (_, images) = show::voc_paths(&resolve_data(&data)?);
+            let (_, images) = show::voc_paths(&locate_data(&data)?.dir);
             let png = png.unwrap_or_else(|| {
                 let stem = artifact.file_stem().unwrap_or_default().to_string_lossy();
                 artifact.with_file_name(format!("{stem}_first{}.png", draw.unwrap_or(0)))
@@ -240,7 +246,7 @@ fn run(command: Cmd) -> Result<()> {
             show::show(&artifact, draw, &images, &png)
         }
         Cmd::ShowImage { id, data, png } => {
-            let data = std::fs::canonicalize(resolve_data(&data)?)?;
+            let data = std::fs::canonicalize(locate_data(&data)?.dir)?;
             let (json, images) = show::voc_paths(&data);
             let dataset = data
                 .file_name()
@@ -290,6 +296,11 @@ fn run(command: Cmd) -> Result<()> {
             let bench = torch::bench_step_binary(&torch::ensure_libtorch()?)?;
             bench_train::run(&python, &bench)
         }
+        Cmd::Bench(BenchCmd::Memory) => {
+            let python = pyenv::peer_python()?;
+            let bench = torch::bench_step_binary(&torch::ensure_libtorch()?)?;
+            bench_memory::run(&python, &bench)
+        }
         Cmd::PeerSetup => {
             println!("{}", pyenv::peer_python()?.display());
             Ok(())
@@ -318,9 +329,17 @@ fn test(no_peers: bool, cargo_args: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// Where a command's images and annotations come from.
+struct DataDir {
+    dir: PathBuf,
+    /// True when nothing was given and no VOC copy was found: the synthetic set.
+    synthetic: bool,
+}
+
 /// The dataset dir: --data, else data/pascal when it holds the lesson's JSON,
-/// else the synthetic set (made on first use), announced loudly.
-fn resolve_data(data: &Option<PathBuf>) -> Result<PathBuf> {
+/// else the synthetic set. Says nothing: commands that only read artifacts
+/// (show, show-image) use it as is.
+fn locate_data(data: &Option<PathBuf>) -> Result<DataDir> {
     if let Some(dir) = data {
         if !dir.is_dir() {
             bail!(
@@ -328,13 +347,32 @@ fn resolve_data(data: &Option<PathBuf>) -> Result<PathBuf> {
                 dir.display()
             );
         }
-        return Ok(dir.clone());
+        return Ok(DataDir {
+            dir: dir.clone(),
+            synthetic: false,
+        });
     }
     let pascal = project_root().join("data/pascal");
     if pascal.join("pascal_train2007.json").exists() {
-        return Ok(pascal);
+        return Ok(DataDir {
+            dir: pascal,
+            synthetic: false,
+        });
     }
-    let synthetic = project_root().join("data/synthetic");
+    Ok(DataDir {
+        dir: project_root().join("data/synthetic"),
+        synthetic: true,
+    })
+}
+
+/// The dataset a pipeline runs on: [`locate_data`], and when that is the
+/// synthetic set, says so loudly and makes the set on first use.
+fn resolve_data(data: &Option<PathBuf>) -> Result<PathBuf> {
+    let DataDir { dir, synthetic } = locate_data(data)?;
+    if !synthetic {
+        return Ok(dir);
+    }
+    let pascal = project_root().join("data/pascal");
     eprintln!("{}", "=".repeat(78));
     eprintln!(
         "NO PASCAL VOC DATA in {}: running on the SYNTHETIC dataset",
@@ -342,17 +380,21 @@ fn resolve_data(data: &Option<PathBuf>) -> Result<PathBuf> {
     );
     eprintln!(
         "in {} (drawn shapes, known boxes), so the results say nothing",
-        synthetic.display()
+        dir.display()
     );
     eprintln!("about VOC. To use VOC 2007: `cargo xtask data pascal` (downloads about 450 MB),");
     eprintln!(
         "or pass `--data DIR` for a copy in the lesson's layout, e.g. --data ../shared/voc2007."
     );
     eprintln!("{}", "=".repeat(78));
-    if !synthetic.join("pascal_train2007.json").exists() {
-        make_synthetic(&synthetic, &synthetic_voc::SynthConfig::default())?;
+    if !dir.join("pascal_train2007.json").exists() {
+        eprintln!(
+            "generating the synthetic dataset ({} images; a few seconds)",
+            synthetic_voc::SynthConfig::default().images
+        );
+        make_synthetic(&dir, &synthetic_voc::SynthConfig::default())?;
     }
-    Ok(synthetic)
+    Ok(dir)
 }
 
 /// Writes the synthetic dataset into `dir` through a temp folder, so a
@@ -489,6 +531,7 @@ fn write_report(
                 state,
                 seconds,
                 message: Some(outcome.why.clone()).filter(|m| !m.is_empty()),
+                peak_memory_bytes: outcome.peak_memory_bytes,
             }
         })
         .collect();

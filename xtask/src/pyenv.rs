@@ -33,7 +33,8 @@ pub fn peer_python() -> Result<PathBuf> {
         run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
     }
     run(Command::new(&python)
-        .args(["-m", "pip", "install", "--quiet"])
+        // Not --quiet: pip names each download and its size as it goes.
+        .args(["-m", "pip", "install", "--disable-pip-version-check"])
         .args(PEER_PACKAGES))?;
     run(Command::new(&python).args([
         "-c",

@@ -111,6 +111,8 @@ pub struct Outcome {
     pub result: &'static str,
     pub why: String,
     pub seconds: f64,
+    /// Peak resident memory of the stage's run (see `peak_memory`), bytes.
+    pub peak_memory_bytes: Option<u64>,
 }
 
 fn fingerprint(stage: &Stage, hashes: &mut HashCache) -> Result<Fingerprint> {
@@ -195,6 +197,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> (Vec<Outcome>, Result<(
             result: "not run",
             why: String::new(),
             seconds: 0.0,
+            peak_memory_bytes: None,
         };
         if failure.is_err() {
             outcome.why = "an earlier stage failed".into();
@@ -210,6 +213,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> (Vec<Outcome>, Result<(
             outcomes.push(outcome);
             continue;
         }
+        let meter = crate::peak_memory::StageMeter::start();
         let result = run_stage(
             stage,
             options.force.contains(&index),
@@ -222,7 +226,12 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> (Vec<Outcome>, Result<(
                 outcome.result = "ran";
                 outcome.why = why;
                 outcome.seconds = seconds;
-                eprintln!("[{}] ran in {:.1}s", stage.name, seconds);
+                outcome.peak_memory_bytes = meter.peak_bytes();
+                let memory = outcome
+                    .peak_memory_bytes
+                    .map(|b| format!(", peak memory {}", viz::report::format_bytes(b)))
+                    .unwrap_or_default();
+                eprintln!("[{}] ran in {:.1}s{memory}", stage.name, seconds);
             }
             Ok(None) => {
                 outcome.result = "skipped";
@@ -231,6 +240,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> (Vec<Outcome>, Result<(
             }
             Err(e) => {
                 outcome.result = "failed";
+                outcome.peak_memory_bytes = meter.peak_bytes();
                 outcome.why = format!("{e:#}");
                 eprintln!("[{}] FAILED: {e:#}", stage.name);
                 failure = Err(e.context(format!(

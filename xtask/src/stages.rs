@@ -149,11 +149,19 @@ fn param_u64(spec: &StageSpec, name: &str, default: u64) -> Result<u64> {
 /// drawn on their images: the lesson's way of checking a stage by eye.
 fn draw(spec: &StageSpec) -> Result<()> {
     let rows = param_u64(spec, "rows", 12)? as usize;
-    let drawn = viz::inspect::draw_artifact(
+    // An unreadable image becomes a marked tile, named in a warning and counted
+    // ("skip", the default), or fails the stage naming it ("fail").
+    let on_bad_image: viz::OnBadImage = match spec.params.get("on_bad_image") {
+        Some(v) => serde_json::from_value(v.clone())
+            .with_context(|| format!("stage {}: params.on_bad_image", spec.name))?,
+        None => viz::OnBadImage::default(),
+    };
+    let drawn = viz::inspect::draw_artifact_with(
         spec.input("csv")?,
         rows,
         spec.input("images")?,
         spec.output("png")?,
+        on_bad_image,
     )?;
     eprintln!("drew {}", drawn.what);
     Ok(())
@@ -191,20 +199,21 @@ fn augment_grid(spec: &StageSpec) -> Result<()> {
             csv.display()
         ),
     };
-    let items: Vec<augment::Item> = labelled
-        .iter()
-        .take(distinct)
-        .flat_map(|(file, bbox, _)| {
-            std::iter::repeat_n(
-                augment::Item {
-                    path: images.join(file),
-                    class: None,
-                    bbox: *bbox,
-                },
-                repeats,
-            )
-        })
-        .collect();
+    let folder = csv_export::ImagesDir::new(images);
+    let mut items: Vec<augment::Item> = Vec::new();
+    for (file, bbox, _) in labelled.iter().take(distinct) {
+        let path = folder
+            .path(file)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", csv.display()))?;
+        items.extend(std::iter::repeat_n(
+            augment::Item {
+                path,
+                class: None,
+                bbox: *bbox,
+            },
+            repeats,
+        ));
+    }
     let captions: Vec<&str> = labelled
         .iter()
         .take(distinct)
@@ -298,11 +307,12 @@ fn in_trainer(spec: &StageSpec) -> Result<()> {
     crate::atomic::write(&spec_file, &serde_json::to_vec_pretty(spec)?)?;
     // --resume: a checkpoint in work_dir left by an interrupted run of the same
     // params and inputs is continued; any other is ignored with a warning.
-    let status = Command::new(&trainer)
-        .args(["stage", "--resume", "--spec"])
-        .arg(&spec_file)
-        .status()
-        .with_context(|| format!("stage {}: starting {}", spec.name, trainer.display()))?;
+    let status = crate::peak_memory::status(
+        Command::new(&trainer)
+            .args(["stage", "--resume", "--spec"])
+            .arg(&spec_file),
+    )
+    .with_context(|| format!("stage {}: starting {}", spec.name, trainer.display()))?;
     if !status.success() {
         bail!("stage {}: the trainer exited with {status}", spec.name);
     }
@@ -327,8 +337,7 @@ fn exec(spec: &StageSpec) -> Result<()> {
     for (name, path) in &spec.outputs {
         command.env(format!("OUT_{}", name.to_uppercase()), path);
     }
-    let status = command
-        .status()
+    let status = crate::peak_memory::status(&mut command)
         .with_context(|| format!("stage {}: starting {program}", spec.name))?;
     if !status.success() {
         bail!("stage {}: {program} exited with {status}", spec.name);

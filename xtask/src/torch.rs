@@ -380,7 +380,8 @@ fn pip_install(dir: &Path, packages: &[&str], no_deps: bool) -> Result<()> {
         "-m",
         "pip",
         "install",
-        "--quiet",
+        // Not --quiet: pip's lines (and progress bar, on a terminal) show what
+        // downloads and how big it is.
         "--no-cache-dir",
         "--disable-pip-version-check",
         "--no-compile",

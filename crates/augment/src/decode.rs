@@ -1,16 +1,21 @@
 //! Decoding and squashing: file -> RGB at (close to) the target size -> `size x size`.
 //!
-//! JPEGs go through libjpeg-turbo, which can also scale by 1/2, 1/4 or 1/8 while
-//! decoding (a reduced inverse DCT); that is used when the smaller image still
-//! covers the target, which pays off for large photos. The VOC images (about
-//! 500x375, 34 KiB) decode at full size: there the entropy decoding dominates
-//! and 5/8..7/8 scales are slower than a full decode. Numbers in the README.
+//! JPEGs decode with pure Rust crates, so nothing outside crates.io is needed
+//! to build: zune-jpeg (SIMD inverse DCT and colour conversion) at full size,
+//! and, for photos so large that 1/2, 1/4 or 1/8 of them still covers the
+//! target, jpeg-decoder's reduced inverse DCT, which skips most of the work a
+//! full decode would throw away in the squash. The VOC images (about
+//! 500x375) decode at full size: 1/2 would fall below 224. Numbers in the
+//! README ("Measured choices").
 
 use std::io::Read;
 use std::path::Path;
 
 use fast_image_resize as fir;
 use image::RgbImage;
+use zune_core::bytestream::ZCursor;
+use zune_core::colorspace::ColorSpace;
+use zune_core::options::DecoderOptions;
 
 use crate::LoadError;
 
@@ -23,20 +28,14 @@ pub struct DecodedDims {
     pub height: u32,
 }
 
-/// A reusable libjpeg-turbo decompressor with its output buffer (one per thread).
+/// A reusable JPEG decoder with its output buffer (one per thread).
 pub struct JpegDecoder {
-    tj: turbojpeg::Decompressor,
     rgb: Vec<u8>,
 }
 
 impl JpegDecoder {
     pub fn new() -> Result<Self, String> {
-        let tj = turbojpeg::Decompressor::new()
-            .map_err(|e| format!("cannot create a TurboJPEG decompressor: {e}"))?;
-        Ok(Self {
-            tj,
-            rgb: Vec::new(),
-        })
+        Ok(Self { rgb: Vec::new() })
     }
 
     /// Decodes to packed RGB. With `min_side = Some(s)` the decode is scaled in
@@ -49,13 +48,7 @@ impl JpegDecoder {
         min_side: Option<u32>,
     ) -> Result<(DecodedDims, &[u8]), String> {
         match min_side {
-            Some(side) => self.decode_at(
-                jpeg,
-                JpegScale::Covering {
-                    side,
-                    eighths: &[1, 2, 4],
-                },
-            ),
+            Some(side) => self.decode_at(jpeg, JpegScale::Covering { side }),
             None => self.decode_at(jpeg, JpegScale::Full),
         }
     }
@@ -66,71 +59,111 @@ impl JpegDecoder {
         jpeg: &[u8],
         scale: JpegScale,
     ) -> Result<(DecodedDims, &[u8]), String> {
-        let header = self.tj.read_header(jpeg).map_err(|e| e.to_string())?;
-        let (orig_width, orig_height) = (header.width, header.height);
-        let (width, height) = match scale {
-            JpegScale::Full => (orig_width, orig_height),
-            JpegScale::Eighths(num) => (
-                scale_by_eighths(orig_width, num as usize),
-                scale_by_eighths(orig_height, num as usize),
-            ),
-            JpegScale::Covering { side, eighths } => {
-                scaled_dims(orig_width, orig_height, side as usize, eighths)
+        let mut zune = zune_jpeg::JpegDecoder::new_with_options(
+            ZCursor::new(jpeg),
+            DecoderOptions::default().jpeg_set_out_colorspace(ColorSpace::RGB),
+        );
+        zune.decode_headers().map_err(|e| e.to_string())?;
+        let (width, height) = zune
+            .dimensions()
+            .ok_or_else(|| "JPEG without a frame header".to_string())?;
+        let (orig_width, orig_height) = (width as u32, height as u32);
+        let eighths = match scale {
+            JpegScale::Full => 8,
+            JpegScale::Eighths(num) => num,
+            JpegScale::Covering { side } => covering_eighths(orig_width, orig_height, side),
+        };
+        let dims = if eighths == 8 {
+            let len = zune
+                .output_buffer_size()
+                .ok_or_else(|| "JPEG without a frame header".to_string())?;
+            self.rgb.resize(len, 0);
+            zune.decode_into(&mut self.rgb).map_err(|e| e.to_string())?;
+            DecodedDims {
+                orig_width,
+                orig_height,
+                width: orig_width,
+                height: orig_height,
+            }
+        } else {
+            let (width, height) = decode_reduced(jpeg, eighths, &mut self.rgb)?;
+            DecodedDims {
+                orig_width,
+                orig_height,
+                width,
+                height,
             }
         };
-        self.rgb.resize(width * height * 3, 0);
-        // TurboJPEG 2 picks the largest scaling factor whose output fits in
-        // (width, height): exactly the factor chosen above.
-        let output = turbojpeg::Image {
-            pixels: &mut self.rgb[..],
-            width,
-            pitch: width * 3,
-            height,
-            format: turbojpeg::PixelFormat::RGB,
-        };
-        self.tj
-            .decompress(jpeg, output)
-            .map_err(|e| e.to_string())?;
-        let dims = DecodedDims {
-            orig_width: orig_width as u32,
-            orig_height: orig_height as u32,
-            width: width as u32,
-            height: height as u32,
-        };
-        Ok((dims, &self.rgb))
+        Ok((dims, &self.rgb[..(dims.width * dims.height * 3) as usize]))
     }
 }
 
-/// A libjpeg-turbo decode scale.
+/// A JPEG decode scale.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JpegScale {
     Full,
-    /// `n/8` of each side (n = 1..=8).
+    /// `n/8` of each side, n in 1, 2, 4, 8 (the reduced inverse DCTs there are).
     Eighths(u8),
-    /// The smallest of the `eighths` (n/8, ascending) that keeps both sides at
-    /// least `side`, else full size. The loader uses `[1, 2, 4]`: only those
-    /// scales have SIMD inverse DCTs, and 5/8..7/8 decode slower than full
-    /// size (see the README).
+    /// The smallest of 1/8, 1/4, 1/2 that keeps both sides at least `side`,
+    /// else full size (what the loader uses).
     Covering {
         side: u32,
-        eighths: &'static [u8],
     },
 }
 
-/// libjpeg-turbo's TJSCALED: the size of `dim` scaled by `num/8`, rounded up.
-fn scale_by_eighths(dim: usize, num: usize) -> usize {
-    (dim * num).div_ceil(8)
+/// The size of `dim` scaled by `num/8`, rounded up (libjpeg's and jpeg-decoder's rule).
+fn scale_by_eighths(dim: u32, num: u8) -> u32 {
+    (dim * num as u32).div_ceil(8)
 }
 
-/// The smallest size scaled by `eighths[i]/8` (ascending) whose sides are both
-/// >= `min_side`, else the full size.
-fn scaled_dims(width: usize, height: usize, min_side: usize, eighths: &[u8]) -> (usize, usize) {
-    eighths
-        .iter()
-        .map(|&num| num as usize)
-        .map(|num| (scale_by_eighths(width, num), scale_by_eighths(height, num)))
-        .find(|&(w, h)| w >= min_side && h >= min_side)
-        .unwrap_or((width, height))
+/// The smallest of 1/8, 1/4, 1/2 (as eighths) that keeps both sides `>= side`, else 8.
+fn covering_eighths(width: u32, height: u32, side: u32) -> u8 {
+    [1, 2, 4]
+        .into_iter()
+        .find(|&num| scale_by_eighths(width, num) >= side && scale_by_eighths(height, num) >= side)
+        .unwrap_or(8)
+}
+
+/// Decodes at `eighths/8` of each side with jpeg-decoder's reduced inverse
+/// DCT into `out` (packed RGB); returns the decoded `(width, height)`.
+fn decode_reduced(jpeg: &[u8], eighths: u8, out: &mut Vec<u8>) -> Result<(u32, u32), String> {
+    let mut decoder = jpeg_decoder::Decoder::new(jpeg);
+    decoder.read_info().map_err(|e| e.to_string())?;
+    let info = decoder
+        .info()
+        .ok_or_else(|| "JPEG without a frame header".to_string())?;
+    let (want_w, want_h) = (
+        scale_by_eighths(info.width as u32, eighths),
+        scale_by_eighths(info.height as u32, eighths),
+    );
+    let (w, h) = decoder
+        .scale(want_w as u16, want_h as u16)
+        .map_err(|e| e.to_string())?;
+    let pixels = decoder.decode().map_err(|e| e.to_string())?;
+    let (w, h) = (w as u32, h as u32);
+    let n = (w * h) as usize;
+    out.clear();
+    out.reserve(n * 3);
+    let info = decoder
+        .info()
+        .ok_or_else(|| "JPEG without a frame header".to_string())?;
+    match info.pixel_format {
+        jpeg_decoder::PixelFormat::RGB24 => out.extend_from_slice(&pixels[..n * 3]),
+        jpeg_decoder::PixelFormat::L8 => out.extend(pixels[..n].iter().flat_map(|&l| [l, l, l])),
+        jpeg_decoder::PixelFormat::L16 => out.extend(
+            pixels[..n * 2]
+                .chunks_exact(2)
+                .flat_map(|be| [be[0], be[0], be[0]]),
+        ),
+        // Adobe CMYK JPEGs store inverted ink amounts (what jpeg-decoder hands back).
+        jpeg_decoder::PixelFormat::CMYK32 => {
+            out.extend(pixels[..n * 4].chunks_exact(4).flat_map(|cmyk| {
+                let k = cmyk[3] as u32;
+                [0, 1, 2].map(|i| ((cmyk[i] as u32 * k + 127) / 255) as u8)
+            }))
+        }
+    }
+    Ok((w, h))
 }
 
 fn is_jpeg(bytes: &[u8]) -> bool {
@@ -233,29 +266,14 @@ impl ImagePipeline {
         self.squashed.resize(squashed_len, 0);
 
         if is_jpeg(&self.file) {
-            match self.jpeg.decode(&self.file, Some(size)) {
-                Ok((dims, rgb)) => {
-                    self.squasher
-                        .squash(rgb, dims.width, dims.height, size, &mut self.squashed)
-                        .map_err(decode_error)?;
-                    return Ok((dims.orig_height, dims.orig_width));
-                }
-                Err(turbo_error) => {
-                    // libjpeg-turbo also fails on mere warnings (e.g. stray bytes
-                    // before a marker); zune-jpeg may still read such files.
-                    let fallback = decode_with_image_crate(&self.file)
-                        .map_err(|_| decode_error(format!("libjpeg-turbo: {turbo_error}")))?;
-                    tracing::warn!(
-                        "{}: libjpeg-turbo failed ({turbo_error}); decoded with zune-jpeg instead",
-                        path.display()
-                    );
-                    let (w, h) = fallback.dimensions();
-                    self.squasher
-                        .squash(fallback.as_raw(), w, h, size, &mut self.squashed)
-                        .map_err(decode_error)?;
-                    return Ok((h, w));
-                }
-            }
+            let (dims, rgb) = self
+                .jpeg
+                .decode(&self.file, Some(size))
+                .map_err(decode_error)?;
+            self.squasher
+                .squash(rgb, dims.width, dims.height, size, &mut self.squashed)
+                .map_err(decode_error)?;
+            return Ok((dims.orig_height, dims.orig_width));
         }
         let rgb = decode_with_image_crate(&self.file).map_err(decode_error)?;
         let (w, h) = rgb.dimensions();
@@ -320,7 +338,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn scaled_dims_pick_the_smallest_eighth_that_covers_the_target() {
+    fn covering_scale_is_the_smallest_eighth_that_keeps_both_sides() {
         // (width, height, min_side) -> decoded size
         let cases = [
             ((500, 375, 224), (500, 375)), // 1/2 would give a height of 188: full size
@@ -333,11 +351,9 @@ mod tests {
             ((224, 224, 224), (224, 224)),
         ];
         for ((w, h, side), want) in cases {
-            assert_eq!(
-                scaled_dims(w, h, side, &[1, 2, 4]),
-                want,
-                "{w}x{h} -> {side}"
-            );
+            let eighths = covering_eighths(w, h, side);
+            let got = (scale_by_eighths(w, eighths), scale_by_eighths(h, eighths));
+            assert_eq!(got, want, "{w}x{h} -> {side}");
         }
     }
 }

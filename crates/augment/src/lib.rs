@@ -1,8 +1,9 @@
 //! A GIL-free, multi-threaded image loader for the lesson's bounding-box task.
 //!
-//! Each image is decoded (JPEG at reduced scale in the DCT domain through
-//! libjpeg-turbo, PNG through the `image` crate), squashed to `size x size`
-//! without cropping, augmented together with its box (the lesson's
+//! Each image is decoded (JPEG through zune-jpeg, photos much larger than the
+//! target at 1/2..1/8 through jpeg-decoder's reduced inverse DCT, PNG through
+//! the `image` crate), squashed to `size x size` without cropping, augmented
+//! together with its box (the lesson's
 //! `transforms_side_on`: rotate, lighting, flip) and written as ImageNet-normalised
 //! f32 in NCHW layout straight into the batch buffer.
 //!

@@ -13,6 +13,14 @@
 //! [`write_atomic`] is the project's one way to write an artifact: a temp file
 //! beside the target, fsync, rename, so a killed writer never leaves a
 //! half-written file in place.
+//!
+//! [`check_file_name`] / [`ImagesDir`] are the project's one check that a
+//! file name read from an input stays inside the images folder; the readers
+//! here apply it to every `fn` they read.
+
+mod image_path;
+
+pub use image_path::{check_file_name, image_path, FileNameError, ImagesDir};
 
 use std::fmt::Write as _;
 use std::io::{self, BufWriter, Write};
@@ -192,8 +200,9 @@ pub fn read_bb(path: &Path) -> Result<Vec<BbRow>, CsvError> {
 }
 
 /// Reads a two-column CSV with the given header; `parse` turns each row
-/// (`fn` already checked non-empty) into a value or a message, which the
-/// error then places at its file and line.
+/// (`fn` already checked non-empty, and, where the first column is `fn`, a
+/// name inside the images folder by [`check_file_name`]) into a value or a
+/// message, which the error then places at its file and line.
 pub fn read_rows<T>(
     path: &Path,
     header: [&str; 2],
@@ -269,6 +278,9 @@ pub fn read_rows<T>(
         let fields = [&record[0], &record[1]];
         if fields[0].is_empty() {
             return Err(bad(line, "empty file name".to_owned()));
+        }
+        if header[0] == "fn" {
+            check_file_name(fields[0]).map_err(|e| bad(line, e.to_string()))?;
         }
         rows.push(parse(fields).map_err(|m| bad(line, m))?);
     }

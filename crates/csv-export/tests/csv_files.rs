@@ -78,6 +78,19 @@ fn readers_name_file_and_line_of_a_bad_row() {
         ),
         ("lrg", "fn,cat\r\na.jpg,car\r\nb.jpg\r\n", 3, "1 fields"),
         ("lrg", "fn,bbox\na.jpg,car\n", 1, "header"),
+        (
+            "bb",
+            "fn,bbox\na.jpg,1 2 3 4\n../../../../etc/passwd,1 2 3 4\n",
+            3,
+            "\"../../../../etc/passwd\" has a `..` component",
+        ),
+        ("lrg", "fn,cat\n/etc/passwd,car\n", 2, "is absolute"),
+        (
+            "lrg",
+            "fn,cat\na.jpg,car\nsub/./b.jpg,car\n",
+            3,
+            "`.` component",
+        ),
     ];
     for &(kind, text, line, message) in cases {
         let dir = tempfile::tempdir().unwrap();
@@ -106,6 +119,27 @@ fn readers_name_file_and_line_of_a_bad_row() {
             other => panic!("{text:?}: expected a bad row, got {other}"),
         }
     }
+}
+
+#[test]
+fn file_names_leaving_the_images_folder_are_refused_with_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bb.csv");
+    std::fs::write(
+        &path,
+        "fn,bbox\n000012.jpg,96 155 269 350\nsub/000017.jpg,1 2 3 4\n../../../../etc/passwd,1 2 3 4\n",
+    )
+    .unwrap();
+    let err = read_bb(&path).unwrap_err().to_string();
+    assert!(
+        err.starts_with(&format!("{}:4: ", path.display()))
+            && err.contains("\"../../../../etc/passwd\"")
+            && err.contains("inside the images folder"),
+        "{err}"
+    );
+    // A name in a subfolder is fine.
+    std::fs::write(&path, "fn,bbox\nsub/000017.jpg,1 2 3 4\n").unwrap();
+    assert_eq!(read_bb(&path).unwrap()[0].file_name, "sub/000017.jpg");
 }
 
 #[test]

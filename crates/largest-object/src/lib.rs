@@ -5,6 +5,12 @@
 //! `reverse=True` and takes the first; Python's sort is stable, so among equal
 //! areas the first in annotation order wins. Images without a usable box
 //! (the lesson would crash on them) are named in a warning and left out.
+//!
+//! A dataset where *no* image has a usable box is an error: the loaders of
+//! `voc-annotations` already refuse such a source naming its file and why
+//! ([`voc_annotations::AnnotationError::NoUsableBox`]); [`largest_objects`]
+//! refuses one built otherwise too, rather than writing empty CSVs that a
+//! later stage would only find empty.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -33,6 +39,8 @@ pub struct Largest {
 pub enum LargestError {
     #[error("image {file_name}: object has category id {category_id}, which the dataset does not define")]
     UnknownCategory { file_name: String, category_id: u32 },
+    #[error("none of the {images} images has a usable box: no rows for lrg.csv and bb.csv")]
+    NoUsableBox { images: usize },
 }
 
 /// The lesson's area: `(bottom - top) * (right - left)`, in `f64` so that
@@ -84,6 +92,11 @@ pub fn largest_objects(dataset: &Dataset) -> Result<Largest, LargestError> {
             file_name: image.file_name.clone(),
             category: (*category).to_owned(),
             bbox: object.bbox,
+        });
+    }
+    if rows.is_empty() {
+        return Err(LargestError::NoUsableBox {
+            images: dataset.images.len(),
         });
     }
     if images_without_box > 0 {
@@ -223,6 +236,17 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn a_dataset_without_any_usable_box_is_an_error() {
+        for ds in [
+            dataset(vec![("a.jpg", vec![]), ("b.jpg", vec![])]),
+            dataset(vec![]),
+        ] {
+            let err = largest_objects(&ds).unwrap_err().to_string();
+            assert!(err.contains("has a usable box"), "{err}");
+        }
     }
 
     #[test]

@@ -24,7 +24,7 @@ mod resnet;
 use std::str::FromStr;
 use tch::{nn, Tensor};
 
-pub use allocator::keep_freed_tensor_memory;
+pub use allocator::{configure_tensor_memory, keep_freed_tensor_memory, TensorMemory};
 pub use head::HeadSpec;
 pub use load::{load_backbone, LoadReport};
 

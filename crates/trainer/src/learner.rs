@@ -135,6 +135,11 @@ pub struct Learner<M: LayeredModel> {
     pub progress: bool,
     /// Print the epoch table to stdout.
     pub print_table: bool,
+    /// Torch's random stream (dropout, drop-connect) is reseeded from `(seed, epoch)` at
+    /// the start of every epoch of `fit` and of `lr_find`, so an epoch draws the same
+    /// whatever ran before it in the process: a run resumed from a checkpoint draws
+    /// exactly what the uninterrupted run did, with no generator state to save.
+    pub seed: u64,
     params: Vec<Param>,
     trainable_groups: Vec<bool>,
 }
@@ -170,6 +175,7 @@ impl<M: LayeredModel> Learner<M> {
             optimiser: OptimiserConfig::default(),
             progress: true,
             print_table: true,
+            seed: 0,
             params,
             trainable_groups: vec![true; n_groups],
         };
@@ -239,6 +245,17 @@ impl<M: LayeredModel> Learner<M> {
         Optimiser::new(trainable, self.n_groups(), self.optimiser)
     }
 
+    /// Reseeds torch's global generator for `epoch` (see `Learner::seed`).
+    fn seed_torch_for_epoch(&self, epoch: usize) {
+        let key = [self.seed.to_le_bytes(), (epoch as u64).to_le_bytes()].concat();
+        let hash = blake3::hash(&key);
+        let first: [u8; 8] = hash.as_bytes()[..8]
+            .try_into()
+            .expect("a blake3 hash has 32 bytes");
+        // Non-negative: torch takes the seed as an unsigned 64-bit number.
+        tch::manual_seed((u64::from_le_bytes(first) >> 1) as i64);
+    }
+
     fn to_device(&self, batch: &Batch) -> (Tensor, Tensor) {
         let s = batch.size as i64;
         let x = Tensor::from_slice(&batch.x)
@@ -305,6 +322,7 @@ impl<M: LayeredModel> Learner<M> {
         let mut smoothed = SmoothedLoss::default();
         let mut best = 1e9f64;
         let mut points = Vec::new();
+        self.seed_torch_for_epoch(loader_epoch);
         let result = (|| {
             for (i, batch) in data.batches(loader_epoch).enumerate() {
                 let batch = batch?;
@@ -372,11 +390,11 @@ impl<M: LayeredModel> Learner<M> {
             return;
         }
         let mut line = format!(
-            "{:<10} {:<10.6} {:<10.6} ",
+            "{:<10} {:<10.4} {:<10.4} ",
             record.epoch, record.trn_loss, record.val_loss
         );
         for v in &record.metrics {
-            line.push_str(&format!("{v:<10.6} "));
+            line.push_str(&format!("{v:<10.4} "));
         }
         println!("{}", line.trim_end());
     }
@@ -384,7 +402,8 @@ impl<M: LayeredModel> Learner<M> {
     /// fastai 0.7 `fit`: `config.epochs()` epochs under the schedule, a fresh optimiser over the
     /// trainable groups (fastai builds a new optimiser per `fit`), validation and a table
     /// row after each epoch, then `on_epoch_end` (checkpointing). `first_epoch` numbers the
-    /// epochs across a run and seeds the loader's shuffle. A NaN or infinite training loss
+    /// epochs across a run; an epoch's number seeds the loader's shuffle and, with `seed`,
+    /// torch's random stream for that epoch. A NaN or infinite training loss
     /// stops with `TrainError::NonFiniteLoss` before the bad step is applied.
     pub fn fit(
         &mut self,
@@ -425,6 +444,7 @@ impl<M: LayeredModel> Learner<M> {
             let epoch = first_epoch + epoch_in_fit;
             let started = Instant::now();
             let bar = self.progress_bar(batches, format!("epoch {epoch}"));
+            self.seed_torch_for_epoch(epoch);
             for batch in train.batches(epoch) {
                 let batch = batch?;
                 let mult = schedule.multiplier(position.iteration);

@@ -30,14 +30,17 @@ enum Command {
 }
 
 fn main() -> Result<()> {
-    model_zoo::keep_freed_tensor_memory();
+    let tensor_memory = model_zoo::configure_tensor_memory();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colour only on a terminal: a log written to a file or a pipe stays plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    tracing::info!("tensor memory: {tensor_memory}");
     match Cli::parse().command {
         Command::Stage { spec, resume } => {
             let text = std::fs::read_to_string(&spec)

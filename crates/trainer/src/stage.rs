@@ -490,6 +490,9 @@ fn prepare(
             .collect(),
         Task::Bbox => HashMap::new(),
     };
+    // Every image must lie inside the images folder (no absolute paths, `..`
+    // or symlinks leading out).
+    let images_dir = csv_export::ImagesDir::new(images);
     let mut items = Vec::with_capacity(rows.len());
     for row in &rows {
         let class = match &row.category {
@@ -503,7 +506,9 @@ fn prepare(
             None => None,
         };
         items.push(augment::Item {
-            path: images.join(&row.file_name),
+            path: images_dir
+                .path(&row.file_name)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", csv.display()))?,
             class,
             bbox: row.bbox,
         });
@@ -615,10 +620,21 @@ fn parse_params(spec: &StageSpec) -> Result<Params> {
 
 /// Runs one stage; `resume` continues from the checkpoint in `work_dir` if it is this run's.
 pub fn run(spec: &StageSpec, resume: bool) -> Result<()> {
+    run_observed(spec, resume, &mut |_| Ok(()))
+}
+
+/// `run`, calling `after_checkpoint(epochs_done)` each time training has written its
+/// checkpoint. An error from it stops the stage right there, leaving the work folder as a
+/// kill at that moment would: how tests interrupt a run to check that it resumes exactly.
+pub fn run_observed(
+    spec: &StageSpec,
+    resume: bool,
+    after_checkpoint: &mut dyn FnMut(usize) -> Result<(), TrainError>,
+) -> Result<()> {
     let params = parse_params(spec)?;
     tch::set_num_threads(params.threads.unwrap_or_else(cores) as i32);
     match spec.kind.as_str() {
-        "train" | "lr_find" => train(spec, &params, resume),
+        "train" | "lr_find" => train(spec, &params, resume, after_checkpoint),
         "predict" => predict(spec, &params),
         other => {
             bail!("the trainer does not run stage kind {other:?} (it runs lr_find, train, predict)")
@@ -637,7 +653,12 @@ fn checkpoint_path(spec: &StageSpec) -> PathBuf {
 }
 
 /// The train and lr_find kinds: build the learner and run the schedule.
-fn train(spec: &StageSpec, params: &Params, resume: bool) -> Result<()> {
+fn train(
+    spec: &StageSpec,
+    params: &Params,
+    resume: bool,
+    after_checkpoint: &mut dyn FnMut(usize) -> Result<(), TrainError>,
+) -> Result<()> {
     let lr_find_kind = spec.kind == "lr_find";
     let data = prepare(spec, params, None, params.val_fraction, params.seed)?;
     let device = device();
@@ -655,6 +676,7 @@ fn train(spec: &StageSpec, params: &Params, resume: bool) -> Result<()> {
         method,
         weight_decay: params.weight_decay,
     };
+    learner.seed = params.seed;
     match (spec.inputs.get("weights"), params.random_init) {
         (_, true) => {
             tracing::info!("random_init: every layer starts from its initialisation, all groups trainable");
@@ -777,10 +799,11 @@ fn train(spec: &StageSpec, params: &Params, resume: bool) -> Result<()> {
                 };
                 let mut on_epoch_end = |end: EpochEnd<'_>| -> Result<(), TrainError> {
                     meta.metrics.push(end.record.clone());
+                    let run_epochs_done = first_epoch + end.position.epochs_done;
                     meta.resume = Some(ResumePoint {
                         run_key: run_key.clone(),
                         step: step_index,
-                        epochs_done: first_epoch + end.position.epochs_done,
+                        epochs_done: run_epochs_done,
                         fit: end.position.clone(),
                     });
                     let mut tensors: Vec<(String, Tensor)> =
@@ -791,7 +814,7 @@ fn train(spec: &StageSpec, params: &Params, resume: bool) -> Result<()> {
                         write_metrics(path, &meta.task, &meta.metrics)
                             .map_err(|e| TrainError::Data(format!("{e:#}")))?;
                     }
-                    Ok(())
+                    after_checkpoint(run_epochs_done)
                 };
                 learner.fit(
                     &data.train,

@@ -167,12 +167,18 @@ fn bbox_field(path: &Path, line: u64, column: &str, text: &str) -> Result<[f32; 
     })
 }
 
+/// The `fn` column: a name inside the images folder ([`csv_export::check_file_name`]).
+fn file_name_field(path: &Path, line: u64, text: &str) -> Result<String> {
+    csv_export::check_file_name(text).map_err(|e| parse_error(path, line, e.to_string()))?;
+    Ok(text.to_string())
+}
+
 pub fn read_bbox_predictions(path: &Path) -> Result<Vec<BboxPrediction>> {
     records(path, &["fn", "bbox", "true_bbox", "iou"])?
         .into_iter()
         .map(|(line, r)| {
             Ok(BboxPrediction {
-                file_name: r[0].to_string(),
+                file_name: file_name_field(path, line, &r[0])?,
                 bbox: bbox_field(path, line, "bbox", &r[1])?,
                 true_bbox: bbox_field(path, line, "true_bbox", &r[2])?,
                 iou: parse_f64(path, line, "iou", &r[3])? as f32,
@@ -186,7 +192,7 @@ pub fn read_class_predictions(path: &Path) -> Result<Vec<ClassPrediction>> {
         .into_iter()
         .map(|(line, r)| {
             Ok(ClassPrediction {
-                file_name: r[0].to_string(),
+                file_name: file_name_field(path, line, &r[0])?,
                 category: r[1].to_string(),
                 true_category: r[2].to_string(),
                 prob: parse_f64(path, line, "prob", &r[3])? as f32,

@@ -1,6 +1,11 @@
 //! R x C grids of annotated images (the lesson's `plt.subplots(3, 4)` loops):
 //! each cell an image scaled to fit, its boxes and labels drawn at the cell's
 //! resolution (so lines keep their width), and a caption under it.
+//!
+//! Images are opened through [`ImageOpener`]: an unreadable one is, by the
+//! [`OnBadImage`] the caller passes, an error naming it or a warning, an
+//! entry in the returned [`DrawSummary`] and an [`unreadable_tile`] in its
+//! cell.
 
 use crate::artifacts::{
     read_bbox_predictions, read_class_predictions, BboxPrediction, ClassPrediction,
@@ -9,13 +14,13 @@ use crate::draw::{
     draw_annotations, draw_text, text_extent, Annotation, TextStyle, GROUND_TRUTH_COLOR,
     PREDICTION_COLOR, WHITE,
 };
-use crate::{open_rgb, save_png, Result, VizError};
+use crate::images::{unreadable_image, DrawSummary, ImageOpener, OnBadImage};
+use crate::{save_png, Result, VizError};
 use csv_export::{BbRow, LrgRow};
 use image::{imageops, Rgb, RgbImage};
 use std::path::Path;
 
 const BACKGROUND: Rgb<u8> = Rgb([32, 32, 32]);
-const MISSING_IMAGE: Rgb<u8> = Rgb([90, 30, 30]);
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct GridLayout {
@@ -141,36 +146,65 @@ fn fit_text(text: &str, style: &TextStyle, max_width: u32) -> String {
         .unwrap_or_default()
 }
 
-/// Loads `images_dir/file_name`; a missing or broken image becomes a dark red
-/// placeholder (counted by a warning) so one bad file does not lose the grid.
-fn load_or_placeholder(images_dir: &Path, file_name: &str) -> RgbImage {
-    let path = images_dir.join(file_name);
-    match open_rgb(&path) {
-        Ok(image) => image,
-        Err(error) => {
-            tracing::warn!("grid: {error}; drawing a placeholder");
-            RgbImage::from_pixel(320, 240, MISSING_IMAGE)
-        }
+/// Side of the square tile drawn in place of an unreadable image: the
+/// default cell, so that it is drawn at its own resolution there.
+pub const UNREADABLE_TILE_PX: u32 = 256;
+
+/// The tile standing in for an unreadable image: crossed out, saying
+/// `unreadable: <reason>`, nothing drawn on it, and the row's caption (which
+/// names the file) below.
+pub fn unreadable_tile(reason: &str, caption: impl Into<String>) -> Tile {
+    Tile {
+        image: unreadable_image(UNREADABLE_TILE_PX, UNREADABLE_TILE_PX, reason),
+        annotations: Vec::new(),
+        caption: caption.into(),
     }
 }
 
+/// The tile for `file_name`: its image with `annotations`, or, where the
+/// image is unreadable and the policy is to skip it, [`unreadable_tile`].
+fn tile(
+    images: &mut ImageOpener,
+    file_name: &str,
+    annotations: Vec<Annotation>,
+    caption: String,
+) -> Result<Tile> {
+    Ok(match images.open(file_name)? {
+        Ok(image) => Tile {
+            image,
+            annotations,
+            caption,
+        },
+        Err(reason) => unreadable_tile(&reason, caption),
+    })
+}
+
 /// Tiles for a bbox predictions CSV: prediction in white, ground truth in green, IoU in the caption.
-pub fn bbox_prediction_tiles(predictions: &[BboxPrediction], images_dir: &Path) -> Vec<Tile> {
+pub fn bbox_prediction_tiles(
+    predictions: &[BboxPrediction],
+    images: &mut ImageOpener,
+) -> Result<Vec<Tile>> {
     predictions
         .iter()
-        .map(|p| Tile {
-            image: load_or_placeholder(images_dir, &p.file_name),
-            annotations: vec![
-                Annotation::bare_box(p.true_bbox, GROUND_TRUTH_COLOR),
-                Annotation::bare_box(p.bbox, PREDICTION_COLOR),
-            ],
-            caption: format!("{}  IoU {:.2}", p.file_name, p.iou),
+        .map(|p| {
+            tile(
+                images,
+                &p.file_name,
+                vec![
+                    Annotation::bare_box(p.true_bbox, GROUND_TRUTH_COLOR),
+                    Annotation::bare_box(p.bbox, PREDICTION_COLOR),
+                ],
+                format!("{}  IoU {:.2}", p.file_name, p.iou),
+            )
         })
         .collect()
 }
 
 /// Tiles for a class predictions CSV: predicted class and probability in white, true class in green.
-pub fn class_prediction_tiles(predictions: &[ClassPrediction], images_dir: &Path) -> Vec<Tile> {
+pub fn class_prediction_tiles(
+    predictions: &[ClassPrediction],
+    images: &mut ImageOpener,
+) -> Result<Vec<Tile>> {
     predictions
         .iter()
         .map(|p| {
@@ -179,39 +213,44 @@ pub fn class_prediction_tiles(predictions: &[ClassPrediction], images_dir: &Path
             } else {
                 "WRONG"
             };
-            Tile {
-                image: load_or_placeholder(images_dir, &p.file_name),
-                annotations: vec![
+            tile(
+                images,
+                &p.file_name,
+                vec![
                     Annotation::label(format!("{} {:.2}", p.category, p.prob), PREDICTION_COLOR),
                     Annotation::label(format!("true: {}", p.true_category), GROUND_TRUTH_COLOR),
                 ],
-                caption: format!("{}  {verdict}", p.file_name),
-            }
+                format!("{}  {verdict}", p.file_name),
+            )
         })
         .collect()
 }
 
 /// Tiles for bb.csv rows: the largest object's box.
-pub fn bb_tiles(rows: &[BbRow], images_dir: &Path) -> Vec<Tile> {
+pub fn bb_tiles(rows: &[BbRow], images: &mut ImageOpener) -> Result<Vec<Tile>> {
     rows.iter()
         .map(|row| {
             let [top, left, bottom, right] = row.bbox;
-            Tile {
-                image: load_or_placeholder(images_dir, &row.file_name),
-                annotations: vec![Annotation::bare_box(row.bbox, PREDICTION_COLOR)],
-                caption: format!("{}  {}x{}", row.file_name, right - left, bottom - top),
-            }
+            tile(
+                images,
+                &row.file_name,
+                vec![Annotation::bare_box(row.bbox, PREDICTION_COLOR)],
+                format!("{}  {}x{}", row.file_name, right - left, bottom - top),
+            )
         })
         .collect()
 }
 
 /// Tiles for lrg.csv rows: the largest object's class at the top-left corner.
-pub fn lrg_tiles(rows: &[LrgRow], images_dir: &Path) -> Vec<Tile> {
+pub fn lrg_tiles(rows: &[LrgRow], images: &mut ImageOpener) -> Result<Vec<Tile>> {
     rows.iter()
-        .map(|row| Tile {
-            image: load_or_placeholder(images_dir, &row.file_name),
-            annotations: vec![Annotation::label(row.category.clone(), PREDICTION_COLOR)],
-            caption: row.file_name.clone(),
+        .map(|row| {
+            tile(
+                images,
+                &row.file_name,
+                vec![Annotation::label(row.category.clone(), PREDICTION_COLOR)],
+                row.file_name.clone(),
+            )
         })
         .collect()
 }
@@ -233,13 +272,16 @@ pub fn bbox_prediction_grid(
     images_dir: &Path,
     layout: &GridLayout,
     out: &Path,
-) -> Result<()> {
+    on_bad_image: OnBadImage,
+) -> Result<DrawSummary> {
     let rows = first(
         read_bbox_predictions(predictions_csv)?,
         layout.capacity(),
         predictions_csv,
     )?;
-    write_grid(&bbox_prediction_tiles(&rows, images_dir), layout, out)
+    let mut images = ImageOpener::new(images_dir, predictions_csv, on_bad_image);
+    write_grid(&bbox_prediction_tiles(&rows, &mut images)?, layout, out)?;
+    Ok(images.into_summary())
 }
 
 /// The lesson's prediction grid for the classifier: the first `layout.capacity()` rows.
@@ -248,25 +290,44 @@ pub fn class_prediction_grid(
     images_dir: &Path,
     layout: &GridLayout,
     out: &Path,
-) -> Result<()> {
+    on_bad_image: OnBadImage,
+) -> Result<DrawSummary> {
     let rows = first(
         read_class_predictions(predictions_csv)?,
         layout.capacity(),
         predictions_csv,
     )?;
-    write_grid(&class_prediction_tiles(&rows, images_dir), layout, out)
+    let mut images = ImageOpener::new(images_dir, predictions_csv, on_bad_image);
+    write_grid(&class_prediction_tiles(&rows, &mut images)?, layout, out)?;
+    Ok(images.into_summary())
 }
 
 /// The first `layout.capacity()` boxes of bb.csv on their images.
-pub fn bb_grid(bb_csv: &Path, images_dir: &Path, layout: &GridLayout, out: &Path) -> Result<()> {
+pub fn bb_grid(
+    bb_csv: &Path,
+    images_dir: &Path,
+    layout: &GridLayout,
+    out: &Path,
+    on_bad_image: OnBadImage,
+) -> Result<DrawSummary> {
     let rows = first(csv_export::read_bb(bb_csv)?, layout.capacity(), bb_csv)?;
-    write_grid(&bb_tiles(&rows, images_dir), layout, out)
+    let mut images = ImageOpener::new(images_dir, bb_csv, on_bad_image);
+    write_grid(&bb_tiles(&rows, &mut images)?, layout, out)?;
+    Ok(images.into_summary())
 }
 
 /// The first `layout.capacity()` classes of lrg.csv on their images.
-pub fn lrg_grid(lrg_csv: &Path, images_dir: &Path, layout: &GridLayout, out: &Path) -> Result<()> {
+pub fn lrg_grid(
+    lrg_csv: &Path,
+    images_dir: &Path,
+    layout: &GridLayout,
+    out: &Path,
+    on_bad_image: OnBadImage,
+) -> Result<DrawSummary> {
     let rows = first(csv_export::read_lrg(lrg_csv)?, layout.capacity(), lrg_csv)?;
-    write_grid(&lrg_tiles(&rows, images_dir), layout, out)
+    let mut images = ImageOpener::new(images_dir, lrg_csv, on_bad_image);
+    write_grid(&lrg_tiles(&rows, &mut images)?, layout, out)?;
+    Ok(images.into_summary())
 }
 
 #[cfg(test)]
@@ -336,10 +397,15 @@ mod tests {
             ..GridLayout::default()
         };
         let bbox_png = dir.path().join("out/bbox.png");
-        bbox_prediction_grid(&bbox_csv, &images, &layout, &bbox_png).unwrap();
+        let summary =
+            bbox_prediction_grid(&bbox_csv, &images, &layout, &bbox_png, OnBadImage::Skip).unwrap();
+        assert_eq!(
+            summary.unreadable,
+            vec![(images.join("missing.jpg"), "missing".to_owned())]
+        );
         assert_eq!(png_size(&bbox_png), layout.size_px());
         let class_png = dir.path().join("class.png");
-        class_prediction_grid(&class_csv, &images, &layout, &class_png).unwrap();
+        class_prediction_grid(&class_csv, &images, &layout, &class_png, OnBadImage::Fail).unwrap();
         assert_eq!(png_size(&class_png), layout.size_px());
 
         // Ground truth in green and prediction in white both show in the bbox grid.
@@ -373,20 +439,26 @@ mod tests {
         let layout = GridLayout::for_count(1, 4);
         for (draw, csv) in [
             (
-                bb_grid as fn(&Path, &Path, &GridLayout, &Path) -> Result<()>,
+                bb_grid as fn(&Path, &Path, &GridLayout, &Path, OnBadImage) -> Result<DrawSummary>,
                 &bb,
             ),
             (lrg_grid, &lrg),
         ] {
             let out = dir.path().join("grid.png");
-            draw(csv, dir.path(), &layout, &out).unwrap();
+            draw(csv, dir.path(), &layout, &out, OnBadImage::Fail).unwrap();
             assert_eq!(png_size(&out), layout.size_px());
         }
         let empty = dir.path().join("empty.csv");
         std::fs::write(&empty, "fn,bbox\n").unwrap();
-        let message = bb_grid(&empty, dir.path(), &layout, &dir.path().join("x.png"))
-            .unwrap_err()
-            .to_string();
+        let message = bb_grid(
+            &empty,
+            dir.path(),
+            &layout,
+            &dir.path().join("x.png"),
+            OnBadImage::Skip,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(message.contains("empty.csv"), "{message}");
     }
 }

@@ -11,8 +11,9 @@ use crate::grid::{
     bb_tiles, bbox_prediction_tiles, class_prediction_tiles, lrg_tiles, render_grid, GridLayout,
     Tile,
 };
+use crate::images::{unreadable_image, ImageOpener, OnBadImage};
 use crate::plot::{plot_lr_find_points, plot_metrics_table, LrFindPlotOptions};
-use crate::{open_rgb, save_png, Result, VizError};
+use crate::{save_png, Result, VizError};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
@@ -408,21 +409,41 @@ fn lr_find_json_beside(csv: &Path) -> Option<PathBuf> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Drawn {
     pub path: PathBuf,
+    /// One line for the caller to print; it ends with the unreadable images'
+    /// count and names where there are any.
     pub what: String,
+    /// Images that could not be read, drawn as marked tiles, with why.
+    pub unreadable: Vec<(PathBuf, String)>,
+}
+
+/// [`draw_artifact_with`] under the default policy, [`OnBadImage::Skip`]:
+/// an unreadable image is warned about, drawn as a marked tile and listed in
+/// [`Drawn::unreadable`].
+pub fn draw_artifact(path: &Path, count: usize, images_dir: &Path, out: &Path) -> Result<Drawn> {
+    draw_artifact_with(path, count, images_dir, out, OnBadImage::default())
 }
 
 /// Draws the first `count` rows of a bb/lrg/predictions CSV on their images
-/// (a grid of at most 4 columns), or plots a metrics or lr_find CSV.
-pub fn draw_artifact(path: &Path, count: usize, images_dir: &Path, out: &Path) -> Result<Drawn> {
+/// (a grid of at most 4 columns), or plots a metrics or lr_find CSV. An
+/// image that cannot be read is handled as `on_bad_image` says; a file name
+/// leading out of `images_dir` is an error naming the CSV and the name.
+pub fn draw_artifact_with(
+    path: &Path,
+    count: usize,
+    images_dir: &Path,
+    out: &Path,
+    on_bad_image: OnBadImage,
+) -> Result<Drawn> {
     let kind = detect_kind(path)?;
+    let mut images = ImageOpener::new(images_dir, path, on_bad_image);
     let tiles: Vec<Tile> = match kind {
-        ArtifactKind::Lrg => lrg_tiles(&take(csv_export::read_lrg(path)?, count), images_dir),
-        ArtifactKind::Bb => bb_tiles(&take(csv_export::read_bb(path)?, count), images_dir),
+        ArtifactKind::Lrg => lrg_tiles(&take(csv_export::read_lrg(path)?, count), &mut images)?,
+        ArtifactKind::Bb => bb_tiles(&take(csv_export::read_bb(path)?, count), &mut images)?,
         ArtifactKind::BboxPredictions => {
-            bbox_prediction_tiles(&take(read_bbox_predictions(path)?, count), images_dir)
+            bbox_prediction_tiles(&take(read_bbox_predictions(path)?, count), &mut images)?
         }
         ArtifactKind::ClassPredictions => {
-            class_prediction_tiles(&take(read_class_predictions(path)?, count), images_dir)
+            class_prediction_tiles(&take(read_class_predictions(path)?, count), &mut images)?
         }
         ArtifactKind::Metrics => {
             let table = read_metrics(path)?;
@@ -433,6 +454,7 @@ pub fn draw_artifact(path: &Path, count: usize, images_dir: &Path, out: &Path) -
             return Ok(Drawn {
                 path: out.to_path_buf(),
                 what: format!("losses and metrics over {} epochs", table.rows.len()),
+                unreadable: Vec::new(),
             });
         }
         ArtifactKind::LrFind => {
@@ -452,6 +474,7 @@ pub fn draw_artifact(path: &Path, count: usize, images_dir: &Path, out: &Path) -
             return Ok(Drawn {
                 path: out.to_path_buf(),
                 what: format!("lr_find curve of {} points", points.len()),
+                unreadable: Vec::new(),
             });
         }
         ArtifactKind::LrFindJson | ArtifactKind::CocoJson => {
@@ -466,14 +489,17 @@ pub fn draw_artifact(path: &Path, count: usize, images_dir: &Path, out: &Path) -
     }
     let layout = GridLayout::for_count(tiles.len(), 4);
     save_png(&render_grid(&tiles, &layout), out)?;
+    let summary = images.into_summary();
     Ok(Drawn {
         path: out.to_path_buf(),
         what: format!(
-            "first {} rows in a {}x{} grid",
+            "first {} rows in a {}x{} grid{}",
             tiles.len(),
             layout.rows,
-            layout.cols
+            layout.cols,
+            summary.note()
         ),
+        unreadable: summary.unreadable,
     })
 }
 
@@ -499,22 +525,56 @@ pub fn image_annotations(
 }
 
 /// Draws every box and class name of image `id` from a COCO-style JSON on
-/// the full-size image; returns the names drawn, in annotation order.
+/// the full-size image; returns the names drawn, in annotation order. An
+/// unreadable image is an error naming it ([`OnBadImage::Fail`]); see
+/// [`draw_dataset_image_with`] for the other policy.
 pub fn draw_dataset_image(
     dataset_json: &Path,
     images_dir: &Path,
     id: u64,
     out: &Path,
 ) -> Result<Vec<String>> {
+    draw_dataset_image_with(dataset_json, images_dir, id, out, OnBadImage::Fail).map(|d| d.names)
+}
+
+/// What [`draw_dataset_image_with`] drew.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DrawnImage {
+    /// The class names of the image's objects, in annotation order.
+    pub names: Vec<String>,
+    /// The image, with why, where it could not be read and a marked picture
+    /// of its annotated size was drawn instead (no boxes on it).
+    pub unreadable: Vec<(PathBuf, String)>,
+}
+
+/// [`draw_dataset_image`] with a policy for an unreadable image: under
+/// [`OnBadImage::Skip`] it is warned about, listed in
+/// [`DrawnImage::unreadable`], and `out` shows a crossed-out picture of the
+/// image's annotated size saying why.
+pub fn draw_dataset_image_with(
+    dataset_json: &Path,
+    images_dir: &Path,
+    id: u64,
+    out: &Path,
+    on_bad_image: OnBadImage,
+) -> Result<DrawnImage> {
     let dataset = voc_annotations::load_coco_json(dataset_json)?;
     let (info, annotations) = image_annotations(&dataset, id)
         .ok_or_else(|| VizError::invalid(dataset_json, format!("no image with id {id}")))?;
-    let mut image = open_rgb(&images_dir.join(&info.file_name))?;
-    // Text scaled to the image as the lesson's 16 pt on a ~500 px figure.
-    let text_px = (image.width().max(image.height()) as f32 / 30.0).clamp(14.0, 48.0);
-    draw_annotations(&mut image, &annotations, text_px);
-    save_png(&image, out)?;
-    Ok(annotations.into_iter().filter_map(|a| a.label).collect())
+    let mut images = ImageOpener::new(images_dir, dataset_json, on_bad_image);
+    match images.open(&info.file_name)? {
+        Ok(mut image) => {
+            // Text scaled to the image as the lesson's 16 pt on a ~500 px figure.
+            let text_px = (image.width().max(image.height()) as f32 / 30.0).clamp(14.0, 48.0);
+            draw_annotations(&mut image, &annotations, text_px);
+            save_png(&image, out)?;
+        }
+        Err(reason) => save_png(&unreadable_image(info.width, info.height, &reason), out)?,
+    }
+    Ok(DrawnImage {
+        names: annotations.into_iter().filter_map(|a| a.label).collect(),
+        unreadable: images.into_summary().unreadable,
+    })
 }
 
 #[cfg(test)]
@@ -666,6 +726,181 @@ mod tests {
                 2 * crate::plot::METRICS_PANEL_PX.0,
                 crate::plot::METRICS_PANEL_PX.1
             )
+        );
+    }
+
+    /// Where a test leaves a picture to be looked at: `$VIZ_LOOK_DIR/name`
+    /// when that is set, else inside the test's temp dir.
+    fn look_path(dir: &Path, name: &str) -> PathBuf {
+        match std::env::var_os("VIZ_LOOK_DIR") {
+            Some(look) => {
+                std::fs::create_dir_all(&look).unwrap();
+                Path::new(&look).join(name)
+            }
+            None => dir.join(name),
+        }
+    }
+
+    /// bb.csv naming a good image, then a zero-byte, a garbage and a missing one.
+    fn bb_with_unreadable_images(dir: &Path) -> PathBuf {
+        write_jpeg(&dir.join("good.jpg"), 160, 120);
+        std::fs::write(dir.join("zero.jpg"), b"").unwrap();
+        std::fs::write(dir.join("garbage.jpg"), b"<html>not a jpeg</html>").unwrap();
+        write(
+            dir,
+            "bb.csv",
+            "fn,bbox\ngood.jpg,10 10 100 150\nzero.jpg,1 1 9 9\ngarbage.jpg,1 1 9 9\nmissing.jpg,1 1 9 9\n",
+        )
+    }
+
+    #[test]
+    fn draw_marks_counts_and_warns_about_unreadable_images() {
+        let dir = tempfile::tempdir().unwrap();
+        let bb = bb_with_unreadable_images(dir.path());
+        let out = look_path(dir.path(), "unreadable-grid.png");
+        let drawn = draw_artifact(&bb, 12, dir.path(), &out).unwrap();
+        let unreadable: Vec<(&Path, &str)> = drawn
+            .unreadable
+            .iter()
+            .map(|(p, r)| (p.strip_prefix(dir.path()).unwrap(), r.as_str()))
+            .collect();
+        assert_eq!(unreadable.len(), 3, "{unreadable:?}");
+        assert_eq!(
+            unreadable[0],
+            (Path::new("zero.jpg"), "empty file (0 bytes)")
+        );
+        assert_eq!(unreadable[1].0, Path::new("garbage.jpg"));
+        assert!(
+            unreadable[1].1.starts_with("cannot decode")
+                || unreadable[1].1.starts_with("not an image"),
+            "{unreadable:?}"
+        );
+        assert_eq!(unreadable[2], (Path::new("missing.jpg"), "missing"));
+        assert!(
+            drawn.what.contains("first 4 rows")
+                && drawn
+                    .what
+                    .contains("3 unreadable images drawn as marked tiles")
+                && drawn.what.contains("zero.jpg: empty file (0 bytes)"),
+            "{}",
+            drawn.what
+        );
+        // Each unreadable cell is the marked tile: the red X reaches its corners.
+        let grid = image::open(&out).unwrap().into_rgb8();
+        let layout = GridLayout::for_count(4, 4);
+        for col in 1..4u32 {
+            let x = layout.gap_px + col * (layout.cell_px + layout.gap_px);
+            let corner = grid.get_pixel(x + 3, layout.gap_px + 3);
+            assert!(
+                corner.0[0] > 180 && corner.0[1] < 80,
+                "cell {col}: {corner:?}"
+            );
+        }
+        let first = grid.get_pixel(layout.gap_px + 3, layout.gap_px + layout.cell_px - 3);
+        assert!(
+            first.0[0] < 180 || first.0[1] > 80,
+            "the good image is drawn: {first:?}"
+        );
+    }
+
+    #[test]
+    fn draw_can_fail_on_the_first_unreadable_image_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let bb = bb_with_unreadable_images(dir.path());
+        let out = dir.path().join("x.png");
+        let message = draw_artifact_with(&bb, 12, dir.path(), &out, OnBadImage::Fail)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.starts_with(&dir.path().join("zero.jpg").display().to_string())
+                && message.contains("empty file (0 bytes)")
+                && message.contains("bb.csv"),
+            "{message}"
+        );
+        assert!(!out.exists(), "no picture on failure");
+    }
+
+    #[test]
+    fn draw_refuses_rows_naming_files_outside_the_images_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let images = dir.path().join("images");
+        std::fs::create_dir(&images).unwrap();
+        let bb = write(
+            dir.path(),
+            "bb.csv",
+            "fn,bbox\n../../../../etc/passwd,1 1 9 9\n",
+        );
+        let out = dir.path().join("x.png");
+        let message = draw_artifact(&bb, 12, &images, &out)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.starts_with(&format!("{}:2: ", bb.display()))
+                && message.contains("\"../../../../etc/passwd\" has a `..` component"),
+            "{message}"
+        );
+        let predictions = write(
+            dir.path(),
+            "p.csv",
+            "fn,bbox,true_bbox,iou\n/etc/passwd,1 1 9 9,1 1 9 9,1\n",
+        );
+        let message = draw_artifact(&predictions, 12, &images, &out)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.starts_with(&format!("{}: line 2: ", predictions.display()))
+                && message.contains("\"/etc/passwd\" is absolute"),
+            "{message}"
+        );
+        #[cfg(unix)]
+        {
+            write_jpeg(&dir.path().join("secret.jpg"), 20, 20);
+            std::os::unix::fs::symlink(dir.path().join("secret.jpg"), images.join("a.jpg"))
+                .unwrap();
+            let bb = write(dir.path(), "bb.csv", "fn,bbox\na.jpg,1 1 9 9\n");
+            let message = draw_artifact(&bb, 12, &images, &out)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                message.starts_with(&bb.display().to_string())
+                    && message.contains("\"a.jpg\" resolves to")
+                    && message.contains("outside the images folder"),
+                "{message}"
+            );
+        }
+        assert!(!out.exists());
+    }
+
+    #[test]
+    fn dataset_image_that_is_unreadable_is_marked_or_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("000017.jpg"), b"").unwrap();
+        let json = write(
+            dir.path(),
+            "ann.json",
+            r#"{"images":[{"file_name":"000017.jpg","height":364,"width":480,"id":17}],
+                "annotations":[{"image_id":17,"bbox":[184,61,95,138],"category_id":15,"id":1,"ignore":0}],
+                "categories":[{"id":15,"name":"person"}]}"#,
+        );
+        let out = look_path(dir.path(), "unreadable-17.png");
+        let drawn = draw_dataset_image_with(&json, dir.path(), 17, &out, OnBadImage::Skip).unwrap();
+        assert_eq!(drawn.names, vec!["person"]);
+        assert_eq!(
+            drawn.unreadable,
+            vec![(
+                dir.path().join("000017.jpg"),
+                "empty file (0 bytes)".to_owned()
+            )]
+        );
+        assert_eq!(png_size(&out), (480, 364), "the annotated size");
+        let message = draw_dataset_image(&json, dir.path(), 17, &dir.path().join("y.png"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("000017.jpg")
+                && message.contains("empty file (0 bytes)")
+                && message.contains("ann.json"),
+            "{message}"
         );
     }
 

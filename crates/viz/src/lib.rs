@@ -6,12 +6,16 @@
 //! - [`report`]: `report.html` for a pipeline run, pictures embedded.
 //! - [`artifacts`]: readers for the CSV/JSON artifacts the training stages write.
 //! - [`inspect`]: the summaries behind `cargo xtask show`.
+//! - [`images`]: opening the dataset's images, with one policy ([`OnBadImage`])
+//!   for unreadable ones: a warning, a count in the returned [`DrawSummary`]
+//!   and a tile that says so, or an error.
 //!
 //! viz never links libtorch: it reads only files.
 
 pub mod artifacts;
 pub mod draw;
 pub mod grid;
+pub mod images;
 pub mod inspect;
 pub mod plot;
 pub mod report;
@@ -23,6 +27,7 @@ pub use draw::{
 pub use grid::{GridLayout, Tile};
 /// The image crate viz draws on, for callers that build `RgbImage`s.
 pub use image;
+pub use images::{unreadable_image, DrawSummary, ImageOpener, OnBadImage};
 pub use report::{write_report, RunReport, StageReport, StageState};
 
 use image::RgbImage;
@@ -40,6 +45,12 @@ pub enum VizError {
     Image {
         path: PathBuf,
         source: image::ImageError,
+    },
+    #[error("{path}: unreadable image ({reason}), named in {named_in}")]
+    UnreadableImage {
+        path: PathBuf,
+        reason: String,
+        named_in: PathBuf,
     },
     #[error("{path}: line {line}: {message}")]
     Parse {

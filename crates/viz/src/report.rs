@@ -38,6 +38,10 @@ pub struct StageReport {
     /// Why it failed or was skipped, if known.
     #[serde(default)]
     pub message: Option<String>,
+    /// Peak resident memory of this run of the stage (its process, or the
+    /// runner's for stages that run in it), in bytes.
+    #[serde(default)]
+    pub peak_memory_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -147,7 +151,7 @@ fn state_counts(stages: &[StageReport]) -> String {
 fn render_stages(html: &mut String, stages: &[StageReport]) {
     html.push_str("<h2>Stages</h2>\n");
     html.push_str(&dag_svg(stages));
-    html.push_str("<table class=\"stages\">\n<tr><th>#</th><th>stage</th><th>kind</th><th>depends on</th><th>state</th><th>seconds</th><th>note</th></tr>\n");
+    html.push_str("<table class=\"stages\">\n<tr><th>#</th><th>stage</th><th>kind</th><th>depends on</th><th>state</th><th>seconds</th><th>peak memory</th><th>note</th></tr>\n");
     for (index, stage) in stages.iter().enumerate() {
         let depends = if stage.depends_on.is_empty() {
             "—".to_string()
@@ -158,9 +162,13 @@ fn render_stages(html: &mut String, stages: &[StageReport]) {
             .seconds
             .map(|s| format!("{s:.1}"))
             .unwrap_or_else(|| "—".into());
+        let memory = stage
+            .peak_memory_bytes
+            .map(format_bytes)
+            .unwrap_or_else(|| "—".into());
         let _ = writeln!(
             html,
-            "<tr id=\"stage-{}\"><td>{}</td><td><b>{}</b></td><td>{}</td><td>{}</td><td class=\"{}\">{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
+            "<tr id=\"stage-{}\"><td>{}</td><td><b>{}</b></td><td>{}</td><td>{}</td><td class=\"{}\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
             escape(&stage.name),
             index + 1,
             escape(&stage.name),
@@ -169,10 +177,54 @@ fn render_stages(html: &mut String, stages: &[StageReport]) {
             stage.state.css_class(),
             stage.state.label(),
             seconds,
+            memory,
             escape(stage.message.as_deref().unwrap_or(""))
         );
     }
     html.push_str("</table>\n");
+}
+
+/// `1.23 GB`, `456 MB`: memory figures as a person reads them.
+pub fn format_bytes(bytes: u64) -> String {
+    let gb = bytes as f64 / 1e9;
+    if gb >= 1.0 {
+        format!("{gb:.2} GB")
+    } else {
+        format!("{:.0} MB", bytes as f64 / 1e6)
+    }
+}
+
+/// A CSV cell as the report shows it: numbers with a fractional part at four
+/// significant digits (`47.400714219598186` -> `47.4`, `0.83412` -> `0.8341`),
+/// everything else as written. The CSV itself keeps full precision.
+pub fn readable_cell(cell: &str) -> String {
+    let is_integer = cell.bytes().all(|b| b.is_ascii_digit() || b == b'-');
+    match cell.parse::<f64>() {
+        Ok(value) if !is_integer && value.is_finite() => readable_number(value),
+        _ => cell.to_string(),
+    }
+}
+
+/// Four significant digits without trailing zeros, in scientific notation
+/// below 1e-3.
+pub fn readable_number(value: f64) -> String {
+    let magnitude = value.abs();
+    if magnitude == 0.0 {
+        return "0".to_string();
+    }
+    if magnitude < 1e-3 {
+        return format!("{value:.3e}");
+    }
+    let decimals = (3 - magnitude.log10().floor() as i32).clamp(0, 6) as usize;
+    let fixed = format!("{value:.decimals$}");
+    if fixed.contains('.') {
+        fixed
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_string()
+    } else {
+        fixed
+    }
 }
 
 /// The DAG as an inline SVG: one column per depth (longest path from a
@@ -297,7 +349,7 @@ fn render_table(html: &mut String, file: &ReportFile) {
             } else {
                 ""
             };
-            let _ = write!(html, "<td{class}>{}</td>", escape(cell));
+            let _ = write!(html, "<td{class}>{}</td>", escape(&readable_cell(cell)));
         }
         html.push_str("</tr>\n");
     }
@@ -385,7 +437,28 @@ mod tests {
             state,
             seconds,
             message: None,
+            peak_memory_bytes: seconds.map(|s| (s * 1e9) as u64),
         }
+    }
+
+    #[test]
+    fn figures_are_readable_and_cells_keep_their_text_otherwise() {
+        for (cell, shown) in [
+            ("47.400714219598186", "47.4"),
+            ("0.83412", "0.8341"),
+            ("0.77", "0.77"),
+            ("19.9", "19.9"),
+            ("1234.5678", "1235"),
+            ("0.000012345", "1.234e-5"),
+            ("2001", "2001"),
+            ("-3", "-3"),
+            ("car", "car"),
+            ("NaN", "NaN"),
+        ] {
+            assert_eq!(readable_cell(cell), shown, "{cell}");
+        }
+        assert_eq!(format_bytes(6_100_000_000), "6.10 GB");
+        assert_eq!(format_bytes(194_000_000), "194 MB");
     }
 
     #[test]
@@ -467,6 +540,10 @@ mod tests {
             "nothing loads from the network"
         );
         assert!(html.contains("4 stages: 1 ran, 1 skipped, 1 failed, 1 never run."));
+        assert!(
+            html.contains("<td class=\"num\">3.00 GB</td>"),
+            "a stage's peak memory is shown"
+        );
     }
 
     #[test]

@@ -11,8 +11,8 @@ use std::path::Path;
 use serde::Deserialize;
 
 use crate::{
-    accept_box, check_image_size, summarise_clamps, AnnotationError, Category, Dataset, ImageInfo,
-    LoadStats, Object,
+    accept_box, check_file_name, check_image_size, check_some_box, summarise_clamps,
+    AnnotationError, Category, Dataset, ImageInfo, LoadStats, Object,
 };
 
 #[derive(Deserialize)]
@@ -122,7 +122,10 @@ pub fn parse_coco_json(bytes: &[u8], path: &Path) -> Result<Dataset, AnnotationE
 
     let mut images = Vec::with_capacity(file.images.len());
     let mut image_index: HashMap<u64, usize> = HashMap::with_capacity(file.images.len());
-    for im in file.images {
+    for (index, im) in file.images.into_iter().enumerate() {
+        check_file_name(&im.file_name, path, || {
+            format!("images[{index}] (id {})", im.id)
+        })?;
         if let Some(first) = image_index.insert(im.id, images.len()) {
             let first: &ImageInfo = &images[first];
             return Err(invalid(
@@ -188,11 +191,13 @@ pub fn parse_coco_json(bytes: &[u8], path: &Path) -> Result<Dataset, AnnotationE
         }
     }
     summarise_clamps(&stats, path);
-    Ok(Dataset {
+    let dataset = Dataset {
         images,
         categories,
         stats,
-    })
+    };
+    check_some_box(&dataset, path, file.annotations.len(), "`ignore`")?;
+    Ok(dataset)
 }
 
 fn annotation_name(a: &CocoAnnotation, index: usize) -> String {

@@ -30,6 +30,17 @@
 //!   category ids, an image of zero size, a listed XML file that is missing,
 //!   and an unreadable file or folder. Ignored boxes are checked too: bad input
 //!   is reported even where the lesson would drop it.
+//! * Refused, naming the file and the image: a file name (JSON
+//!   `images[].file_name`, XML `<filename>`) that is empty, absolute, or has a
+//!   `..`, `.` or empty component, so that no later stage opens a file outside
+//!   the images folder ([`csv_export::check_file_name`], the project's one
+//!   such check).
+//! * Refused, naming the file and saying why ([`AnnotationError::NoUsableBox`]):
+//!   a source with no usable box at all (no images, no annotations, or every
+//!   box flagged `ignore` / `difficult`), so that the error comes from here and
+//!   not from a later stage finding an empty CSV. (A box lying entirely
+//!   outside its image is refused on its own, above.) A single image without
+//!   a usable box is only warned about and left out, by `largest-object`.
 
 mod coco;
 mod voc_xml;
@@ -188,6 +199,8 @@ pub enum AnnotationError {
         what: String,
         xywh: [f32; 4],
     },
+    #[error("{}: no usable box: {reason}", path.display())]
+    NoUsableBox { path: PathBuf, reason: String },
     #[error("{}: {what}: box [x, y, w, h] = {xywh:?} lies entirely outside its {width}x{height} image", path.display())]
     BoxOutsideImage {
         path: PathBuf,
@@ -284,6 +297,48 @@ fn check_image_size(image: &ImageInfo, path: &std::path::Path) -> Result<(), Ann
         });
     }
     Ok(())
+}
+
+/// Refuses a file name that could lead out of the images folder.
+fn check_file_name(
+    file_name: &str,
+    path: &std::path::Path,
+    what: impl FnOnce() -> String,
+) -> Result<(), AnnotationError> {
+    csv_export::check_file_name(file_name).map_err(|e| AnnotationError::Invalid {
+        path: path.to_owned(),
+        what: what(),
+        message: e.to_string(),
+    })
+}
+
+/// Refuses a whole source without one usable box, saying why.
+fn check_some_box(
+    dataset: &Dataset,
+    path: &std::path::Path,
+    boxes: usize,
+    ignored_as: &str,
+) -> Result<(), AnnotationError> {
+    if dataset.object_count() > 0 {
+        return Ok(());
+    }
+    let images = match dataset.images.len() {
+        1 => "1 image".to_owned(),
+        n => format!("{n} images"),
+    };
+    let reason = if dataset.images.is_empty() {
+        "it lists no images".to_owned()
+    } else if boxes == 0 {
+        format!("it has no annotations at all (for {images})")
+    } else if boxes == 1 {
+        format!("the only box (of {images}) is flagged {ignored_as}, which the lesson drops")
+    } else {
+        format!("all {boxes} boxes (of {images}) are flagged {ignored_as}, which the lesson drops")
+    };
+    Err(AnnotationError::NoUsableBox {
+        path: path.to_owned(),
+        reason,
+    })
 }
 
 fn summarise_clamps(stats: &LoadStats, path: &std::path::Path) {

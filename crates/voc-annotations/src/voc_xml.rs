@@ -7,8 +7,8 @@ use quick_xml::events::Event;
 use quick_xml::Reader;
 
 use crate::{
-    accept_box, check_image_size, line_column, summarise_clamps, AnnotationError, Category,
-    Dataset, ImageInfo, LoadStats, Object, VOC_CLASSES,
+    accept_box, check_file_name, check_image_size, check_some_box, line_column, summarise_clamps,
+    AnnotationError, Category, Dataset, ImageInfo, LoadStats, Object, VOC_CLASSES,
 };
 
 /// One parsed `Annotations/<stem>.xml`, before it is checked against the classes.
@@ -77,6 +77,7 @@ pub fn load_voc_xml(voc_dir: &Path, split: &str) -> Result<Dataset, AnnotationEr
     let mut stats = LoadStats::default();
     let mut images = Vec::new();
     let mut seen_ids = std::collections::HashMap::new();
+    let mut boxes = 0;
     for (line_no, line) in list.lines().enumerate() {
         // Class lists (`<class>_train.txt`) add a second column; the stem is the first.
         let Some(stem) = line.split_whitespace().next() else {
@@ -112,6 +113,7 @@ pub fn load_voc_xml(voc_dir: &Path, split: &str) -> Result<Dataset, AnnotationEr
             }
         })?;
         let parsed = parse_voc_xml(&bytes, &xml_path)?;
+        boxes += parsed.objects.len();
         let mut image = ImageInfo {
             id,
             file_name: parsed.file_name.unwrap_or_else(|| format!("{stem}.jpg")),
@@ -142,11 +144,13 @@ pub fn load_voc_xml(voc_dir: &Path, split: &str) -> Result<Dataset, AnnotationEr
         images.push(image);
     }
     summarise_clamps(&stats, voc_dir);
-    Ok(Dataset {
+    let dataset = Dataset {
         images,
         categories,
         stats,
-    })
+    };
+    check_some_box(&dataset, &list_path, boxes, "<difficult>")?;
+    Ok(dataset)
 }
 
 /// An `<object>` while its children are read.
@@ -247,7 +251,12 @@ pub fn parse_voc_xml(bytes: &[u8], path: &Path) -> Result<VocAnnotation, Annotat
                         .map_err(|_| invalid(start, what, format!("{value:?} is not a number")))
                 };
                 match path_names.as_slice() {
-                    ["annotation", "filename"] => file_name = Some(value.to_owned()),
+                    ["annotation", "filename"] => {
+                        check_file_name(value, path, || {
+                            format!("line {}: <filename>", line_column(bytes, start).0)
+                        })?;
+                        file_name = Some(value.to_owned())
+                    }
                     ["annotation", "size", dim @ ("width" | "height")] => {
                         let v: u32 = value.parse().map_err(|_| {
                             invalid(

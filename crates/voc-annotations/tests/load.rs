@@ -404,3 +404,112 @@ fn sparse_and_dense_image_ids_both_resolve() {
         );
     }
 }
+
+#[test]
+fn json_file_name_leaving_the_images_folder_is_refused_naming_file_and_image() {
+    for (name, reason) in [
+        ("../../../../etc/passwd", "`..` component"),
+        ("/etc/passwd", "is absolute"),
+        ("", "is empty"),
+    ] {
+        let text = coco_json(&[ann(1, 12, 7, [1, 1, 5, 5], 0)]).replace(
+            "\"file_name\": \"000017.jpg\"",
+            &format!("\"file_name\": {name:?}"),
+        );
+        let (_d, path, result) = load_json_text(&text);
+        let e = result.unwrap_err();
+        let text = e.to_string();
+        assert!(
+            matches!(e, AnnotationError::Invalid { .. })
+                && text.starts_with(&format!("{}: images[1] (id 17): ", path.display()))
+                && text.contains(&format!("{name:?}"))
+                && text.contains(reason),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn xml_file_name_leaving_the_images_folder_is_refused_naming_file_and_line() {
+    let xml = voc_xml(
+        "../../../../etc/passwd",
+        500,
+        333,
+        &[("car", 0, [1, 1, 5, 5])],
+    );
+    let kit = devkit(&[("000012", xml)]);
+    let e = load_voc_xml(kit.path(), "train").unwrap_err().to_string();
+    assert!(
+        e.contains("000012.xml: line 3: <filename>")
+            && e.contains("\"../../../../etc/passwd\" has a `..` component"),
+        "{e}"
+    );
+}
+
+#[test]
+fn json_without_a_usable_box_is_refused_saying_why() {
+    let no_images =
+        r#"{"images": [], "annotations": [], "categories": [{"id": 1, "name": "car"}]}"#;
+    let cases = [
+        (
+            coco_json::<&str>(&[]),
+            "no annotations at all (for 2 images)",
+        ),
+        (
+            coco_json(&[
+                ann(1, 12, 7, [1, 1, 5, 5], 1),
+                ann(2, 17, 7, [1, 1, 5, 5], 1),
+            ]),
+            "all 2 boxes (of 2 images) are flagged `ignore`",
+        ),
+        (no_images.to_owned(), "lists no images"),
+    ];
+    for (text, why) in cases {
+        let (_d, path, result) = load_json_text(&text);
+        match result {
+            Err(e @ AnnotationError::NoUsableBox { .. }) => {
+                let message = e.to_string();
+                assert!(
+                    message.starts_with(&format!("{}: no usable box: ", path.display()))
+                        && message.contains(why),
+                    "{message}"
+                );
+            }
+            other => panic!("expected no usable box ({why}), got {other:?}"),
+        }
+    }
+    // One usable box is enough; the image without one is left to largest-object.
+    let (_d, _p, result) = load_json_text(&coco_json(&[ann(1, 12, 7, [1, 1, 5, 5], 0)]));
+    assert_eq!(result.unwrap().object_count(), 1);
+}
+
+#[test]
+fn xml_without_a_usable_box_is_refused_naming_the_list() {
+    let all_difficult = devkit(&[
+        (
+            "000012",
+            voc_xml("000012.jpg", 500, 333, &[("car", 1, [1, 1, 5, 5])]),
+        ),
+        ("000017", voc_xml("000017.jpg", 480, 364, &[])),
+    ]);
+    let no_objects = devkit(&[("000012", voc_xml("000012.jpg", 500, 333, &[]))]);
+    let empty_list = devkit(&[]);
+    std::fs::create_dir_all(empty_list.path().join("Annotations")).unwrap();
+    for (kit, why) in [
+        (
+            &all_difficult,
+            "the only box (of 2 images) is flagged <difficult>",
+        ),
+        (&no_objects, "no annotations at all (for 1 image)"),
+        (&empty_list, "lists no images"),
+    ] {
+        let e = load_voc_xml(kit.path(), "train").unwrap_err();
+        let message = e.to_string();
+        assert!(
+            matches!(e, AnnotationError::NoUsableBox { .. })
+                && message.contains("ImageSets/Main/train.txt: no usable box: ")
+                && message.contains(why),
+            "{message}"
+        );
+    }
+}

@@ -6,6 +6,8 @@ use rand::{Rng, SeedableRng};
 use tch::{nn, Device};
 use trainer::{Batch, InMemorySource, Learner, Task, TinyCnn};
 
+pub mod jpegs;
+
 pub const CLASS_COLOURS: [[f32; 3]; 3] = [[1.5, -1.0, -1.0], [-1.0, 1.5, -1.0], [-1.0, -1.0, 1.5]];
 
 pub struct Sample {
