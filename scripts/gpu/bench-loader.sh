@@ -9,8 +9,8 @@
 # e.g.   scripts/gpu/bench-loader.sh --images 2000 --repeats 5
 #
 # Needs, beside the repository: ../shared/voc2007 (the VOC 2007 train images)
-# and ../shared/bench/peer_loader.py; on the machine: the apt package
-# libturbojpeg0-dev. The peer venv is made in the cache on first use.
+# and ../shared/bench/peer_loader.py. The peer venv is made in the cache on
+# first use; nothing else is installed on the machine.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 threads="${THREADS:-1,2,4,8,16}"

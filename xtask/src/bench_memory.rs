@@ -6,11 +6,11 @@
 //! Each side runs `ROUNDS` times, alternating; speed keeps the best round and
 //! memory the largest peak (the figure a user's machine must hold).
 
-use anyhow::{bail, Context, Result};
-use std::path::{Path, PathBuf};
+use anyhow::{Context, Result};
+use std::path::Path;
 use std::process::Command;
 
-use crate::cache::project_root;
+use crate::bench_train::{output, peer_script};
 
 pub const BATCH: u32 = 64;
 pub const STEPS: u32 = 4;
@@ -24,19 +24,9 @@ struct Figures {
     peak_mb: f64,
 }
 
-pub fn peer_script() -> PathBuf {
-    project_root().join("../shared/bench/peer_mem.py")
-}
-
 /// Runs both sides and prints images/s, peak RSS and the Rust/PyTorch ratios.
 pub fn run(python: &Path, bench_bin: &Path) -> Result<()> {
-    let script = peer_script();
-    if !script.is_file() {
-        bail!(
-            "{}: the peer benchmark is missing (it comes with ../shared/bench)",
-            script.display()
-        );
-    }
+    let script = peer_script("peer_mem.py")?;
     let args = [BATCH, STEPS, THREADS].map(|v| v.to_string());
     let (mut rust, mut peer): (Option<Figures>, Option<Figures>) = (None, None);
     for round in 1..=ROUNDS {
@@ -77,18 +67,6 @@ fn combine(best: Option<Figures>, new: Figures) -> Figures {
             peak_mb: best.peak_mb.max(new.peak_mb),
         },
     }
-}
-
-fn output(cmd: &mut Command) -> Result<String> {
-    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
-    if !out.status.success() {
-        bail!(
-            "{cmd:?} failed with {}:\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// The figures of the line both sides print:

@@ -22,22 +22,23 @@ pub const ROUNDS: u32 = 2;
 /// What both programs print, in this order.
 const PHASES: [&str; 3] = ["frozen body (head only)", "full fine-tune", "inference"];
 
-/// The peer script, `../shared/bench/peer_train.py` beside the repository.
-pub fn peer_script() -> PathBuf {
-    project_root().join("../shared/bench/peer_train.py")
-}
-
-/// Runs both sides and prints images/s and the Rust/PyTorch ratio per phase.
-/// `python` must have torch and torchvision (the peer venv); `bench_bin` is
-/// `torch::bench_step_binary`'s result.
-pub fn run(python: &Path, bench_bin: &Path) -> Result<()> {
-    let script = peer_script();
+/// A peer script of `../shared/bench/` beside the repository, if it is there.
+pub fn peer_script(name: &str) -> Result<PathBuf> {
+    let script = project_root().join("../shared/bench").join(name);
     if !script.is_file() {
         bail!(
             "{}: the peer benchmark is missing (it comes with ../shared/bench)",
             script.display()
         );
     }
+    Ok(script)
+}
+
+/// Runs both sides and prints images/s and the Rust/PyTorch ratio per phase.
+/// `python` must have torch and torchvision (the peer venv); `bench_bin` is
+/// `torch::bench_step_binary`'s result.
+pub fn run(python: &Path, bench_bin: &Path) -> Result<()> {
+    let script = peer_script("peer_train.py")?;
     let args = [BATCH, STEPS, THREADS].map(|v| v.to_string());
     let mut best_rust = BTreeMap::new();
     let mut best_peer = BTreeMap::new();
@@ -72,7 +73,8 @@ fn keep_best(best: &mut BTreeMap<&'static str, f64>, figures: BTreeMap<&'static 
     }
 }
 
-fn output(cmd: &mut Command) -> Result<String> {
+/// A command's standard output; its standard error in the error if it failed.
+pub fn output(cmd: &mut Command) -> Result<String> {
     let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
     if !out.status.success() {
         bail!(
