@@ -273,7 +273,12 @@ fn phase_profile(paths: &[PathBuf], size: u32) -> Result<()> {
         let draw = AugmentDraw::for_item(&params, 0, 0, index);
         let t = Instant::now();
         let forward = draw.affine(size, size);
-        augment::warp_affine_reflect(&squashed, size, size, &forward, &mut warped);
+        // As the loader: a flip alone mirrors the rows, anything else warps.
+        if draw.rotate_deg == 0.0 && draw.flip {
+            augment::hflip_into(&squashed, size, &mut warped);
+        } else {
+            augment::warp_affine_reflect(&squashed, size, size, &forward, &mut warped);
+        }
         let bbox = augment::box_after_affine([10.0, 10.0, 100.0, 100.0], &forward, size, size);
         std::hint::black_box(bbox);
         phases[3] += t.elapsed();

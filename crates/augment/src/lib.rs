@@ -34,7 +34,7 @@ pub use decode::{
 };
 pub use loader::{EpochIter, Loader};
 pub use transform::{
-    augment_one, box_after_affine, denorm, lighting, lighting_contrast_factor,
+    augment_one, box_after_affine, denorm, hflip_into, lighting, lighting_contrast_factor,
     mask_box_after_affine, normalize_into, warp_affine_reflect, Affine, AugmentDraw, IMAGENET_MEAN,
     IMAGENET_STD,
 };

@@ -136,6 +136,19 @@ impl AugmentDraw {
     }
 }
 
+/// Mirrors packed RGB rows of `width` pixels left to right (`x -> w-1-x`).
+pub fn hflip_into(src: &[u8], width: u32, dst: &mut [u8]) {
+    let stride = width as usize * 3;
+    for (src_row, dst_row) in src.chunks_exact(stride).zip(dst.chunks_exact_mut(stride)) {
+        for (s, d) in src_row
+            .chunks_exact(3)
+            .zip(dst_row.chunks_exact_mut(3).rev())
+        {
+            d.copy_from_slice(s);
+        }
+    }
+}
+
 /// OpenCV's BORDER_REFLECT (`fedcba|abcdefgh|hgfedcb`) index for any `i`.
 fn reflect(i: i64, n: i64) -> usize {
     let period = 2 * n;
@@ -511,7 +524,13 @@ pub(crate) fn augment_into(
         Some(draw) if draw.is_geometric() => {
             let forward = draw.affine(width, height);
             scratch.resize(src.len(), 0);
-            warp_affine_reflect(src, width, height, &forward, scratch);
+            if draw.rotate_deg == 0.0 {
+                // A flip alone: the warp would reproduce the mirrored rows
+                // exactly, at several times the cost.
+                hflip_into(src, width, scratch);
+            } else {
+                warp_affine_reflect(src, width, height, &forward, scratch);
+            }
             let bbox = bbox.map(|bbox| match box_mode {
                 BoxMode::Tight => box_after_affine(bbox, &forward, width, height),
                 // A box moved out of the image entirely keeps its tight (clamped) form.

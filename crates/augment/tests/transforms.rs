@@ -3,9 +3,9 @@
 mod util;
 
 use augment::{
-    augment_one, box_after_affine, decode_squashed, denorm, lighting, mask_box_after_affine,
-    normalize_into, warp_affine_reflect, Affine, AugmentDraw, AugmentParams, BoxMode,
-    IMAGENET_MEAN, IMAGENET_STD,
+    augment_one, box_after_affine, decode_squashed, denorm, hflip_into, lighting,
+    mask_box_after_affine, normalize_into, warp_affine_reflect, Affine, AugmentDraw, AugmentParams,
+    BoxMode, IMAGENET_MEAN, IMAGENET_STD,
 };
 use image::RgbImage;
 use proptest::prelude::*;
@@ -16,6 +16,51 @@ fn warp(img: &RgbImage, forward: &Affine) -> RgbImage {
     let mut out = vec![0u8; img.as_raw().len()];
     warp_affine_reflect(img.as_raw(), w, h, forward, &mut out);
     RgbImage::from_raw(w, h, out).unwrap()
+}
+
+#[test]
+fn the_flip_fast_path_is_the_warp_exactly() {
+    // The loader mirrors rows for flip-only draws instead of warping: the
+    // same bytes, for odd and even widths, at the AVX2 group size and beyond.
+    for (w, h) in [(37, 29), (224, 224), (8, 3), (9, 5), (1, 4)] {
+        let img = util::picture(w, h, 7);
+        let mut mirrored = vec![0u8; img.as_raw().len()];
+        hflip_into(img.as_raw(), w, &mut mirrored);
+        assert_eq!(
+            mirrored,
+            warp(&img, &Affine::hflip(w)).into_raw(),
+            "{w}x{h}"
+        );
+    }
+    // and augment_one (the loader's per-image work) with a flip-only draw
+    let img = util::picture(64, 48, 2);
+    let draw = AugmentDraw {
+        rotate_deg: 0.0,
+        flip: true,
+        brightness: 0.03,
+        contrast: -0.02,
+    };
+    let (x, bbox) = augment_one(
+        &img,
+        Some([3.0, 4.0, 20.0, 10.0]),
+        Some(&draw),
+        BoxMode::Tight,
+    );
+    let warped = warp(&img, &draw.affine(64, 48));
+    let (expected, _) = augment_one(
+        &warped,
+        None,
+        Some(&AugmentDraw {
+            flip: false,
+            ..draw
+        }),
+        BoxMode::Tight,
+    );
+    assert_eq!(x, expected);
+    assert_eq!(
+        bbox.unwrap(),
+        box_after_affine([3.0, 4.0, 20.0, 10.0], &draw.affine(64, 48), 64, 48)
+    );
 }
 
 #[test]
