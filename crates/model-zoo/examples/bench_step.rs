@@ -31,15 +31,7 @@ fn main() {
         return lite0_unfrozen(batch, steps);
     }
 
-    let vs = nn::VarStore::new(Device::Cpu);
-    let net = Net::new(
-        &vs.root(),
-        Arch::ResNet34,
-        HeadSpec::FlattenLinear { outputs: 4 },
-        224,
-    );
-    let x = Tensor::randn([batch, 3, 224, 224], (Kind::Float, Device::Cpu));
-    let y = Tensor::rand([batch, 4], (Kind::Float, Device::Cpu)) * 224.0;
+    let BboxBench { vs, net, x, y } = BboxBench::new(Arch::ResNet34, batch);
     let named = vs.variables();
     let set_body_trainable = |trainable: bool| {
         for (name, var) in &named {
@@ -92,18 +84,34 @@ fn main() {
     );
 }
 
+/// The lesson's bbox model on `arch` (Flatten, Linear to 4 numbers) with a
+/// random batch of 224 px images and boxes, as the peers build it.
+struct BboxBench {
+    vs: nn::VarStore,
+    net: Net,
+    x: Tensor,
+    y: Tensor,
+}
+
+impl BboxBench {
+    fn new(arch: Arch, batch: i64) -> Self {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let net = Net::new(
+            &vs.root(),
+            arch,
+            HeadSpec::FlattenLinear { outputs: 4 },
+            224,
+        );
+        let x = Tensor::randn([batch, 3, 224, 224], (Kind::Float, Device::Cpu));
+        let y = Tensor::rand([batch, 4], (Kind::Float, Device::Cpu)) * 224.0;
+        Self { vs, net, x, y }
+    }
+}
+
 /// peer_mem.py's measurement: Lite0 body + the bbox head, every layer
 /// trainable, Adam, random inputs; median images/s and the peak RSS.
 fn lite0_unfrozen(batch: i64, steps: usize) {
-    let vs = nn::VarStore::new(Device::Cpu);
-    let net = Net::new(
-        &vs.root(),
-        Arch::EfficientNetLite0,
-        HeadSpec::FlattenLinear { outputs: 4 },
-        224,
-    );
-    let x = Tensor::randn([batch, 3, 224, 224], (Kind::Float, Device::Cpu));
-    let y = Tensor::rand([batch, 4], (Kind::Float, Device::Cpu)) * 224.0;
+    let BboxBench { vs, net, x, y } = BboxBench::new(Arch::EfficientNetLite0, batch);
     let mut opt = nn::Adam::default().build(&vs, 1e-3).unwrap();
     let median = time_steps(steps, || {
         opt.zero_grad();

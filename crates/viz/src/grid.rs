@@ -266,6 +266,23 @@ fn first<T>(rows: Vec<T>, count: usize, path: &Path) -> Result<Vec<T>> {
     Ok(rows.into_iter().take(count).collect())
 }
 
+/// The one way every grid is made: the first `layout.capacity()` rows of
+/// `csv`, their images opened under `on_bad_image`, drawn by `tiles`.
+fn rows_grid<R>(
+    rows: Vec<R>,
+    csv: &Path,
+    images_dir: &Path,
+    layout: &GridLayout,
+    out: &Path,
+    on_bad_image: OnBadImage,
+    tiles: fn(&[R], &mut ImageOpener) -> Result<Vec<Tile>>,
+) -> Result<DrawSummary> {
+    let rows = first(rows, layout.capacity(), csv)?;
+    let mut images = ImageOpener::new(images_dir, csv, on_bad_image);
+    write_grid(&tiles(&rows, &mut images)?, layout, out)?;
+    Ok(images.into_summary())
+}
+
 /// The lesson's prediction grid for the bbox model: the first `layout.capacity()` rows.
 pub fn bbox_prediction_grid(
     predictions_csv: &Path,
@@ -274,14 +291,9 @@ pub fn bbox_prediction_grid(
     out: &Path,
     on_bad_image: OnBadImage,
 ) -> Result<DrawSummary> {
-    let rows = first(
-        read_bbox_predictions(predictions_csv)?,
-        layout.capacity(),
-        predictions_csv,
-    )?;
-    let mut images = ImageOpener::new(images_dir, predictions_csv, on_bad_image);
-    write_grid(&bbox_prediction_tiles(&rows, &mut images)?, layout, out)?;
-    Ok(images.into_summary())
+    let rows = read_bbox_predictions(predictions_csv)?;
+    let (csv, tiles) = (predictions_csv, bbox_prediction_tiles);
+    rows_grid(rows, csv, images_dir, layout, out, on_bad_image, tiles)
 }
 
 /// The lesson's prediction grid for the classifier: the first `layout.capacity()` rows.
@@ -292,14 +304,9 @@ pub fn class_prediction_grid(
     out: &Path,
     on_bad_image: OnBadImage,
 ) -> Result<DrawSummary> {
-    let rows = first(
-        read_class_predictions(predictions_csv)?,
-        layout.capacity(),
-        predictions_csv,
-    )?;
-    let mut images = ImageOpener::new(images_dir, predictions_csv, on_bad_image);
-    write_grid(&class_prediction_tiles(&rows, &mut images)?, layout, out)?;
-    Ok(images.into_summary())
+    let rows = read_class_predictions(predictions_csv)?;
+    let (csv, tiles) = (predictions_csv, class_prediction_tiles);
+    rows_grid(rows, csv, images_dir, layout, out, on_bad_image, tiles)
 }
 
 /// The first `layout.capacity()` boxes of bb.csv on their images.
@@ -310,10 +317,16 @@ pub fn bb_grid(
     out: &Path,
     on_bad_image: OnBadImage,
 ) -> Result<DrawSummary> {
-    let rows = first(csv_export::read_bb(bb_csv)?, layout.capacity(), bb_csv)?;
-    let mut images = ImageOpener::new(images_dir, bb_csv, on_bad_image);
-    write_grid(&bb_tiles(&rows, &mut images)?, layout, out)?;
-    Ok(images.into_summary())
+    let rows = csv_export::read_bb(bb_csv)?;
+    rows_grid(
+        rows,
+        bb_csv,
+        images_dir,
+        layout,
+        out,
+        on_bad_image,
+        bb_tiles,
+    )
 }
 
 /// The first `layout.capacity()` classes of lrg.csv on their images.
@@ -324,10 +337,16 @@ pub fn lrg_grid(
     out: &Path,
     on_bad_image: OnBadImage,
 ) -> Result<DrawSummary> {
-    let rows = first(csv_export::read_lrg(lrg_csv)?, layout.capacity(), lrg_csv)?;
-    let mut images = ImageOpener::new(images_dir, lrg_csv, on_bad_image);
-    write_grid(&lrg_tiles(&rows, &mut images)?, layout, out)?;
-    Ok(images.into_summary())
+    let rows = csv_export::read_lrg(lrg_csv)?;
+    rows_grid(
+        rows,
+        lrg_csv,
+        images_dir,
+        layout,
+        out,
+        on_bad_image,
+        lrg_tiles,
+    )
 }
 
 #[cfg(test)]
