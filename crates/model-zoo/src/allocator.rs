@@ -70,7 +70,8 @@ pub fn configure_tensor_memory() -> TensorMemory {
                 format!("{tunables}:{HUGE_PAGES_TUNABLE}")
             };
             let error = reexec_with("GLIBC_TUNABLES", &value);
-            tracing::warn!("could not restart with {HUGE_PAGES_TUNABLE} ({error}); keeping freed memory in the heap instead");
+            // eprintln, not tracing: this runs before any subscriber exists.
+            eprintln!("warning: could not restart with {HUGE_PAGES_TUNABLE} ({error}); keeping freed memory in the heap instead");
         }
         keep_freed_tensor_memory();
         TensorMemory::KeepFreed
