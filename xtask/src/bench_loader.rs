@@ -171,7 +171,7 @@ pub fn run(python: &Path, args: &BenchLoaderArgs) -> Result<()> {
 }
 
 /// The first `n` ids of the list whose JPEG exists (as peer_loader.py picks them).
-fn first_existing(list: &Path, img_dir: &Path, n: usize) -> Result<Vec<PathBuf>> {
+pub(crate) fn first_existing(list: &Path, img_dir: &Path, n: usize) -> Result<Vec<PathBuf>> {
     let text =
         std::fs::read_to_string(list).with_context(|| format!("reading {}", list.display()))?;
     Ok(text

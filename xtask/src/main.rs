@@ -5,12 +5,14 @@ mod atomic;
 mod bench_annotations;
 mod bench_loader;
 mod bench_memory;
+mod bench_predict;
 mod bench_train;
 mod cache;
 mod download;
 mod fingerprint;
 mod peak_memory;
 mod pipeline;
+mod predict;
 mod pyenv;
 mod runner;
 mod show;
@@ -93,6 +95,9 @@ enum Cmd {
         #[arg(long)]
         png: Option<PathBuf>,
     },
+    /// Predict on your own images and folders with a trained model (exit code 2 when
+    /// some images could not be read; they are named and skipped).
+    Predict(predict::PredictArgs),
     /// Install libtorch (and the pretrained Lite0 weights) into the cache.
     Setup,
     /// Pretrained weights.
@@ -126,6 +131,13 @@ enum BenchCmd {
     Train,
     /// Peak memory and speed of training the Lite0 bbox model (unfrozen, batch 64) against ../shared/bench/peer_mem.py.
     Memory,
+    /// `cargo xtask predict` on 1000 VOC images (decoding included) against PyTorch inference
+    /// with its DataLoader (scripts/bench/peer_predict.py); uses the newest Lite0 model.
+    Predict {
+        /// The model file (default: the newest model a pipeline wrote).
+        #[arg(long)]
+        model: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -261,6 +273,12 @@ fn run(command: Cmd) -> Result<()> {
             });
             show::show_image(&json, &images, id, &png)
         }
+        Cmd::Predict(args) => {
+            if predict::run(&args)? > 0 {
+                std::process::exit(2);
+            }
+            Ok(())
+        }
         Cmd::Setup => {
             let libtorch = torch::ensure_libtorch()?;
             eprintln!(
@@ -300,6 +318,15 @@ fn run(command: Cmd) -> Result<()> {
             let python = pyenv::peer_python()?;
             let bench = torch::bench_step_binary(&torch::ensure_libtorch()?)?;
             bench_memory::run(&python, &bench)
+        }
+        Cmd::Bench(BenchCmd::Predict { model }) => {
+            let python = pyenv::peer_python()?;
+            let model = match model {
+                Some(model) => model,
+                None => predict::default_model(None, None)?,
+            };
+            let trainer = torch::trainer_binary(&torch::ensure_libtorch()?)?;
+            bench_predict::run(&python, &trainer, &model)
         }
         Cmd::PeerSetup => {
             println!("{}", pyenv::peer_python()?.display());

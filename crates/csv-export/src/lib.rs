@@ -14,13 +14,20 @@
 //! beside the target, fsync, rename, so a killed writer never leaves a
 //! half-written file in place.
 //!
+//! [`ImagePrediction`] is what `cargo xtask predict` says about one user
+//! image: JSON lines from the trainer, read back by xtask.
+//!
 //! [`check_file_name`] / [`ImagesDir`] are the project's one check that a
 //! file name read from an input stays inside the images folder; the readers
 //! here apply it to every `fn` they read.
 
 mod image_path;
+mod image_predictions;
 
 pub use image_path::{check_file_name, image_path, FileNameError, ImagesDir};
+pub use image_predictions::{
+    read_jsonl, write_jsonl, write_predictions_csv, ClassScore, ImagePrediction, PREDICTIONS_HEADER,
+};
 
 use std::fmt::Write as _;
 use std::io::{self, BufWriter, Write};

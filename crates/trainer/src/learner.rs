@@ -551,7 +551,10 @@ impl<M: LayeredModel> Learner<M> {
 }
 
 /// The model's box outputs (224-pixel units) as boxes in `size x size` input pixels.
-fn boxes_in_input_pixels(out: &Tensor, size: usize) -> Result<Vec<[f32; 4]>, TrainError> {
+pub(crate) fn boxes_in_input_pixels(
+    out: &Tensor,
+    size: usize,
+) -> Result<Vec<[f32; 4]>, TrainError> {
     let scaled = (out.to_kind(Kind::Float) * (size as f64 / BOX_UNITS))
         .to_device(Device::Cpu)
         .contiguous();

@@ -7,9 +7,11 @@
 //! - [`learner`]: `lr_find`, `fit`, `freeze_to`/`unfreeze`, validation and prediction.
 //! - [`checkpoint`]: safetensors with JSON metadata, written atomically.
 //! - [`stage`]: the `trainer stage --spec` runner (lr_find, train, predict).
+//! - [`infer`]: predictions on a user's own images (`trainer predict`).
 
 pub mod checkpoint;
 pub mod data;
+pub mod infer;
 pub mod learner;
 pub mod model;
 pub mod optim;

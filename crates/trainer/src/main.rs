@@ -25,6 +25,29 @@ enum Command {
         #[arg(long)]
         resume: bool,
     },
+    /// Predict on images (what `cargo xtask predict` runs): writes one JSON line per image.
+    Predict {
+        /// A model file a train stage wrote.
+        #[arg(long)]
+        model: PathBuf,
+        /// A JSON array of the image paths, in the order the answers are wanted.
+        #[arg(long)]
+        images: PathBuf,
+        /// Where to write the JSON lines (csv_export::ImagePrediction).
+        #[arg(long)]
+        out: PathBuf,
+        /// Classes to report per image.
+        #[arg(long, default_value_t = 1)]
+        top: usize,
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+        /// Average over each image and its mirror image.
+        #[arg(long)]
+        tta: bool,
+        /// Torch threads and decoding threads (default: one per core).
+        #[arg(long)]
+        threads: Option<usize>,
+    },
     /// Print the torch device, CUDA availability and thread counts.
     Info,
 }
@@ -48,6 +71,28 @@ fn main() -> Result<()> {
             let spec: trainer::stage::StageSpec = serde_json::from_str(&text)
                 .with_context(|| format!("{}: not a stage spec", spec.display()))?;
             trainer::stage::run(&spec, resume)
+        }
+        Command::Predict {
+            model,
+            images,
+            out,
+            top,
+            batch,
+            tta,
+            threads,
+        } => {
+            let text = std::fs::read_to_string(&images)
+                .with_context(|| format!("reading {}", images.display()))?;
+            let files: Vec<PathBuf> = serde_json::from_str(&text)
+                .with_context(|| format!("{}: not a JSON array of paths", images.display()))?;
+            let threads = threads.unwrap_or_else(trainer::stage::cores);
+            let options = trainer::infer::PredictOptions {
+                top,
+                batch,
+                workers: threads,
+                tta,
+            };
+            trainer::infer::run(&model, &files, &options, threads, &out)
         }
         Command::Info => {
             println!("device: {:?}", trainer::stage::device());

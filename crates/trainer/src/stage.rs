@@ -18,7 +18,7 @@ use crate::learner::{
 };
 use crate::model::{LayeredModel, TinyCnn};
 use crate::optim::{Method, OptimiserConfig};
-use crate::task::{iou, Task};
+use crate::task::{iou, unsquash_box, Task};
 use crate::TrainError;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -210,9 +210,41 @@ impl Default for LrFindStep {
     }
 }
 
-/// The metadata of model files and checkpoints (JSON in the safetensors header).
+/// The layout of model files this build writes and reads. Files without the field
+/// were written before it existed, in layout 1.
+pub const MODEL_FORMAT: u32 = 1;
+
+fn model_format_1() -> u32 {
+    1
+}
+
+/// How the model's input was normalised: per-channel mean and std of RGB in 0..1.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Normalisation {
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+}
+
+impl Normalisation {
+    /// ImageNet's, which the pretrained backbones expect and the loader applies.
+    pub const IMAGENET: Normalisation = Normalisation {
+        mean: augment::IMAGENET_MEAN,
+        std: augment::IMAGENET_STD,
+    };
+}
+
+fn imagenet() -> Normalisation {
+    Normalisation::IMAGENET
+}
+
+/// The metadata of model files and checkpoints (JSON in the safetensors header): all
+/// that prediction needs besides the weights.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ModelMeta {
+    #[serde(default = "model_format_1")]
+    pub format: u32,
+    #[serde(default = "imagenet")]
+    pub normalisation: Normalisation,
     pub arch: String,
     /// `classifier` (fastai's default head) or `flatten_linear` (the lesson's bbox head).
     pub head: String,
@@ -707,6 +739,8 @@ fn train(
     let run_key = run_key(spec);
     let ckpt = checkpoint_path(spec);
     let mut meta = ModelMeta {
+        format: MODEL_FORMAT,
+        normalisation: Normalisation::IMAGENET,
         arch: params.backbone.clone(),
         head,
         task: data.task.clone(),
@@ -895,14 +929,53 @@ pub fn write_metrics(path: &Path, task: &Task, records: &[EpochRecord]) -> Resul
     Ok(())
 }
 
-/// Loads a model file the train stage wrote.
+/// Loads a model file the train stage wrote; any other safetensors file (a backbone's
+/// pretrained weights, another tool's model, a newer version's layout) is refused with
+/// a message that says which.
 pub fn load_model(path: &Path, device: Device) -> Result<(Learner<AnyModel>, ModelMeta)> {
     let (tensors, meta) = checkpoint::load(path)?;
-    let meta: ModelMeta = serde_json::from_value(meta)
-        .with_context(|| format!("{}: not a model the trainer wrote", path.display()))?;
+    let meta = model_meta(path, meta)?;
     let (learner, _) = build_learner(&meta.arch, meta.task.clone(), meta.size, device)?;
     checkpoint::copy_into(&learner.vs, &tensors, path)?;
     Ok((learner, meta))
+}
+
+fn model_meta(path: &Path, json: serde_json::Value) -> Result<ModelMeta> {
+    let is_ours = json
+        .as_object()
+        .is_some_and(|m| m.contains_key("arch") && m.contains_key("task"));
+    if !is_ours {
+        bail!(
+            "{}: not a model of this project (its safetensors header has no lesson8 model \
+             metadata: is it a backbone's pretrained weights or another tool's file?); use a \
+             model a train stage wrote, e.g. runs/<dataset>/<pipeline>/models/*.safetensors",
+            path.display()
+        );
+    }
+    let format = json.get("format").and_then(|f| f.as_u64()).unwrap_or(1);
+    if format > u64::from(MODEL_FORMAT) {
+        bail!(
+            "{}: model layout {format} was written by a newer version of this project (this \
+             build reads layout {MODEL_FORMAT} and older); update, or retrain with this build",
+            path.display()
+        );
+    }
+    let meta: ModelMeta = serde_json::from_value(json).with_context(|| {
+        format!(
+            "{}: its model metadata does not match this build's (layout {MODEL_FORMAT})",
+            path.display()
+        )
+    })?;
+    if meta.normalisation != Normalisation::IMAGENET {
+        bail!(
+            "{}: the model expects inputs normalised with mean {:?} and std {:?}, but the \
+             loader applies ImageNet's",
+            path.display(),
+            meta.normalisation.mean,
+            meta.normalisation.std
+        );
+    }
+    Ok(meta)
 }
 
 /// Predictions over the validation split, boxes in original image pixels.
@@ -932,7 +1005,6 @@ fn predict(spec: &StageSpec, params: &Params) -> Result<()> {
     let (predictions, val) = learner.predict(&data.valid)?;
     let out = output(spec, "csv")?;
     ensure_parent(out)?;
-    let size = meta.size as f32;
     let mut orig_iou_sum = 0.0f64;
     csv_export::write_atomic(out, |w| {
         match &meta.task {
@@ -968,14 +1040,7 @@ fn predict(spec: &StageSpec, params: &Params) -> Result<()> {
                     };
                     let row = &data.rows[data.val_rows[*index]];
                     let truth = row.bbox.expect("bbox rows have boxes");
-                    let (sy, sx) = (*h as f32 / size, *w_px as f32 / size);
-                    let (max_y, max_x) = ((*h - 1) as f32, (*w_px - 1) as f32);
-                    let (scale, max) = ([sy, sx, sy, sx], [max_y, max_x, max_y, max_x]);
-                    // Inverse of the loader's squash (coord * size / dim), rounded to 0.1 px and
-                    // clamped to the image (the lesson leaves boxes that overhang the border).
-                    let orig: [f32; 4] = std::array::from_fn(|i| {
-                        ((bbox[i] * scale[i] * 10.0).round() / 10.0).clamp(0.0, max[i])
-                    });
+                    let orig = unsquash_box(*bbox, (*h, *w_px), meta.size);
                     let overlap = iou(orig, truth);
                     orig_iou_sum += overlap as f64;
                     csv_export::write_record(

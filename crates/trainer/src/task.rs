@@ -16,6 +16,14 @@ pub enum Task {
 }
 
 impl Task {
+    /// What the model does, in a word.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Task::Classify { .. } => "classifier",
+            Task::Bbox => "box",
+        }
+    }
+
     pub fn outputs(&self) -> i64 {
         match self {
             Task::Classify { classes } => classes.len() as i64,
@@ -42,6 +50,17 @@ impl Task {
             }
         }
     }
+}
+
+/// A box in `size x size` input pixels as a box in the original `(height, width)`
+/// image: the inverse of the loader's squash (`coord * size / dim`), rounded to 0.1 px
+/// and clamped to the image (the model may put a box partly outside it).
+pub fn unsquash_box(bbox: [f32; 4], orig_size: (u32, u32), size: u32) -> [f32; 4] {
+    let (h, w) = orig_size;
+    let (sy, sx) = (h as f32 / size as f32, w as f32 / size as f32);
+    let (max_y, max_x) = (h.saturating_sub(1) as f32, w.saturating_sub(1) as f32);
+    let (scale, max) = ([sy, sx, sy, sx], [max_y, max_x, max_y, max_x]);
+    std::array::from_fn(|i| ((bbox[i] * scale[i] * 10.0).round() / 10.0).clamp(0.0, max[i]))
 }
 
 /// Intersection over union of two `[top, left, bottom, right]` boxes taken as continuous
@@ -145,6 +164,15 @@ mod tests {
         assert!((v[1] - (1.0 + 1.0 / 3.0) / 2.0).abs() < 1e-6);
         assert_eq!(v[2], 0.5);
         assert_eq!(sums.loss(), 2.0);
+    }
+
+    #[test]
+    fn unsquash_inverts_the_squash_and_clamps() {
+        // A 448 x 112 image (h, w) squashed to 224: y halves, x doubles.
+        let b = unsquash_box([10.0, 20.0, 100.0, 200.0], (448, 112), 224);
+        assert_eq!(b, [20.0, 10.0, 200.0, 100.0]);
+        let outside = unsquash_box([-5.0, -5.0, 300.0, 300.0], (448, 112), 224);
+        assert_eq!(outside, [0.0, 0.0, 447.0, 111.0]);
     }
 
     #[test]

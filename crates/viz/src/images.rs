@@ -78,8 +78,20 @@ impl DrawSummary {
     }
 }
 
-/// Reads an image file as RGB, or says in a few words why it cannot.
+/// Reads an image file as RGB, its pixels as stored, or says in a few words why it
+/// cannot. The dataset's boxes are in these pixels.
 pub fn read_image(path: &Path) -> std::result::Result<RgbImage, String> {
+    decode_image(path, false)
+}
+
+/// Reads an image file as RGB as a photo viewer shows it (EXIF orientation applied):
+/// how a user's own photos are drawn.
+pub fn read_image_as_viewed(path: &Path) -> std::result::Result<RgbImage, String> {
+    decode_image(path, true)
+}
+
+fn decode_image(path: &Path, as_viewed: bool) -> std::result::Result<RgbImage, String> {
+    use image::ImageDecoder;
     match std::fs::metadata(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err("missing".into()),
         Err(e) => return Err(format!("cannot read: {e}")),
@@ -90,11 +102,19 @@ pub fn read_image(path: &Path) -> std::result::Result<RgbImage, String> {
     let reader = image::ImageReader::open(path)
         .and_then(|r| r.with_guessed_format())
         .map_err(|e| format!("cannot read: {e}"))?;
-    let image = reader.decode().map_err(|e| match e {
+    let why = |e: image::ImageError| match e {
         image::ImageError::IoError(e) => format!("cannot read: {e}"),
         image::ImageError::Unsupported(_) => format!("not an image: {e}"),
         e => format!("cannot decode: {e}"),
-    })?;
+    };
+    let mut decoder = reader.into_decoder().map_err(why)?;
+    let orientation = if as_viewed {
+        decoder.orientation().map_err(why)?
+    } else {
+        image::metadata::Orientation::NoTransforms
+    };
+    let mut image = image::DynamicImage::from_decoder(decoder).map_err(why)?;
+    image.apply_orientation(orientation);
     Ok(image.into_rgb8())
 }
 

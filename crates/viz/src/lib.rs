@@ -3,6 +3,7 @@
 //! - [`draw`]: boxes and bold labels with black outlines (`draw_rect`, `draw_text`).
 //! - [`grid`]: R x C grids of annotated images, from the prediction CSVs or bb.csv / lrg.csv.
 //! - [`plot`]: the lr_find curve and per-epoch losses and metrics (plotters, embedded font).
+//! - [`predictions`]: a model's answers on a user's images (`cargo xtask predict`).
 //! - [`report`]: `report.html` for a pipeline run, pictures embedded.
 //! - [`artifacts`]: readers for the CSV/JSON artifacts the training stages write.
 //! - [`inspect`]: the summaries behind `cargo xtask show`.
@@ -18,6 +19,7 @@ pub mod grid;
 pub mod images;
 pub mod inspect;
 pub mod plot;
+pub mod predictions;
 pub mod report;
 
 pub use draw::{
@@ -27,7 +29,9 @@ pub use draw::{
 pub use grid::{GridLayout, Tile};
 /// The image crate viz draws on, for callers that build `RgbImage`s.
 pub use image;
-pub use images::{unreadable_image, DrawSummary, ImageOpener, OnBadImage};
+pub use images::{
+    read_image, read_image_as_viewed, unreadable_image, DrawSummary, ImageOpener, OnBadImage,
+};
 pub use report::{write_report, RunReport, StageReport, StageState};
 
 use image::RgbImage;

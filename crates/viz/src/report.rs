@@ -390,7 +390,7 @@ fn render_picture(html: &mut String, file: &ReportFile) {
     html.push_str("</figure>\n");
 }
 
-fn escape(text: &str) -> String {
+pub(crate) fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {

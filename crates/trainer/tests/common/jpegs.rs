@@ -23,10 +23,15 @@ pub struct Fixture {
 
 impl Fixture {
     pub fn new(n: usize) -> Fixture {
+        Fixture::with_seed(n, 5)
+    }
+
+    /// `n` images drawn from `seed`: another seed gives images no model has seen.
+    pub fn with_seed(n: usize, seed: u64) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let images = dir.path().join("images");
         std::fs::create_dir_all(&images).unwrap();
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         let (mut lrg, mut bb, mut boxes) = (Vec::new(), Vec::new(), Vec::new());
         for i in 0..n {
             let (name, colour) = COLOURS[rng.random_range(0..3)];
