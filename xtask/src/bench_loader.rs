@@ -283,7 +283,12 @@ fn phase_profile(paths: &[PathBuf], size: u32) -> Result<()> {
         std::hint::black_box(bbox);
         phases[3] += t.elapsed();
         let t = Instant::now();
-        augment::normalize_into(&warped, Some((draw.brightness, draw.contrast)), &mut out);
+        augment::normalize_into(
+            &warped,
+            Some((draw.brightness, draw.contrast)),
+            &augment::Normalisation::IMAGENET,
+            &mut out,
+        );
         phases[4] += t.elapsed();
     }
     let total = start_all.elapsed();
@@ -325,6 +330,7 @@ fn time_loader(
         augment: Some(AugmentParams::default()),
         drop_last: false,
         on_bad_image: BadImage::Fail,
+        ..LoaderConfig::default()
     };
     let loader = Loader::new(Arc::clone(items), cfg);
     reset_peak_rss();

@@ -233,7 +233,11 @@ fn augment_grid(spec: &StageSpec) -> Result<()> {
     let pixels = 3 * (size * size) as usize;
     let tiles: Vec<viz::Tile> = (0..batch.n)
         .map(|i| viz::Tile {
-            image: augment::denorm(&batch.x[i * pixels..(i + 1) * pixels], size),
+            image: augment::denorm(
+                &batch.x[i * pixels..(i + 1) * pixels],
+                size,
+                &loader.config().normalisation,
+            ),
             annotations: batch
                 .boxes
                 .get(i)

@@ -17,7 +17,7 @@ use zune_core::bytestream::ZCursor;
 use zune_core::colorspace::ColorSpace;
 use zune_core::options::DecoderOptions;
 
-use crate::LoadError;
+use crate::{LoadError, Orientation};
 
 /// Where a decode ended up: the original size and the size actually decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -215,7 +215,7 @@ pub fn decode_squashed(path: &Path, size: u32) -> Result<Squashed, LoadError> {
         path: path.to_path_buf(),
         reason,
     })?;
-    let orig_size = pipeline.load_squashed(path, size)?;
+    let orig_size = pipeline.load_squashed(path, size, Orientation::AsStored)?;
     let image = RgbImage::from_raw(size, size, pipeline.squashed.clone())
         .expect("squashed buffer is size*size*3");
     Ok(Squashed { image, orig_size })
@@ -245,12 +245,40 @@ impl ImagePipeline {
     }
 
     /// Reads, decodes and squashes `path` into `self.squashed`; returns the
-    /// original `(height, width)`.
+    /// original `(height, width)` (as viewed, under [`Orientation::Exif`]).
     pub(crate) fn load_squashed(
         &mut self,
         path: &Path,
         size: u32,
+        orientation: Orientation,
     ) -> Result<(u32, u32), LoadError> {
+        let stored = self.load_squashed_as_stored(path, size)?;
+        if orientation == Orientation::AsStored {
+            return Ok(stored);
+        }
+        let exif = exif_orientation(&self.file);
+        if exif == image::metadata::Orientation::NoTransforms {
+            return Ok(stored);
+        }
+        // Squashing to a square commutes with the eight EXIF transforms (each
+        // axis keeps its own scale), so the small square is turned, not the photo.
+        let square = RgbImage::from_raw(size, size, std::mem::take(&mut self.squashed))
+            .expect("squashed buffer is size*size*3");
+        let mut square = image::DynamicImage::ImageRgb8(square);
+        square.apply_orientation(exif);
+        self.squashed = square.into_rgb8().into_raw();
+        let turned = matches!(
+            exif,
+            image::metadata::Orientation::Rotate90
+                | image::metadata::Orientation::Rotate270
+                | image::metadata::Orientation::Rotate90FlipH
+                | image::metadata::Orientation::Rotate270FlipH
+        );
+        let (h, w) = stored;
+        Ok(if turned { (w, h) } else { (h, w) })
+    }
+
+    fn load_squashed_as_stored(&mut self, path: &Path, size: u32) -> Result<(u32, u32), LoadError> {
         self.file.clear();
         std::fs::File::open(path)
             .and_then(|mut f| f.read_to_end(&mut self.file))
@@ -282,6 +310,42 @@ impl ImagePipeline {
             .map_err(decode_error)?;
         Ok((h, w))
     }
+}
+
+/// The EXIF orientation of an image file (JPEG: its APP1 segment; other formats:
+/// what the `image` crate reads); no transform when there is none or it is unreadable.
+fn exif_orientation(file: &[u8]) -> image::metadata::Orientation {
+    use image::metadata::Orientation as O;
+    if is_jpeg(file) {
+        return jpeg_exif(file)
+            .and_then(O::from_exif_chunk)
+            .unwrap_or(O::NoTransforms);
+    }
+    image::ImageReader::new(std::io::Cursor::new(file))
+        .with_guessed_format()
+        .ok()
+        .and_then(|r| r.into_decoder().ok())
+        .and_then(|mut d| image::ImageDecoder::orientation(&mut d).ok())
+        .unwrap_or(O::NoTransforms)
+}
+
+/// The TIFF block of a JPEG's EXIF segment (APP1 starting `Exif\0\0`), looked for
+/// among the segments before the image data.
+fn jpeg_exif(file: &[u8]) -> Option<&[u8]> {
+    let mut at = 2; // after SOI
+    while at + 4 <= file.len() && file[at] == 0xFF {
+        let marker = file[at + 1];
+        if marker == 0xDA || marker == 0xD9 {
+            return None; // start of scan or end of image: no EXIF before the data
+        }
+        let len = usize::from(u16::from_be_bytes([file[at + 2], file[at + 3]]));
+        let body = file.get(at + 4..at + 2 + len)?;
+        if marker == 0xE1 && body.starts_with(b"Exif\0\0") {
+            return Some(&body[6..]);
+        }
+        at += 2 + len;
+    }
+    None
 }
 
 /// Squashes packed RGB images to `size x size` (keeps fast_image_resize's

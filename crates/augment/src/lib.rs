@@ -26,7 +26,7 @@ mod transform;
 
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 pub use decode::{
     decode_squashed, decode_with_image_crate, read_image_size, squash_box, DecodedDims,
@@ -91,6 +91,42 @@ impl Default for AugmentParams {
     }
 }
 
+/// How pixel values (RGB in 0..1) are normalised for the network: `(x - mean) / std`
+/// per channel. Each pretrained backbone expects its own (model-zoo's
+/// `Arch::input_normalization`); a model file records the one it was trained with.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Normalisation {
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+}
+
+impl Normalisation {
+    /// ImageNet's statistics (torchvision's models).
+    pub const IMAGENET: Normalisation = Normalisation {
+        mean: IMAGENET_MEAN,
+        std: IMAGENET_STD,
+    };
+}
+
+impl Default for Normalisation {
+    fn default() -> Self {
+        Normalisation::IMAGENET
+    }
+}
+
+/// Which way up an image is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Orientation {
+    /// The pixels as stored, whatever the file's EXIF says: the frame that dataset
+    /// annotations (VOC, COCO) give their boxes in.
+    #[default]
+    AsStored,
+    /// As a photo viewer shows the image: EXIF orientation applied (a user's own photos).
+    /// Sizes and boxes are then those of the viewed image.
+    Exif,
+}
+
 /// What the loader does with an image it cannot read or decode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -121,6 +157,8 @@ pub struct LoaderConfig {
     /// Drop the last batch when it is smaller than `batch_size`.
     pub drop_last: bool,
     pub on_bad_image: BadImage,
+    pub normalisation: Normalisation,
+    pub orientation: Orientation,
 }
 
 impl Default for LoaderConfig {
@@ -137,6 +175,8 @@ impl Default for LoaderConfig {
             augment: None,
             drop_last: false,
             on_bad_image: BadImage::Fail,
+            normalisation: Normalisation::IMAGENET,
+            orientation: Orientation::AsStored,
         }
     }
 }

@@ -268,7 +268,7 @@ fn build_batch(shared: &EpochShared, batch_index: usize, pipeline: &mut ImagePip
         let draw = cfg
             .augment
             .map(|params| AugmentDraw::for_item(&params, cfg.seed, shared.epoch, item_index));
-        let orig_size = match pipeline.load_squashed(&item.path, size) {
+        let orig_size = match pipeline.load_squashed(&item.path, size, cfg.orientation) {
             Ok(orig_size) => orig_size,
             Err(error) if cfg.on_bad_image == BadImage::Skip => {
                 tracing::warn!("skipping image: {error}");
@@ -285,6 +285,7 @@ fn build_batch(shared: &EpochShared, batch_index: usize, pipeline: &mut ImagePip
             bbox,
             draw.as_ref(),
             box_mode,
+            &cfg.normalisation,
             &mut pipeline.scratch,
             out,
         );

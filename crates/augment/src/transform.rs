@@ -9,7 +9,7 @@
 use image::RgbImage;
 use rand::Rng;
 
-use crate::{AugmentParams, BoxMode};
+use crate::{AugmentParams, BoxMode, Normalisation};
 
 pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
@@ -449,8 +449,13 @@ pub fn lighting(x: f32, mu: f32, b: f32, c: f32) -> f32 {
 }
 
 /// Writes packed RGB `rgb` as CHW f32 into `out` (`3 * pixels` values),
-/// ImageNet-normalised, after the lesson's lighting with `(b, c)` when given.
-pub fn normalize_into(rgb: &[u8], lighting_bc: Option<(f32, f32)>, out: &mut [f32]) {
+/// normalised by `norm`, after the lesson's lighting with `(b, c)` when given.
+pub fn normalize_into(
+    rgb: &[u8],
+    lighting_bc: Option<(f32, f32)>,
+    norm: &Normalisation,
+    out: &mut [f32],
+) {
     let pixels = rgb.len() / 3;
     assert_eq!(
         out.len(),
@@ -460,7 +465,11 @@ pub fn normalize_into(rgb: &[u8], lighting_bc: Option<(f32, f32)>, out: &mut [f3
         3 * pixels
     );
     let mu = lighting_bc.map(|_| {
-        let sum: u64 = rgb.iter().map(|&v| v as u64).sum();
+        // u32 sums of at most 2^16 bytes cannot overflow and vectorise well.
+        let sum: u64 = rgb
+            .chunks(1 << 16)
+            .map(|chunk| chunk.iter().map(|&v| v as u32).sum::<u32>() as u64)
+            .sum();
         (sum as f64 / (rgb.len() as f64 * 255.0)) as f32
     });
     // Every output value depends only on its channel and input byte, so a
@@ -472,7 +481,7 @@ pub fn normalize_into(rgb: &[u8], lighting_bc: Option<(f32, f32)>, out: &mut [f3
             if let (Some((b, c)), Some(mu)) = (lighting_bc, mu) {
                 x = lighting(x, mu, b, c);
             }
-            *slot = (x - IMAGENET_MEAN[ch]) / IMAGENET_STD[ch];
+            *slot = (x - norm.mean[ch]) / norm.std[ch];
         }
     }
     let (red, rest) = out.split_at_mut(pixels);
@@ -488,9 +497,9 @@ pub fn normalize_into(rgb: &[u8], lighting_bc: Option<(f32, f32)>, out: &mut [f3
     }
 }
 
-/// The inverse of the normalisation for one `3 x size x size` image (the first
-/// such values of `x`), for display.
-pub fn denorm(x: &[f32], size: u32) -> RgbImage {
+/// The inverse of the normalisation `norm` for one `3 x size x size` image (the
+/// first such values of `x`), for display.
+pub fn denorm(x: &[f32], size: u32, norm: &Normalisation) -> RgbImage {
     let pixels = (size * size) as usize;
     assert!(
         x.len() >= 3 * pixels,
@@ -501,7 +510,7 @@ pub fn denorm(x: &[f32], size: u32) -> RgbImage {
     let mut img = RgbImage::new(size, size);
     for (p, px) in img.pixels_mut().enumerate() {
         for ch in 0..3 {
-            let v = x[ch * pixels + p] * IMAGENET_STD[ch] + IMAGENET_MEAN[ch];
+            let v = x[ch * pixels + p] * norm.std[ch] + norm.mean[ch];
             px.0[ch] = (v * 255.0).round().clamp(0.0, 255.0) as u8;
         }
     }
@@ -517,6 +526,7 @@ pub(crate) fn augment_into(
     bbox: Option<[f32; 4]>,
     draw: Option<&AugmentDraw>,
     box_mode: BoxMode,
+    norm: &Normalisation,
     scratch: &mut Vec<u8>,
     out: &mut [f32],
 ) -> Option<[f32; 4]> {
@@ -541,7 +551,7 @@ pub(crate) fn augment_into(
         }
         _ => (src, bbox.map(|b| clamp_box(b, width, height))),
     };
-    normalize_into(pixels, draw.map(|d| (d.brightness, d.contrast)), out);
+    normalize_into(pixels, draw.map(|d| (d.brightness, d.contrast)), norm, out);
     bbox
 }
 
@@ -553,6 +563,7 @@ pub fn augment_one(
     bbox: Option<[f32; 4]>,
     draw: Option<&AugmentDraw>,
     box_mode: BoxMode,
+    norm: &Normalisation,
 ) -> (Vec<f32>, Option<[f32; 4]>) {
     let (w, h) = img.dimensions();
     let mut out = vec![0f32; 3 * (w * h) as usize];
@@ -563,6 +574,7 @@ pub fn augment_one(
         bbox,
         draw,
         box_mode,
+        norm,
         &mut scratch,
         &mut out,
     );

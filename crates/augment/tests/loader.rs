@@ -40,6 +40,7 @@ fn config(workers: usize) -> LoaderConfig {
         augment: Some(AugmentParams::default()),
         drop_last: false,
         on_bad_image: BadImage::Fail,
+        ..LoaderConfig::default()
     }
 }
 
@@ -133,7 +134,13 @@ fn without_augmentation_a_batch_is_the_squashed_normalised_image() {
     for b in &batches {
         for (i, &item) in b.indices.iter().enumerate() {
             let squashed = decode_squashed(&items[item].path, SIZE).unwrap();
-            let (x, _) = augment_one(&squashed.image, None, None, augment::BoxMode::Tight);
+            let (x, _) = augment_one(
+                &squashed.image,
+                None,
+                None,
+                augment::BoxMode::Tight,
+                &augment::Normalisation::IMAGENET,
+            );
             assert_eq!(&b.x[i * per_image..][..per_image], &x[..]);
             assert_eq!(b.orig_sizes[i], squashed.orig_size);
             assert_eq!(

@@ -45,6 +45,7 @@ fn the_flip_fast_path_is_the_warp_exactly() {
         Some([3.0, 4.0, 20.0, 10.0]),
         Some(&draw),
         BoxMode::Tight,
+        &augment::Normalisation::IMAGENET,
     );
     let warped = warp(&img, &draw.affine(64, 48));
     let (expected, _) = augment_one(
@@ -55,6 +56,7 @@ fn the_flip_fast_path_is_the_warp_exactly() {
             ..draw
         }),
         BoxMode::Tight,
+        &augment::Normalisation::IMAGENET,
     );
     assert_eq!(x, expected);
     assert_eq!(
@@ -263,7 +265,12 @@ fn lighting_follows_the_formula_on_known_pixels() {
         assert!((lighting(0.0, 0.5, b, c) - black).abs() < 1e-6);
         assert!((lighting(1.0, 0.5, b, c) - white).abs() < 1e-6);
         let mut out = [0f32; 6];
-        normalize_into(&rgb, Some((b, c)), &mut out);
+        normalize_into(
+            &rgb,
+            Some((b, c)),
+            &augment::Normalisation::IMAGENET,
+            &mut out,
+        );
         for ch in 0..3 {
             let normalised = |v: f32| (v - IMAGENET_MEAN[ch]) / IMAGENET_STD[ch];
             assert!(
@@ -282,7 +289,12 @@ fn lighting_follows_the_formula_on_known_pixels() {
 fn normalisation_is_imagenet_and_chw() {
     // One pixel (R, G, B) = (255, 0, 128) -> CHW [(1-.485)/.229, (0-.456)/.224, (128/255-.406)/.225].
     let mut out = [0f32; 3];
-    normalize_into(&[255, 0, 128], None, &mut out);
+    normalize_into(
+        &[255, 0, 128],
+        None,
+        &augment::Normalisation::IMAGENET,
+        &mut out,
+    );
     let want = [2.2489083, -2.0357143, 0.4264924];
     for (got, want) in out.iter().zip(want) {
         assert!((got - want).abs() < 1e-5, "{out:?}");
@@ -292,8 +304,14 @@ fn normalisation_is_imagenet_and_chw() {
 #[test]
 fn denorm_inverts_the_normalisation() {
     let img = util::picture(24, 24, 5);
-    let (x, _) = augment_one(&img, None, None, BoxMode::Tight);
-    assert_eq!(denorm(&x, 24), img);
+    let (x, _) = augment_one(
+        &img,
+        None,
+        None,
+        BoxMode::Tight,
+        &augment::Normalisation::IMAGENET,
+    );
+    assert_eq!(denorm(&x, 24, &augment::Normalisation::IMAGENET), img);
 }
 
 #[test]
@@ -318,9 +336,10 @@ fn augment_one_moves_the_box_with_the_pixels() {
             Some([20.0, 10.0, 29.0, 39.0]),
             Some(&draw),
             BoxMode::Tight,
+            &augment::Normalisation::IMAGENET,
         );
         let [top, left, bottom, right] = bbox.unwrap();
-        let out = denorm(&x, 64);
+        let out = denorm(&x, 64, &augment::Normalisation::IMAGENET);
         for (px, py, p) in out.enumerate_pixels() {
             if p.0[0] > 200 {
                 let (px, py) = (px as f32, py as f32);

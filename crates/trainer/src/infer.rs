@@ -102,6 +102,8 @@ pub fn predict_images(
             augment: None,
             drop_last: false,
             on_bad_image: augment::BadImage::Skip,
+            normalisation: meta.normalisation,
+            orientation: augment::Orientation::Exif,
         },
     );
     let mut answers: Vec<Option<ImagePrediction>> = vec![None; files.len()];

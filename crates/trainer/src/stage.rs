@@ -21,6 +21,7 @@ use crate::optim::{Method, OptimiserConfig};
 use crate::task::{iou, unsquash_box, Task};
 use crate::TrainError;
 use anyhow::{bail, Context, Result};
+use augment::Normalisation;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -218,22 +219,8 @@ fn model_format_1() -> u32 {
     1
 }
 
-/// How the model's input was normalised: per-channel mean and std of RGB in 0..1.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Normalisation {
-    pub mean: [f32; 3],
-    pub std: [f32; 3],
-}
-
-impl Normalisation {
-    /// ImageNet's, which the pretrained backbones expect and the loader applies.
-    pub const IMAGENET: Normalisation = Normalisation {
-        mean: augment::IMAGENET_MEAN,
-        std: augment::IMAGENET_STD,
-    };
-}
-
 fn imagenet() -> Normalisation {
+    // Model files from before the field existed were all trained on ImageNet-normalised input.
     Normalisation::IMAGENET
 }
 
@@ -243,6 +230,7 @@ fn imagenet() -> Normalisation {
 pub struct ModelMeta {
     #[serde(default = "model_format_1")]
     pub format: u32,
+    /// The input normalisation the model was trained with (prediction applies it too).
     #[serde(default = "imagenet")]
     pub normalisation: Normalisation,
     pub arch: String,
@@ -318,6 +306,16 @@ pub fn cores() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
+}
+
+/// The input normalisation the backbone's pretrained weights expect (ImageNet's for
+/// the test network, which has none).
+fn backbone_normalisation(backbone: &str) -> Result<Normalisation> {
+    if backbone == "tiny-cnn" {
+        return Ok(Normalisation::IMAGENET);
+    }
+    let (mean, std) = backbone.parse::<model_zoo::Arch>()?.input_normalization();
+    Ok(Normalisation { mean, std })
 }
 
 /// Builds the network for `arch` with the task's head on `device`.
@@ -491,6 +489,7 @@ struct Prepared {
 fn prepare(
     spec: &StageSpec,
     params: &Params,
+    normalisation: Normalisation,
     classes: Option<Vec<String>>,
     val_fraction: f64,
     seed: u64,
@@ -563,6 +562,8 @@ fn prepare(
         augment: params.augment,
         drop_last: false,
         on_bad_image: params.on_bad_image,
+        normalisation,
+        orientation: augment::Orientation::AsStored,
     };
     // A last batch of one image would make BatchNorm's batch statistics degenerate.
     let drop_last = train_rows.len() % params.batch == 1;
@@ -692,7 +693,15 @@ fn train(
     after_checkpoint: &mut dyn FnMut(usize) -> Result<(), TrainError>,
 ) -> Result<()> {
     let lr_find_kind = spec.kind == "lr_find";
-    let data = prepare(spec, params, None, params.val_fraction, params.seed)?;
+    let normalisation = backbone_normalisation(&params.backbone)?;
+    let data = prepare(
+        spec,
+        params,
+        normalisation,
+        None,
+        params.val_fraction,
+        params.seed,
+    )?;
     let device = device();
     // Seeds the initialisation of the head (and of everything under random_init).
     tch::manual_seed(params.seed as i64);
@@ -740,7 +749,7 @@ fn train(
     let ckpt = checkpoint_path(spec);
     let mut meta = ModelMeta {
         format: MODEL_FORMAT,
-        normalisation: Normalisation::IMAGENET,
+        normalisation,
         arch: params.backbone.clone(),
         head,
         task: data.task.clone(),
@@ -966,15 +975,6 @@ fn model_meta(path: &Path, json: serde_json::Value) -> Result<ModelMeta> {
             path.display()
         )
     })?;
-    if meta.normalisation != Normalisation::IMAGENET {
-        bail!(
-            "{}: the model expects inputs normalised with mean {:?} and std {:?}, but the \
-             loader applies ImageNet's",
-            path.display(),
-            meta.normalisation.mean,
-            meta.normalisation.std
-        );
-    }
     Ok(meta)
 }
 
@@ -1001,7 +1001,14 @@ fn predict(spec: &StageSpec, params: &Params) -> Result<()> {
     };
     let mut params = params.clone();
     params.size = meta.size;
-    let data = prepare(spec, &params, classes, meta.val_fraction, meta.seed)?;
+    let data = prepare(
+        spec,
+        &params,
+        meta.normalisation,
+        classes,
+        meta.val_fraction,
+        meta.seed,
+    )?;
     let (predictions, val) = learner.predict(&data.valid)?;
     let out = output(spec, "csv")?;
     ensure_parent(out)?;
