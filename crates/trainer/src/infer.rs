@@ -1,10 +1,8 @@
 //! Prediction on a user's own images (`trainer predict`, behind `cargo xtask predict`):
 //! any files, no labels, batched and decoded on the augment loader's threads, with an
-//! optional flip TTA (the lesson's `learn.TTA()`, restricted to the one augmentation
-//! whose inverse is exact for boxes).
+//! optional flip TTA ([`Learner::infer`]).
 
 use crate::learner::{boxes_in_input_pixels, Learner};
-use crate::model::LayeredModel;
 use crate::stage::{AnyModel, ModelMeta};
 use crate::task::{unsquash_box, Task};
 use crate::TrainError;
@@ -149,10 +147,7 @@ fn predict_batch(
     let x = Tensor::from_slice(&batch.x)
         .view([batch.n as i64, 3, s, s])
         .to_device(learner.device());
-    let eval = vec![false; learner.model.n_groups()];
-    let forward = |x: &Tensor| tch::no_grad(|| learner.model.forward(x, &eval));
-    let out = forward(&x);
-    let mirrored = options.tta.then(|| forward(&x.flip([3])));
+    let out = learner.infer(&x, options.tta);
     let mut answers: Vec<ImagePrediction> = (0..batch.n)
         .map(|k| {
             let (h, w) = batch.orig_sizes[k];
@@ -168,10 +163,7 @@ fn predict_batch(
         .collect();
     match &meta.task {
         Task::Classify { classes } => {
-            let mut probs = out.softmax(-1, Kind::Float);
-            if let Some(m) = &mirrored {
-                probs = (probs + m.softmax(-1, Kind::Float)) / 2.0;
-            }
+            let probs = out.softmax(-1, Kind::Float);
             let k = options.top.clamp(1, classes.len()) as i64;
             let (top_p, top_i) = probs.topk(k, -1, true, true);
             let top_p = Vec::<f32>::try_from(top_p.to_device(Device::Cpu).view(-1))?;
@@ -189,16 +181,7 @@ fn predict_batch(
             }
         }
         Task::Bbox => {
-            let size = batch.size as f32;
-            let mut boxes = boxes_in_input_pixels(&out, batch.size as usize)?;
-            if let Some(m) = &mirrored {
-                for (b, f) in boxes
-                    .iter_mut()
-                    .zip(boxes_in_input_pixels(m, batch.size as usize)?)
-                {
-                    *b = average(*b, unmirror(f, size));
-                }
-            }
+            let boxes = boxes_in_input_pixels(&out, batch.size as usize)?;
             for (answer, (bbox, &orig)) in
                 answers.iter_mut().zip(boxes.iter().zip(&batch.orig_sizes))
             {
@@ -207,33 +190,4 @@ fn predict_batch(
         }
     }
     Ok(answers)
-}
-
-/// A box predicted on the mirror image, in the unmirrored image: column `x` of a
-/// `size`-wide image mirrors to `size - 1 - x` (augment's `Affine::hflip`), so left and
-/// right swap.
-pub fn unmirror(bbox: [f32; 4], size: f32) -> [f32; 4] {
-    let [top, left, bottom, right] = bbox;
-    [top, size - 1.0 - right, bottom, size - 1.0 - left]
-}
-
-fn average(a: [f32; 4], b: [f32; 4]) -> [f32; 4] {
-    std::array::from_fn(|i| (a[i] + b[i]) / 2.0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn unmirror_undoes_the_flip() {
-        // A box 10..30 wide in a 224 image mirrors to 193..213 and back.
-        let b = [5.0, 10.0, 50.0, 30.0];
-        let mirrored = [5.0, 223.0 - 30.0, 50.0, 223.0 - 10.0];
-        assert_eq!(unmirror(mirrored, 224.0), b);
-        assert_eq!(unmirror(unmirror(b, 224.0), 224.0), b);
-        // A box symmetric about the centre column is its own mirror.
-        let centred = [0.0, 50.0, 100.0, 173.0];
-        assert_eq!(unmirror(centred, 224.0), centred);
-    }
 }

@@ -490,30 +490,45 @@ impl<M: LayeredModel> Learner<M> {
 
     /// Loss and metrics over `data`, every group in eval mode, no gradients.
     pub fn validate(&self, data: &dyn DataSource) -> Result<MetricSums, TrainError> {
-        Ok(self.evaluate(data, false)?.1)
+        Ok(self.evaluate(data, false, false)?.1)
     }
 
     /// Predictions for every image of `data` (eval mode), with the loss and metrics of
-    /// the same pass.
+    /// the same pass; with `tta`, each image's output is merged with its mirror image's
+    /// ([`Task::merge_mirrored`], the lesson's `learn.TTA()` restricted to the flip).
     pub fn predict(
         &self,
         data: &dyn DataSource,
+        tta: bool,
     ) -> Result<(Vec<Prediction>, MetricSums), TrainError> {
-        self.evaluate(data, true)
+        self.evaluate(data, true, tta)
+    }
+
+    /// The model's output for a batch in eval mode without gradients, merged with the
+    /// output on the mirror image when `tta` is set.
+    pub fn infer(&self, x: &Tensor, tta: bool) -> Tensor {
+        let eval = vec![false; self.n_groups()];
+        let forward = |x: &Tensor| tch::no_grad(|| self.model.forward(x, &eval));
+        let out = forward(x);
+        if !tta {
+            return out;
+        }
+        let size = x.size()[3] as usize;
+        self.task.merge_mirrored(&out, &forward(&x.flip([3])), size)
     }
 
     fn evaluate(
         &self,
         data: &dyn DataSource,
         keep: bool,
+        tta: bool,
     ) -> Result<(Vec<Prediction>, MetricSums), TrainError> {
-        let eval = vec![false; self.n_groups()];
         let mut sums = MetricSums::default();
         let mut predictions = Vec::with_capacity(if keep { data.n_items() } else { 0 });
         for batch in data.batches(0) {
             let batch = batch?;
             let (x, y) = self.to_device(&batch);
-            let out = tch::no_grad(|| self.model.forward(&x, &eval));
+            let out = self.infer(&x, tta);
             let loss = self.task.loss(&out, &y, batch.size).double_value(&[]);
             match self.task {
                 Task::Classify { .. } => {

@@ -117,6 +117,9 @@ pub struct Params {
     pub loss: Option<String>,
     #[serde(default)]
     pub on_bad_image: augment::BadImage,
+    /// predict: also score (and write) predictions averaged with the mirror image's.
+    #[serde(default)]
+    pub tta: bool,
     /// The lr_find kind's search range when its schedule has no `lr_find` step.
     #[serde(default)]
     pub lr_find: Option<LrFindStep>,
@@ -1009,7 +1012,13 @@ fn predict(spec: &StageSpec, params: &Params) -> Result<()> {
         meta.val_fraction,
         meta.seed,
     )?;
-    let (predictions, val) = learner.predict(&data.valid)?;
+    // With TTA, the plain pass is scored too, so the summary gives both figures.
+    let plain = if params.tta {
+        Some(learner.predict(&data.valid, false)?.1)
+    } else {
+        None
+    };
+    let (predictions, val) = learner.predict(&data.valid, params.tta)?;
     let out = output(spec, "csv")?;
     ensure_parent(out)?;
     let mut orig_iou_sum = 0.0f64;
@@ -1064,14 +1073,21 @@ fn predict(spec: &StageSpec, params: &Params) -> Result<()> {
         }
         Ok(())
     })?;
+    let figures = |sums: &crate::task::MetricSums| {
+        let mut text = format!("val_loss {:.4}", sums.loss());
+        for (name, v) in meta.task.metric_names().iter().zip(sums.values(&meta.task)) {
+            text.push_str(&format!(", {name} {v:.4}"));
+        }
+        text
+    };
     let mut summary = format!(
-        "{}: {} validation images, val_loss {:.4}",
+        "{}: {} validation images, {}",
         spec.name,
         predictions.len(),
-        val.loss()
+        figures(&val)
     );
-    for (name, v) in meta.task.metric_names().iter().zip(val.values(&meta.task)) {
-        summary.push_str(&format!(", {name} {v:.4}"));
+    if let Some(plain) = &plain {
+        summary = format!("{summary} with flip TTA ({} without)", figures(plain));
     }
     if matches!(meta.task, Task::Bbox) {
         summary.push_str(&format!(

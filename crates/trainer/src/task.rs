@@ -39,6 +39,26 @@ impl Task {
         }
     }
 
+    /// Merges the model's `output` on a batch of `size`-pixel images with its
+    /// `mirrored` output on the same images flipped left-right, as one output of the
+    /// same kind: for classes, the log of the averaged probabilities (so softmax and
+    /// the cross-entropy loss read it as they read logits); for boxes (224-pixel
+    /// units), the average of the box and the mirrored box flipped back (column `x`
+    /// of the input mirrors to `size - 1 - x`, augment's `Affine::hflip`).
+    pub fn merge_mirrored(&self, output: &Tensor, mirrored: &Tensor, size: usize) -> Tensor {
+        match self {
+            Task::Classify { .. } => {
+                ((output.softmax(-1, Kind::Float) + mirrored.softmax(-1, Kind::Float)) / 2.0).log()
+            }
+            Task::Bbox => {
+                let edge = (size as f64 - 1.0) * BOX_UNITS / size as f64;
+                let [top, left, bottom, right] = [0, 1, 2, 3].map(|i| mirrored.select(1, i));
+                let back = Tensor::stack(&[top, -right + edge, bottom, -left + edge], 1);
+                (output.to_kind(Kind::Float) + back.to_kind(Kind::Float)) / 2.0
+            }
+        }
+    }
+
     /// The training loss of a batch. `targets` is the class index (n) for classification,
     /// or the boxes in input pixels (n x 4) for bbox, scaled here to 224-pixel units.
     pub fn loss(&self, output: &Tensor, targets: &Tensor, input_size: usize) -> Tensor {
@@ -173,6 +193,28 @@ mod tests {
         assert_eq!(b, [20.0, 10.0, 200.0, 100.0]);
         let outside = unsquash_box([-5.0, -5.0, 300.0, 300.0], (448, 112), 224);
         assert_eq!(outside, [0.0, 0.0, 447.0, 111.0]);
+    }
+
+    #[test]
+    fn a_mirror_symmetric_prediction_is_unchanged_by_merging() {
+        // In a 224 input, a box from column 50 to 173 is its own mirror image.
+        let out = Tensor::from_slice(&[10.0f32, 50.0, 100.0, 173.0]).view([1, 4]);
+        let merged = Task::Bbox.merge_mirrored(&out, &out, 224);
+        assert!(merged.allclose(&out, 1e-5, 1e-5, false));
+        // A box predicted on the mirror image maps back: 10..30 mirrors to 193..213.
+        let left_box = Tensor::from_slice(&[0.0f32, 10.0, 20.0, 30.0]).view([1, 4]);
+        let on_mirror = Tensor::from_slice(&[0.0f32, 193.0, 20.0, 213.0]).view([1, 4]);
+        let merged = Task::Bbox.merge_mirrored(&left_box, &on_mirror, 224);
+        assert!(merged.allclose(&left_box, 1e-5, 1e-5, false));
+        // Classes: the average of the two distributions.
+        let task = Task::Classify {
+            classes: vec!["a".into(), "b".into()],
+        };
+        let a = Tensor::from_slice(&[0.0f32, 0.0]).view([1, 2]); // 0.5, 0.5
+        let b = Tensor::from_slice(&[(3.0f32).ln(), 0.0]).view([1, 2]); // 0.75, 0.25
+        let probs = task.merge_mirrored(&a, &b, 224).softmax(-1, Kind::Float);
+        let want = Tensor::from_slice(&[0.625f32, 0.375]).view([1, 2]);
+        assert!(probs.allclose(&want, 1e-5, 1e-5, false));
     }
 
     #[test]
