@@ -118,8 +118,9 @@ fn variables_sit_in_the_optimiser_group_of_their_layer_group() {
     let expected = [
         ("_conv_stem.weight", 0),
         ("_bn0.bias", 0),
-        ("_blocks.7._bn2.weight", 0),
-        ("_blocks.8._expand_conv.weight", 1),
+        // The stride-16 stage starts at block 5, as ResNet's layer3 does.
+        ("_blocks.4._bn2.weight", 0),
+        ("_blocks.5._expand_conv.weight", 1),
         ("_bn1.weight", 1),
         ("_conv_head.weight", 1),
     ];
