@@ -307,6 +307,7 @@ fn run_stage(
         params: stage.params.clone(),
         work_dir,
         data_dir: options.data.clone(),
+        fingerprint: digest.clone(),
     };
     let started = Instant::now();
     let result = stages::execute(&spec);

@@ -19,6 +19,9 @@ pub struct StageSpec {
     /// Persists between runs of this stage (resume checkpoints).
     pub work_dir: PathBuf,
     pub data_dir: PathBuf,
+    /// The stage's fingerprint (input contents, params, code): a checkpoint left in
+    /// `work_dir` by a run with another fingerprint must not be resumed.
+    pub fingerprint: String,
 }
 
 impl StageSpec {

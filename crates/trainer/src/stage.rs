@@ -42,6 +42,10 @@ pub struct StageSpec {
     pub work_dir: PathBuf,
     #[serde(default)]
     pub data_dir: Option<PathBuf>,
+    /// The runner's fingerprint of the stage (input contents, params and code), part of
+    /// the run key: a checkpoint written by other code is not resumed.
+    #[serde(default)]
+    pub fingerprint: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -679,8 +683,13 @@ pub fn run_observed(
 }
 
 fn run_key(spec: &StageSpec) -> String {
-    let text = serde_json::json!({"kind": spec.kind, "inputs": spec.inputs, "params": spec.params})
-        .to_string();
+    let text = serde_json::json!({
+        "kind": spec.kind,
+        "inputs": spec.inputs,
+        "params": spec.params,
+        "fingerprint": spec.fingerprint,
+    })
+    .to_string();
     blake3::hash(text.as_bytes()).to_hex().to_string()
 }
 

@@ -63,6 +63,18 @@ fn classifier_trains_predicts_and_resumes() {
         std::fs::read_to_string(fx.path("out/lrg.csv")).unwrap(),
         before
     );
+
+    // The same stage after its code changed (another fingerprint from the runner)
+    // trains again: the old checkpoint is not resumed.
+    let mut changed = train.clone();
+    changed.fingerprint = "another version of the code".into();
+    let mut epochs_trained = 0;
+    trainer::stage::run_observed(&changed, true, &mut |_| {
+        epochs_trained += 1;
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(epochs_trained, 6, "a checkpoint of other code was resumed");
 }
 
 #[test]
