@@ -11,7 +11,6 @@ mod cache;
 mod download;
 mod fingerprint;
 mod peak_memory;
-mod pipeline;
 mod predict;
 mod pyenv;
 mod runner;
@@ -25,6 +24,7 @@ use std::path::{Path, PathBuf};
 
 use cache::{cache_dir, project_root};
 use pipeline::{Pipeline, Vars};
+use viz::report::StageState;
 
 #[derive(Parser)]
 #[command(
@@ -474,7 +474,7 @@ fn open_pipeline(name: &str, place: &Where) -> Result<(Pipeline, PathBuf, PathBu
         out: out.clone(),
         cache: cache_dir(),
     };
-    let pipeline = Pipeline::load(&file, &vars, &stages::kinds())?;
+    let pipeline = Pipeline::load(&file, &vars)?;
     Ok((pipeline, data, out))
 }
 
@@ -486,6 +486,7 @@ fn run_pipeline(pipeline: &Pipeline, options: runner::RunOptions) -> Result<()> 
         options.out.display()
     );
     stages::prepare(&pipeline.stages)?;
+    pipeline.check_sources_exist()?;
     let (outcomes, result) = runner::run(pipeline, &options);
     let report = options.out.join("report.html");
     match write_report(pipeline, &options, &outcomes, &report) {
@@ -495,15 +496,21 @@ fn run_pipeline(pipeline: &Pipeline, options: runner::RunOptions) -> Result<()> 
             report.display()
         ),
     }
-    let ran = outcomes.iter().filter(|o| o.result == "ran").count();
-    let skipped = outcomes.iter().filter(|o| o.result == "skipped").count();
+    let ran = outcomes
+        .iter()
+        .filter(|o| o.result == StageState::Ran)
+        .count();
+    let skipped = outcomes
+        .iter()
+        .filter(|o| o.result == StageState::Skipped)
+        .count();
     if ran == 0 && result.is_ok() {
         eprintln!(
             "pipeline {}: everything up to date, nothing rerun ({skipped} stages skipped)",
             pipeline.name
         );
     } else {
-        let names = |r: &str| -> String {
+        let names = |r: StageState| -> String {
             let v: Vec<&str> = outcomes
                 .iter()
                 .filter(|o| o.result == r)
@@ -518,8 +525,8 @@ fn run_pipeline(pipeline: &Pipeline, options: runner::RunOptions) -> Result<()> 
         eprintln!(
             "pipeline {}: ran {}; skipped {}",
             pipeline.name,
-            names("ran"),
-            names("skipped")
+            names(StageState::Ran),
+            names(StageState::Skipped)
         );
     }
     result
@@ -533,7 +540,7 @@ fn write_report(
     outcomes: &[runner::Outcome],
     out: &Path,
 ) -> Result<()> {
-    use viz::report::{ReportFile, RunReport, StageReport, StageState};
+    use viz::report::{ReportFile, RunReport, StageReport};
     let last = runner::last_seconds(pipeline, &options.out);
     let stages = pipeline
         .stages
@@ -541,21 +548,20 @@ fn write_report(
         .zip(outcomes)
         .zip(last)
         .map(|((stage, outcome), last)| {
-            let (state, seconds) = match outcome.result {
-                "ran" => (StageState::Ran, Some(outcome.seconds)),
-                "skipped" => (StageState::Skipped, last),
-                "failed" => (StageState::Failed, Some(outcome.seconds)),
-                _ => (StageState::NeverRun, None),
+            let seconds = match outcome.result {
+                StageState::Ran | StageState::Failed => Some(outcome.seconds),
+                StageState::Skipped => last,
+                StageState::NeverRun => None,
             };
             StageReport {
                 name: stage.name.clone(),
-                kind: stage.kind.clone(),
+                kind: stage.kind.to_string(),
                 depends_on: stage
                     .upstream
                     .iter()
                     .map(|&u| pipeline.stages[u].name.clone())
                     .collect(),
-                state,
+                state: outcome.result,
                 seconds,
                 message: Some(outcome.why.clone()).filter(|m| !m.is_empty()),
                 peak_memory_bytes: outcome.peak_memory_bytes,

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::cache::{cache_dir, project_root};
-use crate::pipeline::{Pipeline, Vars};
+use pipeline::{Pipeline, StageKind, Vars};
 
 /// Extensions a folder walk picks up: what the loader decodes. A file named on the
 /// command line is tried whatever its name.
@@ -202,8 +202,12 @@ pub fn default_model(name: Option<&str>, data: Option<&Path>) -> Result<PathBuf>
                 out: runs.join(dataset_name).join(stem),
                 cache: cache_dir(),
             };
-            let pipeline = Pipeline::load(file, &vars, &crate::stages::kinds())?;
-            for stage in pipeline.stages.iter().filter(|s| s.kind == "train") {
+            let pipeline = Pipeline::load(file, &vars)?;
+            for stage in pipeline
+                .stages
+                .iter()
+                .filter(|s| s.kind == StageKind::Train)
+            {
                 candidates.extend(
                     stage
                         .outputs

@@ -11,8 +11,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::fingerprint::{code_hash, HashCache, StageRecord};
-use crate::pipeline::{Pipeline, Stage};
-use crate::stages::{self, StageSpec};
+use crate::stages;
+use pipeline::{Pipeline, Stage, StageKind, StageSpec};
+use viz::report::StageState;
 
 /// Where a run keeps its own bookkeeping, inside the output dir.
 pub struct StateDir {
@@ -42,7 +43,7 @@ impl StateDir {
 /// The parts of a fingerprint, kept so the runner can say what changed.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct Fingerprint {
-    pub kind: String,
+    pub kind: StageKind,
     pub params: String,
     pub code: String,
     pub inputs: BTreeMap<String, String>,
@@ -103,12 +104,11 @@ impl std::fmt::Display for State {
 }
 
 /// What happened to a stage in one run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Outcome {
     pub stage: String,
-    pub kind: String,
-    /// "ran", "skipped", "failed" or "not run".
-    pub result: &'static str,
+    /// `NeverRun`: not run this time (not selected, or an earlier stage failed).
+    pub result: StageState,
     pub why: String,
     pub seconds: f64,
     /// Peak resident memory of the stage's run (see `peak_memory`), bytes.
@@ -128,9 +128,9 @@ fn fingerprint(stage: &Stage, hashes: &mut HashCache) -> Result<Fingerprint> {
         inputs.insert(name.clone(), hash);
     }
     Ok(Fingerprint {
-        kind: stage.kind.clone(),
+        kind: stage.kind,
         params: serde_json::to_string(&stage.params)?,
-        code: code_hash(stages::code_of(&stage.kind))?,
+        code: code_hash(stage.kind.code())?,
         inputs,
     })
 }
@@ -193,8 +193,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> (Vec<Outcome>, Result<(
     for (index, stage) in pipeline.stages.iter().enumerate() {
         let mut outcome = Outcome {
             stage: stage.name.clone(),
-            kind: stage.kind.clone(),
-            result: "not run",
+            result: StageState::NeverRun,
             why: String::new(),
             seconds: 0.0,
             peak_memory_bytes: None,
@@ -223,7 +222,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> (Vec<Outcome>, Result<(
         );
         match result {
             Ok(Some((seconds, why))) => {
-                outcome.result = "ran";
+                outcome.result = StageState::Ran;
                 outcome.why = why;
                 outcome.seconds = seconds;
                 outcome.peak_memory_bytes = meter.peak_bytes();
@@ -234,12 +233,12 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> (Vec<Outcome>, Result<(
                 eprintln!("[{}] ran in {:.1}s{memory}", stage.name, seconds);
             }
             Ok(None) => {
-                outcome.result = "skipped";
+                outcome.result = StageState::Skipped;
                 outcome.why = "up to date".into();
                 eprintln!("[{}] up to date, skipped", stage.name);
             }
             Err(e) => {
-                outcome.result = "failed";
+                outcome.result = StageState::Failed;
                 outcome.peak_memory_bytes = meter.peak_bytes();
                 outcome.why = format!("{e:#}");
                 eprintln!("[{}] FAILED: {e:#}", stage.name);
@@ -301,7 +300,7 @@ fn run_stage(
     }
     let spec = StageSpec {
         name: stage.name.clone(),
-        kind: stage.kind.clone(),
+        kind: stage.kind,
         inputs: stage.inputs.clone(),
         outputs: staged.clone(),
         params: stage.params.clone(),

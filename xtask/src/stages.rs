@@ -1,107 +1,35 @@
-//! The stage kinds a pipeline file can name, and what runs each one.
-//! Kinds that need libtorch run in the trainer's binary; the rest run here.
+//! What runs each stage kind ([`pipeline::StageKind`]). Kinds that need libtorch
+//! run in the trainer's binary; the rest run here.
 
 use anyhow::{bail, Context, Result};
-use serde::Serialize;
-use std::collections::BTreeMap;
-use std::path::PathBuf;
+use pipeline::params::{
+    AnnotationSource, AnnotationsParams, AugmentGridParams, DrawParams, ExecParams,
+    PlotLrFindParams, TrainParams,
+};
+use pipeline::{StageKind, StageSpec};
 use std::process::Command;
 
-/// What a stage is handed (also the JSON the trainer's binary reads).
-#[derive(Serialize, Debug, Clone)]
-pub struct StageSpec {
-    pub name: String,
-    pub kind: String,
-    pub inputs: BTreeMap<String, PathBuf>,
-    /// Staging paths: renamed into place by the runner after success.
-    pub outputs: BTreeMap<String, PathBuf>,
-    pub params: serde_json::Value,
-    /// Persists between runs of this stage (resume checkpoints).
-    pub work_dir: PathBuf,
-    pub data_dir: PathBuf,
-    /// The stage's fingerprint (input contents, params, code): a checkpoint left in
-    /// `work_dir` by a run with another fingerprint must not be resumed.
-    pub fingerprint: String,
-}
-
-impl StageSpec {
-    pub fn input(&self, name: &str) -> Result<&PathBuf> {
-        self.inputs.get(name).with_context(|| {
-            format!(
-                "stage {} ({}) needs an input named {name:?}",
-                self.name, self.kind
-            )
-        })
-    }
-    pub fn output(&self, name: &str) -> Result<&PathBuf> {
-        self.outputs.get(name).with_context(|| {
-            format!(
-                "stage {} ({}) needs an output named {name:?}",
-                self.name, self.kind
-            )
-        })
-    }
-}
-
-/// Every stage kind, with the workspace crates whose code it runs (part of
-/// its fingerprint).
-const KINDS: &[(&str, &[&str])] = &[
-    ("exec", &[]),
-    (
-        "annotations",
-        &["voc-annotations", "largest-object", "csv-export"],
-    ),
-    ("draw", &["viz", "csv-export"]),
-    ("augment-grid", &["augment", "viz", "csv-export"]),
-    ("plot-lr-find", &["viz"]),
-    ("plot-metrics", &["viz"]),
-    ("lr_find", TRAINER_CODE),
-    ("train", TRAINER_CODE),
-    ("predict", TRAINER_CODE),
-];
-
-/// The kinds that run in the trainer's binary, and the code they run.
-const TRAINER_KINDS: &[&str] = &["lr_find", "train", "predict"];
-const TRAINER_CODE: &[&str] = &["trainer", "model-zoo", "augment", "csv-export"];
-
-pub fn kinds() -> Vec<&'static str> {
-    KINDS.iter().map(|(k, _)| *k).collect()
-}
-
-pub fn code_of(kind: &str) -> &'static [&'static str] {
-    KINDS
-        .iter()
-        .find(|(k, _)| *k == kind)
-        .map(|(_, c)| *c)
-        .unwrap_or(&[])
-}
-
 pub fn execute(spec: &StageSpec) -> Result<()> {
-    match spec.kind.as_str() {
-        "exec" => exec(spec),
-        "annotations" => annotations(spec),
-        "draw" => draw(spec),
-        "augment-grid" => augment_grid(spec),
-        "plot-lr-find" => plot_lr_find(spec),
-        "plot-metrics" => {
+    match spec.kind {
+        StageKind::Exec => exec(spec),
+        StageKind::Annotations => annotations(spec),
+        StageKind::Draw => draw(spec),
+        StageKind::AugmentGrid => augment_grid(spec),
+        StageKind::PlotLrFind => plot_lr_find(spec),
+        StageKind::PlotMetrics => {
             viz::plot::plot_metrics(spec.input("metrics")?, spec.output("png")?).map_err(Into::into)
         }
-        kind if TRAINER_KINDS.contains(&kind) => in_trainer(spec),
-        other => bail!("no runner for stage kind {other:?}"),
+        StageKind::LrFind | StageKind::Train | StageKind::Predict => in_trainer(spec),
     }
 }
 
 /// The lesson's first cells: annotations (COCO JSON, or VOC XML with
 /// `source = "xml"`) -> each image's largest object -> `lrg.csv`, `bb.csv`.
 fn annotations(spec: &StageSpec) -> Result<()> {
-    let source = spec
-        .params
-        .get("source")
-        .and_then(|v| v.as_str())
-        .unwrap_or("json");
-    let dataset = match source {
-        "json" => voc_annotations::load_coco_json(spec.input("json")?)?,
-        "xml" => {
+    let params: AnnotationsParams = spec.params()?;
+    let dataset = match params.source {
+        AnnotationSource::Json => voc_annotations::load_coco_json(spec.input("json")?)?,
+        AnnotationSource::Xml => {
             // Inputs: the Annotations folder and the split's list (ImageSets/Main/<split>.txt).
             let annotations = spec.input("annotations")?;
             let list = spec.input("list")?;
@@ -112,15 +40,11 @@ fn annotations(spec: &StageSpec) -> Result<()> {
                 .file_stem()
                 .context("a split list file")?
                 .to_string_lossy();
-            if list != &voc_dir.join("ImageSets/Main").join(format!("{split}.txt")) {
+            if list != voc_dir.join("ImageSets/Main").join(format!("{split}.txt")) {
                 bail!("stage {}: the split list must be <VOC2007>/ImageSets/Main/<split>.txt beside Annotations, not {}", spec.name, list.display());
             }
             voc_annotations::load_voc_xml(voc_dir, &split)?
         }
-        other => bail!(
-            "stage {}: params.source must be \"json\" or \"xml\", not {other:?}",
-            spec.name
-        ),
     };
     let largest = largest_object::largest_objects(&dataset)?;
     largest.write_csvs(spec.output("lrg")?, spec.output("bb")?)?;
@@ -136,32 +60,17 @@ fn annotations(spec: &StageSpec) -> Result<()> {
     Ok(())
 }
 
-fn param_u64(spec: &StageSpec, name: &str, default: u64) -> Result<u64> {
-    match spec.params.get(name) {
-        None => Ok(default),
-        Some(v) => v.as_u64().with_context(|| {
-            format!(
-                "stage {}: params.{name} must be a whole number, not {v}",
-                spec.name
-            )
-        }),
-    }
-}
-
 /// The first `rows` rows of a CSV artifact (bb.csv, lrg.csv, predictions)
 /// drawn on their images: the lesson's way of checking a stage by eye.
 fn draw(spec: &StageSpec) -> Result<()> {
-    let rows = param_u64(spec, "rows", 12)? as usize;
-    // An unreadable image becomes a marked tile, named in a warning and counted
-    // ("skip", the default), or fails the stage naming it ("fail").
-    let on_bad_image: viz::OnBadImage = match spec.params.get("on_bad_image") {
-        Some(v) => serde_json::from_value(v.clone())
-            .with_context(|| format!("stage {}: params.on_bad_image", spec.name))?,
-        None => viz::OnBadImage::default(),
+    let params: DrawParams = spec.params()?;
+    let on_bad_image = match params.on_bad_image {
+        augment::BadImage::Skip => viz::OnBadImage::Skip,
+        augment::BadImage::Fail => viz::OnBadImage::Fail,
     };
     let drawn = viz::inspect::draw_artifact_with(
         spec.input("csv")?,
-        rows,
+        params.rows,
         spec.input("images")?,
         spec.output("png")?,
         on_bad_image,
@@ -176,17 +85,13 @@ fn draw(spec: &StageSpec) -> Result<()> {
 fn augment_grid(spec: &StageSpec) -> Result<()> {
     let csv = spec.input("csv")?;
     let images = spec.input("images")?;
-    let size = param_u64(spec, "size", 224)? as u32;
-    let seed = param_u64(spec, "seed", 0)?;
-    let (distinct, repeats) = (
-        param_u64(spec, "images", 4)? as usize,
-        param_u64(spec, "repeats", 3)? as usize,
-    );
-    let augment: augment::AugmentParams = match spec.params.get("augment") {
-        Some(v) => serde_json::from_value(v.clone())
-            .with_context(|| format!("stage {}: params.augment", spec.name))?,
-        None => augment::AugmentParams::default(),
-    };
+    let AugmentGridParams {
+        size,
+        seed,
+        images: distinct,
+        repeats,
+        augment,
+    } = spec.params()?;
     let labelled: Vec<(String, Option<[f32; 4]>, String)> = match viz::inspect::detect_kind(csv)? {
         viz::inspect::ArtifactKind::Bb => csv_export::read_bb(csv)?
             .into_iter()
@@ -263,9 +168,10 @@ fn augment_grid(spec: &StageSpec) -> Result<()> {
 }
 
 fn plot_lr_find(spec: &StageSpec) -> Result<()> {
+    let params: PlotLrFindParams = spec.params()?;
     let options = viz::plot::LrFindPlotOptions {
-        skip_start: param_u64(spec, "skip_start", 10)? as usize,
-        skip_end: param_u64(spec, "skip_end", 5)? as usize,
+        skip_start: params.skip_start,
+        skip_end: params.skip_end,
         ..Default::default()
     };
     viz::plot::plot_lr_find(
@@ -279,28 +185,18 @@ fn plot_lr_find(spec: &StageSpec) -> Result<()> {
 
 /// Before fingerprinting: what trainer stages read from the cache (libtorch,
 /// pretrained weights) must exist, so the set-up runs here, once per run.
-pub fn prepare(stages: &[crate::pipeline::Stage]) -> Result<()> {
-    let mut arches: Vec<&str> = Vec::new();
-    for stage in stages
-        .iter()
-        .filter(|s| TRAINER_KINDS.contains(&s.kind.as_str()))
-    {
-        let random_init = stage
-            .params
-            .get("random_init")
-            .and_then(|v| v.as_bool())
-            .unwrap_or(false);
-        let arch = stage
-            .params
-            .get("backbone")
-            .and_then(|v| v.as_str())
-            .unwrap_or("efficientnet-lite0");
-        if !random_init && !arches.contains(&arch) {
-            arches.push(arch);
+pub fn prepare(stages: &[pipeline::Stage]) -> Result<()> {
+    let mut arches: Vec<String> = Vec::new();
+    for stage in stages.iter().filter(|s| s.kind.runs_in_trainer()) {
+        // Checked when the pipeline file was loaded.
+        let params: TrainParams = serde_json::from_value(stage.params.clone())
+            .with_context(|| format!("stage {}: params", stage.name))?;
+        if !params.random_init && !arches.contains(&params.backbone) {
+            arches.push(params.backbone);
         }
     }
     for arch in arches {
-        crate::torch::ensure_weights(arch)?;
+        crate::torch::ensure_weights(&arch)?;
     }
     Ok(())
 }
@@ -329,15 +225,12 @@ fn in_trainer(spec: &StageSpec) -> Result<()> {
 /// A user command, DVC-style: `params.cmd = ["prog", "arg", ...]`; it finds its
 /// paths in the environment as IN_<NAME> and OUT_<NAME> (upper-cased).
 fn exec(spec: &StageSpec) -> Result<()> {
-    let cmd: Vec<String> = serde_json::from_value(
-        spec.params.get("cmd").cloned().unwrap_or_default(),
-    )
-    .with_context(|| format!("stage {}: params.cmd must be a list of strings", spec.name))?;
+    let ExecParams { cmd, env } = spec.params()?;
     let Some((program, args)) = cmd.split_first() else {
         bail!("stage {}: params.cmd is empty", spec.name)
     };
     let mut command = Command::new(program);
-    command.args(args);
+    command.args(args).envs(&env);
     for (name, path) in &spec.inputs {
         command.env(format!("IN_{}", name.to_uppercase()), path);
     }

@@ -55,7 +55,7 @@ name = "count"
 kind = "exec"
 inputs = { text = "{out}/upper.txt" }
 outputs = { count = "{out}/count.txt" }
-params = { cmd = ["sh", "-c", "wc -c < $IN_TEXT > $OUT_COUNT"], note = "v1" }
+params = { cmd = ["sh", "-c", "wc -c < $IN_TEXT > $OUT_COUNT"], env = { NOTE = "v1" } }
 "#;
 
 #[test]

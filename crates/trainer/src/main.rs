@@ -68,7 +68,7 @@ fn main() -> Result<()> {
         Command::Stage { spec, resume } => {
             let text = std::fs::read_to_string(&spec)
                 .with_context(|| format!("reading {}", spec.display()))?;
-            let spec: trainer::stage::StageSpec = serde_json::from_str(&text)
+            let spec: pipeline::StageSpec = serde_json::from_str(&text)
                 .with_context(|| format!("{}: not a stage spec", spec.display()))?;
             trainer::stage::run(&spec, resume)
         }

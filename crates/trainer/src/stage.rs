@@ -7,9 +7,9 @@
 //! pretrained safetensors; may be absent only with `random_init = true`), `model`
 //! (predict: a model the train stage wrote), `val` (optional: the validation images,
 //! as a JSON array of file names or a CSV whose first column is `fn`).
-//! Outputs are picked by extension: train writes the `.safetensors` model and the
-//! `.csv` metrics; lr_find the `.csv` curve and the `.json` suggestion; predict the
-//! `.csv` predictions.
+//! Outputs (by name): train writes `model` (safetensors) and `metrics` (CSV); lr_find
+//! `curve` (CSV) and `suggestion` (JSON); predict `predictions` (CSV). The spec and the
+//! params are the `pipeline` crate's types, shared with the runner.
 
 use crate::checkpoint;
 use crate::data::{cv_indices, Batch, DataSource};
@@ -22,200 +22,25 @@ use crate::task::{iou, unsquash_box, Task};
 use crate::TrainError;
 use anyhow::{bail, Context, Result};
 use augment::Normalisation;
+use pipeline::params::{FitStep, OptimiserName, Step, TaskKind, TrainParams as Params};
+use pipeline::{StageKind, StageSpec};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tch::{nn, Device, Tensor};
 
-/// What the runner hands a stage (xtask's `StageSpec`).
-#[derive(Debug, Clone, Deserialize)]
-pub struct StageSpec {
-    pub name: String,
-    pub kind: String,
-    #[serde(default)]
-    pub inputs: BTreeMap<String, PathBuf>,
-    #[serde(default)]
-    pub outputs: BTreeMap<String, PathBuf>,
-    #[serde(default)]
-    pub params: serde_json::Value,
-    pub work_dir: PathBuf,
-    #[serde(default)]
-    pub data_dir: Option<PathBuf>,
-    /// The runner's fingerprint of the stage (input contents, params and code), part of
-    /// the run key: a checkpoint written by other code is not resumed.
-    #[serde(default)]
-    pub fingerprint: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TaskKind {
-    Classify,
-    Bbox,
-}
-
-fn default_backbone() -> String {
-    "efficientnet-lite0".into()
-}
-fn default_size() -> u32 {
-    224
-}
-fn default_batch() -> usize {
-    64
-}
-fn default_seed() -> u64 {
-    42
-}
-fn default_val_fraction() -> f64 {
-    0.2
-}
-fn default_cycles() -> usize {
-    1
-}
-fn default_one() -> usize {
-    1
-}
-
-/// The stage's `params`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Params {
-    pub task: TaskKind,
-    /// `efficientnet-lite0`, `resnet34`, or `tiny-cnn` (a small test network, random init only).
-    #[serde(default = "default_backbone")]
-    pub backbone: String,
-    #[serde(default)]
-    pub random_init: bool,
-    #[serde(default = "default_size")]
-    pub size: u32,
-    #[serde(default = "default_batch")]
-    pub batch: usize,
-    /// Loader threads; default: one per core.
-    #[serde(default)]
-    pub workers: Option<usize>,
-    /// Torch intra-op threads; default: one per core.
-    #[serde(default)]
-    pub threads: Option<usize>,
-    #[serde(default = "default_seed")]
-    pub seed: u64,
-    /// The training set's augmentation (augment's `AugmentParams` table); none if absent.
-    #[serde(default)]
-    pub augment: Option<augment::AugmentParams>,
-    #[serde(default = "default_val_fraction")]
-    pub val_fraction: f64,
-    #[serde(default)]
-    pub schedule: Vec<Step>,
-    /// `adam` (the default; the lesson's bbox model) or `sgd`, with momentum
-    /// (fastai 0.7's default, the lesson's classifier).
-    #[serde(default, alias = "optimizer")]
-    pub optimiser: OptimiserName,
-    /// SGD's momentum.
-    #[serde(default = "default_momentum")]
-    pub momentum: f64,
-    /// L2 weight decay (fastai 0.7 `wds`); none by default.
-    #[serde(default)]
-    pub weight_decay: f64,
-    /// Only checked: `cross_entropy` for classify, `l1` for bbox.
-    #[serde(default)]
-    pub loss: Option<String>,
-    #[serde(default)]
-    pub on_bad_image: augment::BadImage,
-    /// predict: also score (and write) predictions averaged with the mirror image's.
-    #[serde(default)]
-    pub tta: bool,
-    /// The lr_find kind's search range when its schedule has no `lr_find` step.
-    #[serde(default)]
-    pub lr_find: Option<LrFindStep>,
-}
-
-#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq)]
-#[serde(rename_all = "snake_case")]
-pub enum OptimiserName {
-    #[default]
-    Adam,
-    Sgd,
-}
-
-fn default_momentum() -> f64 {
-    0.9
-}
-
-/// One step of `params.schedule`.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
-pub enum Step {
-    Fit(FitStep),
-    FreezeTo(i64),
-    Unfreeze(bool),
-    LrFind(LrFindStep),
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct FitStep {
-    #[serde(default)]
-    pub lr: Option<f64>,
-    #[serde(default)]
-    pub lrs: Option<Vec<f64>>,
-    #[serde(default = "default_cycles")]
-    pub cycles: usize,
-    /// Absent: `cycles` epochs at a constant rate (fastai `fit(lr, n)`).
-    #[serde(default)]
-    pub cycle_len: Option<usize>,
-    #[serde(default = "default_one")]
-    pub cycle_mult: usize,
-    /// `[div, cut_div]`, e.g. `[20, 8]`.
-    #[serde(default)]
-    pub use_clr: Option<(f64, usize)>,
-}
-
-impl FitStep {
-    fn config(&self) -> Result<FitConfig> {
-        let lrs = match (&self.lr, &self.lrs) {
-            (Some(lr), None) => vec![*lr],
-            (None, Some(lrs)) if !lrs.is_empty() => lrs.clone(),
-            _ => bail!("a fit step needs exactly one of `lr` or `lrs` (non-empty)"),
-        };
-        if lrs.iter().any(|lr| !(lr.is_finite() && *lr > 0.0)) {
-            bail!("fit: learning rates must be positive, got {lrs:?}");
-        }
-        if self.cycles == 0 || self.cycle_len == Some(0) || self.cycle_mult == 0 {
-            bail!("fit: cycles, cycle_len and cycle_mult must be at least 1");
-        }
-        Ok(FitConfig {
-            lrs,
-            cycles: self.cycles,
-            cycle_len: self.cycle_len,
-            cycle_mult: self.cycle_mult,
-            use_clr: self.use_clr,
-        })
-    }
-}
-
-fn default_start() -> f64 {
-    1e-5
-}
-fn default_end() -> f64 {
-    10.0
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct LrFindStep {
-    #[serde(default = "default_start")]
-    pub start: f64,
-    #[serde(default = "default_end")]
-    pub end: f64,
-}
-
-impl Default for LrFindStep {
-    fn default() -> Self {
-        LrFindStep {
-            start: default_start(),
-            end: default_end(),
-        }
-    }
+/// A fit step as the learner's configuration (the step was checked when the pipeline
+/// file was loaded; checked again here for specs written by hand).
+fn fit_config(step: &FitStep) -> Result<FitConfig> {
+    step.check().map_err(anyhow::Error::msg)?;
+    Ok(FitConfig {
+        lrs: step.learning_rates().map_err(anyhow::Error::msg)?,
+        cycles: step.cycles,
+        cycle_len: step.cycle_len,
+        cycle_mult: step.cycle_mult,
+        use_clr: step.use_clr,
+    })
 }
 
 /// The layout of model files this build writes and reads. Files without the field
@@ -501,8 +326,8 @@ fn prepare(
     val_fraction: f64,
     seed: u64,
 ) -> Result<Prepared> {
-    let csv = input(spec, "csv")?;
-    let images = input(spec, "images")?;
+    let csv = spec.input("csv")?;
+    let images = spec.input("images")?;
     let rows = read_rows(params.task, csv)?;
     if rows.is_empty() {
         bail!("{}: no rows", csv.display());
@@ -601,60 +426,11 @@ fn prepare(
     })
 }
 
-fn input<'a>(spec: &'a StageSpec, name: &str) -> Result<&'a PathBuf> {
-    spec.inputs.get(name).with_context(|| {
-        format!(
-            "stage {} ({}) needs an input named {name:?}",
-            spec.name, spec.kind
-        )
-    })
-}
-
-/// The one output whose file name ends with `ext`.
-fn output<'a>(spec: &'a StageSpec, ext: &str) -> Result<&'a PathBuf> {
-    let mut found = spec
-        .outputs
-        .values()
-        .filter(|p| p.extension().is_some_and(|e| e == ext));
-    match (found.next(), found.next()) {
-        (Some(p), None) => Ok(p),
-        (None, _) => bail!(
-            "stage {} ({}) needs an output ending in .{ext}",
-            spec.name,
-            spec.kind
-        ),
-        (Some(_), Some(_)) => bail!(
-            "stage {} ({}) has more than one output ending in .{ext}",
-            spec.name,
-            spec.kind
-        ),
-    }
-}
-
 fn parse_params(spec: &StageSpec) -> Result<Params> {
-    let params: Params = serde_json::from_value(spec.params.clone())
-        .with_context(|| format!("stage {}: bad params {}", spec.name, spec.params))?;
-    let expected_loss = match params.task {
-        TaskKind::Classify => "cross_entropy",
-        TaskKind::Bbox => "l1",
-    };
-    if let Some(loss) = &params.loss {
-        if loss != expected_loss {
-            bail!("stage {}: loss {loss:?} is not available for task {:?} (it uses {expected_loss:?})", spec.name, params.task);
-        }
-    }
-    if params.batch == 0 || params.size < 32 {
-        bail!(
-            "stage {}: batch must be at least 1 and size at least 32",
-            spec.name
-        );
-    }
-    for step in &params.schedule {
-        if let Step::Fit(fit) = step {
-            fit.config()
-                .with_context(|| format!("stage {}: schedule", spec.name))?;
-        }
-    }
+    let params: Params = spec.params()?;
+    params
+        .check()
+        .map_err(|e| anyhow::anyhow!("stage {}: params: {e}", spec.name))?;
     Ok(params)
 }
 
@@ -673,11 +449,11 @@ pub fn run_observed(
 ) -> Result<()> {
     let params = parse_params(spec)?;
     tch::set_num_threads(params.threads.unwrap_or_else(cores) as i32);
-    match spec.kind.as_str() {
-        "train" | "lr_find" => train(spec, &params, resume, after_checkpoint),
-        "predict" => predict(spec, &params),
+    match spec.kind {
+        StageKind::Train | StageKind::LrFind => train(spec, &params, resume, after_checkpoint),
+        StageKind::Predict => predict(spec, &params),
         other => {
-            bail!("the trainer does not run stage kind {other:?} (it runs lr_find, train, predict)")
+            bail!("the trainer does not run stage kind {other} (it runs lr_find, train, predict)")
         }
     }
 }
@@ -704,7 +480,7 @@ fn train(
     resume: bool,
     after_checkpoint: &mut dyn FnMut(usize) -> Result<(), TrainError>,
 ) -> Result<()> {
-    let lr_find_kind = spec.kind == "lr_find";
+    let lr_find_kind = spec.kind == StageKind::LrFind;
     let normalisation = backbone_normalisation(&params.backbone)?;
     let data = prepare(
         spec,
@@ -811,7 +587,10 @@ fn train(
             Step::LrFind(range) => {
                 let found = learner.lr_find(&data.train, &[range.start], range.end, epochs_done)?;
                 let (curve, json) = if lr_find_kind && lr_finds == 0 {
-                    (output(spec, "csv")?.clone(), output(spec, "json")?.clone())
+                    (
+                        spec.output("curve")?.to_path_buf(),
+                        spec.output("suggestion")?.to_path_buf(),
+                    )
                 } else {
                     (
                         spec.work_dir.join(format!("lr_find_{step_index}.csv")),
@@ -828,7 +607,7 @@ fn train(
                 lr_finds += 1;
             }
             Step::Fit(fit) => {
-                let config = fit.config()?;
+                let config = fit_config(fit)?;
                 if done_before {
                     epochs_done += config.epochs();
                     continue;
@@ -850,7 +629,7 @@ fn train(
                 let metrics_path = if lr_find_kind {
                     None
                 } else {
-                    Some(output(spec, "csv")?.clone())
+                    Some(spec.output("metrics")?.to_path_buf())
                 };
                 let mut on_epoch_end = |end: EpochEnd<'_>| -> Result<(), TrainError> {
                     meta.metrics.push(end.record.clone());
@@ -886,8 +665,8 @@ fn train(
     if !lr_find_kind {
         meta.resume = None;
         let tensors: Vec<(String, Tensor)> = learner.vs.variables().into_iter().collect();
-        checkpoint::save(output(spec, "safetensors")?, &tensors, &meta)?;
-        write_metrics(output(spec, "csv")?, &meta.task, &meta.metrics)?;
+        checkpoint::save(spec.output("model")?, &tensors, &meta)?;
+        write_metrics(spec.output("metrics")?, &meta.task, &meta.metrics)?;
     }
     Ok(())
 }
@@ -992,7 +771,7 @@ fn model_meta(path: &Path, json: serde_json::Value) -> Result<ModelMeta> {
 
 /// Predictions over the validation split, boxes in original image pixels.
 fn predict(spec: &StageSpec, params: &Params) -> Result<()> {
-    let model_path = input(spec, "model")?;
+    let model_path = spec.input("model")?;
     let (mut learner, meta) = load_model(model_path, device())?;
     learner.progress = false;
     let task_kind = match meta.task {
@@ -1028,7 +807,7 @@ fn predict(spec: &StageSpec, params: &Params) -> Result<()> {
         None
     };
     let (predictions, val) = learner.predict(&data.valid, params.tta)?;
-    let out = output(spec, "csv")?;
+    let out = spec.output("predictions")?;
     ensure_parent(out)?;
     let mut orig_iou_sum = 0.0f64;
     csv_export::write_atomic(out, |w| {

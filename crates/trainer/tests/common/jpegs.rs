@@ -3,9 +3,9 @@
 //! over them.
 
 use image::{Rgb, RgbImage};
+use pipeline::StageSpec;
 use rand::{Rng, SeedableRng};
 use std::path::{Path, PathBuf};
-use trainer::stage::StageSpec;
 
 pub const COLOURS: [(&str, [u8; 3]); 3] = [
     ("blue", [30, 60, 230]),
@@ -87,9 +87,10 @@ impl Fixture {
         serde_json::from_value(serde_json::json!({
             "name": kind, "kind": kind,
             "inputs": map(inputs.iter().map(|(k, v)| (k.to_string(), self.path(v))).collect()),
-            "outputs": map(outputs.iter().map(|v| (Path::new(v).file_name().unwrap().to_string_lossy().into_owned(), self.path(v))).collect()),
+            "outputs": map(outputs.iter().map(|v| (output_name(kind, v).to_string(), self.path(v))).collect()),
             "params": params,
             "work_dir": self.path(&format!("work/{kind}")),
+            "data_dir": self.path("."),
         }))
         .unwrap()
     }
@@ -103,6 +104,18 @@ impl Fixture {
         params: serde_json::Value,
     ) -> StageSpec {
         self.spec(kind, &[("csv", csv), ("images", "images")], outputs, params)
+    }
+}
+
+/// The name a pipeline file gives an output of the kind, from its file's extension.
+fn output_name(kind: &str, path: &str) -> &'static str {
+    match (kind, Path::new(path).extension().and_then(|e| e.to_str())) {
+        (_, Some("safetensors")) => "model",
+        ("train", Some("csv")) => "metrics",
+        ("lr_find", Some("csv")) => "curve",
+        ("lr_find", Some("json")) => "suggestion",
+        ("predict", Some("csv")) => "predictions",
+        _ => panic!("no output name for {path} of a {kind} stage"),
     }
 }
 

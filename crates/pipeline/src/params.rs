@@ -1,0 +1,326 @@
+//! The typed `params` of every stage kind. The runner deserialises a stage's params
+//! into its kind's type when it loads the pipeline file, so a typo or a wrong type
+//! is refused (naming the line) before anything runs; the stage deserialises the
+//! same type again when it runs.
+
+use serde::{Deserialize, Serialize};
+
+/// `exec`: a user command, DVC-style.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecParams {
+    /// `["prog", "arg", ...]`; the command finds its paths in the environment as
+    /// `IN_<NAME>` and `OUT_<NAME>` (upper-cased).
+    pub cmd: Vec<String>,
+    /// Extra environment variables for the command (part of the fingerprint, like
+    /// every param: changing one reruns the stage).
+    #[serde(default)]
+    pub env: std::collections::BTreeMap<String, String>,
+}
+
+/// Where the `annotations` kind reads the boxes from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AnnotationSource {
+    /// The lesson's COCO-style `pascal_train2007.json` (input `json`).
+    #[default]
+    Json,
+    /// VOC's own XML files (inputs `annotations`, the folder, and `list`, the split's list).
+    Xml,
+}
+
+/// `annotations`: annotation file -> each image's largest object -> `lrg.csv`, `bb.csv`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnnotationsParams {
+    #[serde(default)]
+    pub source: AnnotationSource,
+}
+
+fn twelve() -> usize {
+    12
+}
+fn skip() -> augment::BadImage {
+    augment::BadImage::Skip
+}
+
+/// `draw`: the first rows of a CSV artifact drawn on their images.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrawParams {
+    #[serde(default = "twelve")]
+    pub rows: usize,
+    /// An unreadable image becomes a marked tile, named in a warning and counted
+    /// (`skip`, the default for pictures), or fails the stage (`fail`).
+    #[serde(default = "skip")]
+    pub on_bad_image: augment::BadImage,
+}
+
+fn four() -> usize {
+    4
+}
+fn three() -> usize {
+    3
+}
+
+/// `augment-grid`: the first images, each a few times through the training augmentation.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AugmentGridParams {
+    #[serde(default = "default_size")]
+    pub size: u32,
+    #[serde(default)]
+    pub seed: u64,
+    /// Distinct images (grid rows).
+    #[serde(default = "four")]
+    pub images: usize,
+    /// Augmented copies of each (grid columns).
+    #[serde(default = "three")]
+    pub repeats: usize,
+    #[serde(default)]
+    pub augment: augment::AugmentParams,
+}
+
+fn ten() -> usize {
+    10
+}
+fn five() -> usize {
+    5
+}
+
+/// `plot-lr-find`: the lr_find curve.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlotLrFindParams {
+    /// Points left out at the start and the end of the curve (fastai's `sched.plot`).
+    #[serde(default = "ten")]
+    pub skip_start: usize,
+    #[serde(default = "five")]
+    pub skip_end: usize,
+}
+
+/// `plot-metrics`: takes no params.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlotMetricsParams {}
+
+/// What a training stage learns: the lesson's two models.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskKind {
+    /// The largest object's class, from `lrg.csv`.
+    Classify,
+    /// The largest object's box, from `bb.csv`.
+    Bbox,
+}
+
+impl TaskKind {
+    /// The one loss the task trains with.
+    pub fn loss(self) -> Loss {
+        match self {
+            TaskKind::Classify => Loss::CrossEntropy,
+            TaskKind::Bbox => Loss::L1,
+        }
+    }
+}
+
+/// The loss a pipeline file may name; it must be the task's (a check, not a choice).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Loss {
+    CrossEntropy,
+    L1,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum OptimiserName {
+    /// The lesson's bbox model.
+    #[default]
+    Adam,
+    /// With momentum: fastai 0.7's default, the lesson's classifier.
+    Sgd,
+}
+
+fn default_backbone() -> String {
+    "efficientnet-lite0".into()
+}
+fn default_size() -> u32 {
+    224
+}
+fn default_batch() -> usize {
+    64
+}
+fn default_seed() -> u64 {
+    42
+}
+fn default_val_fraction() -> f64 {
+    0.2
+}
+fn default_momentum() -> f64 {
+    0.9
+}
+
+/// `lr_find`, `train` and `predict` (the kinds that run in the trainer).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainParams {
+    pub task: TaskKind,
+    /// `efficientnet-lite0`, `resnet34`, or `tiny-cnn` (a small test network, random init only).
+    #[serde(default = "default_backbone")]
+    pub backbone: String,
+    #[serde(default)]
+    pub random_init: bool,
+    #[serde(default = "default_size")]
+    pub size: u32,
+    #[serde(default = "default_batch")]
+    pub batch: usize,
+    /// Loader threads; default: one per core.
+    #[serde(default)]
+    pub workers: Option<usize>,
+    /// Torch intra-op threads; default: one per core.
+    #[serde(default)]
+    pub threads: Option<usize>,
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// The training set's augmentation; none if absent.
+    #[serde(default)]
+    pub augment: Option<augment::AugmentParams>,
+    #[serde(default = "default_val_fraction")]
+    pub val_fraction: f64,
+    #[serde(default)]
+    pub schedule: Vec<Step>,
+    /// `adam` (the default; the lesson's bbox model) or `sgd`, with momentum.
+    #[serde(default)]
+    pub optimiser: OptimiserName,
+    /// SGD's momentum.
+    #[serde(default = "default_momentum")]
+    pub momentum: f64,
+    /// L2 weight decay (fastai 0.7 `wds`); none by default.
+    #[serde(default)]
+    pub weight_decay: f64,
+    /// Checked against the task's own loss (cross_entropy for classify, l1 for bbox).
+    #[serde(default)]
+    pub loss: Option<Loss>,
+    #[serde(default)]
+    pub on_bad_image: augment::BadImage,
+    /// predict: also score (and write) predictions averaged with the mirror image's.
+    #[serde(default)]
+    pub tta: bool,
+    /// The lr_find kind's search range when its schedule has no `lr_find` step.
+    #[serde(default)]
+    pub lr_find: Option<LrFindStep>,
+}
+
+impl TrainParams {
+    /// What serde cannot say about the params: values that are each fine alone.
+    pub fn check(&self) -> Result<(), String> {
+        if let Some(loss) = self.loss {
+            if loss != self.task.loss() {
+                return Err(format!(
+                    "loss {loss:?} is not available for task {:?} (it trains with {:?})",
+                    self.task,
+                    self.task.loss()
+                ));
+            }
+        }
+        if self.batch == 0 || self.size < 32 {
+            return Err("batch must be at least 1 and size at least 32".into());
+        }
+        if !(0.0..1.0).contains(&self.val_fraction) {
+            return Err(format!(
+                "val_fraction must be in [0, 1), not {}",
+                self.val_fraction
+            ));
+        }
+        for (i, step) in self.schedule.iter().enumerate() {
+            if let Step::Fit(fit) = step {
+                fit.check().map_err(|e| format!("schedule[{i}]: {e}"))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One step of `params.schedule`: the lesson's calls on its learner.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Step {
+    Fit(FitStep),
+    FreezeTo(i64),
+    Unfreeze(bool),
+    LrFind(LrFindStep),
+}
+
+fn default_one() -> usize {
+    1
+}
+
+/// `learn.fit(lrs, cycles, cycle_len=, cycle_mult=, use_clr=)`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FitStep {
+    #[serde(default)]
+    pub lr: Option<f64>,
+    #[serde(default)]
+    pub lrs: Option<Vec<f64>>,
+    #[serde(default = "default_one")]
+    pub cycles: usize,
+    /// Absent: `cycles` epochs at a constant rate (fastai `fit(lr, n)`).
+    #[serde(default)]
+    pub cycle_len: Option<usize>,
+    #[serde(default = "default_one")]
+    pub cycle_mult: usize,
+    /// `[div, cut_div]`, e.g. `[20, 8]`.
+    #[serde(default)]
+    pub use_clr: Option<(f64, usize)>,
+}
+
+impl FitStep {
+    /// The learning rates, one per layer group or one for all.
+    pub fn learning_rates(&self) -> Result<Vec<f64>, String> {
+        let lrs = match (&self.lr, &self.lrs) {
+            (Some(lr), None) => vec![*lr],
+            (None, Some(lrs)) if !lrs.is_empty() => lrs.clone(),
+            _ => return Err("a fit step needs exactly one of `lr` or `lrs` (non-empty)".into()),
+        };
+        if lrs.iter().any(|lr| !(lr.is_finite() && *lr > 0.0)) {
+            return Err(format!("fit: learning rates must be positive, got {lrs:?}"));
+        }
+        Ok(lrs)
+    }
+
+    pub fn check(&self) -> Result<(), String> {
+        self.learning_rates()?;
+        if self.cycles == 0 || self.cycle_len == Some(0) || self.cycle_mult == 0 {
+            return Err("fit: cycles, cycle_len and cycle_mult must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+fn default_start() -> f64 {
+    1e-5
+}
+fn default_end() -> f64 {
+    10.0
+}
+
+/// `learn.lr_find(start_lr, end_lr)`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LrFindStep {
+    #[serde(default = "default_start")]
+    pub start: f64,
+    #[serde(default = "default_end")]
+    pub end: f64,
+}
+
+impl Default for LrFindStep {
+    fn default() -> Self {
+        LrFindStep {
+            start: default_start(),
+            end: default_end(),
+        }
+    }
+}
