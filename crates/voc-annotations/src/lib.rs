@@ -25,7 +25,8 @@
 //!   *entirely* outside its image is refused ([`AnnotationError::BoxOutsideImage`]):
 //!   clamping it would invent a box that marks nothing.
 //! * Refused with a typed [`AnnotationError`] naming the file: malformed JSON
-//!   or XML (with line and column), a box of zero or negative width or height,
+//!   or XML (with line and column), a box of zero or negative width or height
+//!   (or under one pixel, which the inclusive convention would turn inside out),
 //!   an annotation naming an unknown image or category, duplicate image or
 //!   category ids, an image of zero size, a listed XML file that is missing,
 //!   and an unreadable file or folder. Ignored boxes are checked too: bad input
@@ -193,7 +194,7 @@ pub enum AnnotationError {
         what: String,
         category: String,
     },
-    #[error("{}: {what}: box [x, y, w, h] = {xywh:?} has zero or negative size", path.display())]
+    #[error("{}: {what}: box [x, y, w, h] = {xywh:?} has zero or negative size (or is under one pixel wide or high)", path.display())]
     EmptyBox {
         path: PathBuf,
         what: String,
@@ -228,6 +229,11 @@ fn check_box(xywh: [f32; 4], width: u32, height: u32) -> BoxCheck {
         return BoxCheck::Empty;
     }
     let [top, left, bottom, right] = hw_bb(xywh);
+    // Under one pixel the inclusive box is inverted (bottom < top): as empty as a
+    // size of 0, and bb.csv's reader would refuse it later (found by fuzzing).
+    if bottom < top || right < left {
+        return BoxCheck::Empty;
+    }
     let (max_y, max_x) = (height as f32 - 1.0, width as f32 - 1.0);
     if top > max_y || left > max_x || bottom < 0.0 || right < 0.0 {
         return BoxCheck::Outside;
@@ -404,6 +410,8 @@ mod tests {
             ([0.0, 0.0, 0.0, 5.0], "empty", None),
             ([0.0, 0.0, 5.0, -1.0], "empty", None),
             ([0.0, 0.0, f32::NAN, 5.0], "empty", None),
+            ([5.0, 5.0, 0.5, 2.0], "empty", None),
+            ([5.0, 5.0, 2.0, 0.999], "empty", None),
             ([20.0, 0.0, 5.0, 5.0], "outside", None),
             ([-6.0, 0.0, 5.0, 5.0], "outside", None),
         ];
