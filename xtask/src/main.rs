@@ -10,6 +10,7 @@ mod bench_train;
 mod cache;
 mod download;
 mod fingerprint;
+mod out_lock;
 mod peak_memory;
 mod predict;
 mod pyenv;
@@ -485,6 +486,7 @@ fn run_pipeline(pipeline: &Pipeline, options: runner::RunOptions) -> Result<()> 
         options.data.display(),
         options.out.display()
     );
+    let _lock = out_lock::OutLock::acquire(&options.out)?;
     stages::prepare(&pipeline.stages)?;
     pipeline.check_sources_exist()?;
     let (outcomes, result) = runner::run(pipeline, &options);

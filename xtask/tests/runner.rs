@@ -259,3 +259,46 @@ fn kill_in_the_middle_of_a_stage_leaves_no_partial_output_and_resumes() {
     );
     assert_eq!(p.read("out/count.txt").trim(), "6");
 }
+
+#[test]
+fn a_second_run_on_the_same_output_folder_waits_for_the_first() {
+    let slow = TWO_STAGES.replace(
+        "wc -c < $IN_TEXT > $OUT_COUNT",
+        "touch $OUT_COUNT.started; sleep 3; wc -c < $IN_TEXT > $OUT_COUNT",
+    );
+    let p = Project::new(&slow);
+    let quiet = |args: &[&str]| {
+        p.command(args)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let first = quiet(&["pipeline"]);
+    let started = p.path("out/.state/staging/count/count.txt.started");
+    assert!(
+        wait_for(&started, Duration::from_secs(60)),
+        "the slow stage never started"
+    );
+    let second = p.run(&["pipeline"]);
+    let first = first.wait_with_output().unwrap();
+    assert!(first.status.success());
+    assert!(second.status.success(), "{}", stderr(&second));
+    let said = stderr(&second);
+    assert!(
+        said.contains("another run (pid ") && said.contains("waiting for it to finish"),
+        "{said}"
+    );
+    // It ran after the first had finished: everything was up to date by then.
+    assert!(said.contains("everything up to date"), "{said}");
+    assert_eq!(p.read("out/count.txt").trim(), "6");
+
+    // The lock of a killed run does not stay behind.
+    let mut killed = quiet(&["pipeline", "--force"]);
+    std::fs::remove_file(&started).ok();
+    assert!(wait_for(&started, Duration::from_secs(60)));
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+    let after = p.run(&["pipeline"]);
+    assert!(after.status.success(), "{}", stderr(&after));
+    assert!(!stderr(&after).contains("waiting"), "{}", stderr(&after));
+}
