@@ -280,9 +280,9 @@ fn run_stage(
         std::fs::remove_dir_all(&staging)
             .with_context(|| format!("clearing {}", staging.display()))?;
     }
-    std::fs::create_dir_all(&staging)?;
+    create_dir(&staging)?;
     let work_dir = state.work(&stage.name);
-    std::fs::create_dir_all(&work_dir)?;
+    create_dir(&work_dir)?;
     let staged: BTreeMap<String, PathBuf> = stage
         .outputs
         .iter()
@@ -295,7 +295,7 @@ fn run_stage(
         .collect();
     for path in staged.values() {
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)?;
+            create_dir(parent)?;
         }
     }
     let spec = StageSpec {
@@ -312,8 +312,17 @@ fn run_stage(
     let result = stages::execute(&spec);
     let seconds = started.elapsed().as_secs_f64();
     if let Err(e) = result {
+        // A full disk shows up as some tool's write error; say which folder is full
+        // (measured before the staged files are cleared away).
+        let full = disk_nearly_full(&options.out);
         let _ = std::fs::remove_dir_all(&staging);
-        return Err(e);
+        return Err(match full {
+            Some(free) => e.context(format!(
+                "the output folder {} has only {free} bytes free: is the disk full?",
+                options.out.display()
+            )),
+            None => e,
+        });
     }
     for (name, path) in &staged {
         if !path.exists() {
@@ -331,10 +340,11 @@ fn run_stage(
     for (name, from) in &staged {
         let to = &stage.outputs[name];
         if let Some(parent) = to.parent() {
-            std::fs::create_dir_all(parent)?;
+            create_dir(parent)?;
         }
         if to.is_dir() {
-            std::fs::remove_dir_all(to)?;
+            std::fs::remove_dir_all(to)
+                .with_context(|| format!("replacing the folder {}", to.display()))?;
         }
         std::fs::rename(from, to).with_context(|| format!("moving {} into place", to.display()))?;
     }
@@ -363,4 +373,21 @@ pub fn last_seconds(pipeline: &Pipeline, out: &Path) -> Vec<Option<f64>> {
         .iter()
         .map(|s| StageRecord::load(&state.record(&s.name)).map(|r| r.seconds))
         .collect()
+}
+
+fn create_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating the folder {}", dir.display()))
+}
+
+/// The free bytes of the file system holding `dir`, when under 1 MiB.
+fn disk_nearly_full(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs writes into the zeroed struct it is given; the path is NUL-terminated.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
+        return None;
+    }
+    let free = stat.f_bavail as u64 * stat.f_frsize as u64;
+    (free < 1 << 20).then_some(free)
 }

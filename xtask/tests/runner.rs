@@ -302,3 +302,89 @@ fn a_second_run_on_the_same_output_folder_waits_for_the_first() {
     assert!(after.status.success(), "{}", stderr(&after));
     assert!(!stderr(&after).contains("waiting"), "{}", stderr(&after));
 }
+
+/// Runs `script` as root of its own user and mount namespace (where it may mount a
+/// small tmpfs), or None where this machine does not allow that.
+fn in_mount_namespace(script: &str) -> Option<Output> {
+    let probe = Command::new("unshare")
+        .args(["-rm", "true"])
+        .output()
+        .ok()?;
+    if !probe.status.success() {
+        eprintln!(
+            "skipped: `unshare -rm` is not allowed here ({})",
+            String::from_utf8_lossy(&probe.stderr).trim()
+        );
+        return None;
+    }
+    Some(
+        Command::new("unshare")
+            .args(["-rm", "sh", "-c", script])
+            .env("XTASK", env!("CARGO_BIN_EXE_xtask"))
+            .output()
+            .unwrap(),
+    )
+}
+
+#[test]
+fn a_full_or_read_only_output_folder_is_named_and_earlier_outputs_stay() {
+    let big = TWO_STAGES.replace(
+        "wc -c < $IN_TEXT > $OUT_COUNT",
+        "head -c 2000000 /dev/zero > $OUT_COUNT",
+    );
+    let p = Project::new(&big);
+    let out = p.path("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let run = format!(
+        "\"$XTASK\" pipeline {} --data {} --out {}",
+        p.path("p.toml").display(),
+        p.path("data").display(),
+        out.display()
+    );
+    // A 512 KiB tmpfs: the first stage fits, the second's 2 MB do not. Then the same
+    // folder read-only.
+    let script = format!(
+        "set -u; mount -t tmpfs -o size=512k tmpfs {out} || exit 99
+         {run} 2>&1; echo \"== full rc=$?\"; echo \"== upper: $(cat {out}/upper.txt)\"
+         ls {out}/count.txt 2>/dev/null && echo '== count.txt exists'
+         mount -o remount,ro {out}
+         {run} --force 2>&1; echo \"== read-only rc=$?\"; echo \"== upper: $(cat {out}/upper.txt)\"",
+        out = out.display()
+    );
+    let Some(output) = in_mount_namespace(&script) else {
+        return;
+    };
+    let said = String::from_utf8_lossy(&output.stdout).into_owned();
+    if said.is_empty() && output.status.code() == Some(99) {
+        eprintln!("skipped: cannot mount a tmpfs here");
+        return;
+    }
+    let (full, read_only) = said.split_once("== full rc=").expect("both runs ran");
+    assert!(
+        read_only.starts_with('1'),
+        "the full run must fail:\n{said}"
+    );
+    assert!(
+        full.contains(&format!("the output folder {} has only", out.display()))
+            && full.contains("is the disk full?"),
+        "{said}"
+    );
+    assert!(
+        !said.contains("count.txt exists"),
+        "no partial output:\n{said}"
+    );
+    assert!(
+        read_only.contains("== read-only rc=1"),
+        "the read-only run must fail:\n{said}"
+    );
+    assert!(
+        read_only.contains(&out.display().to_string())
+            && read_only.contains("Read-only file system"),
+        "{said}"
+    );
+    assert_eq!(
+        said.matches("== upper: HELLO").count(),
+        2,
+        "the first stage's output survives both:\n{said}"
+    );
+}
