@@ -47,6 +47,21 @@ fn own_peak_bytes() -> Option<u64> {
 /// Runs `cmd` to completion like [`Command::status`], and records its peak
 /// resident memory (`ru_maxrss` of the reaped process) for the current stage.
 pub fn status(cmd: &mut Command) -> std::io::Result<ExitStatus> {
+    // A stage's process dies with the runner: a trainer orphaned by `kill -9` of the
+    // runner would go on writing into the work folder that the next run resumes from.
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
     let child = cmd.spawn()?;
     #[cfg(unix)]
     {

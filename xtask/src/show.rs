@@ -34,13 +34,26 @@ pub fn show(artifact: &Path, draw: Option<usize>, images_dir: &Path, out: &Path)
 
 /// Draws every box and class name of image `id` (the lesson's `draw_idx`)
 /// from the COCO-style JSON onto the full-size image, as the PNG `out`.
+/// An unreadable image is drawn as a marked picture saying why, with a warning.
 pub fn show_image(dataset_json: &Path, images_dir: &Path, id: u64, out: &Path) -> Result<()> {
-    let names = viz::inspect::draw_dataset_image(dataset_json, images_dir, id, out)
-        .with_context(|| format!("show-image {id}"))?;
+    let drawn = viz::inspect::draw_dataset_image_with(
+        dataset_json,
+        images_dir,
+        id,
+        out,
+        viz::OnBadImage::Skip,
+    )
+    .with_context(|| format!("show-image {id}"))?;
+    for (path, reason) in &drawn.unreadable {
+        eprintln!(
+            "warning: unreadable image {}: {reason} (drew a marked picture instead)",
+            path.display()
+        );
+    }
     println!(
         "image {id}: {} object(s): {}",
-        names.len(),
-        names.join(", ")
+        drawn.names.len(),
+        drawn.names.join(", ")
     );
     println!("drew {}", out.display());
     Ok(())
@@ -71,6 +84,83 @@ mod tests {
         assert!(error.contains("--draw"), "{error}");
         let error = show(&dir.path().join("nope.csv"), None, dir.path(), &out).unwrap_err();
         assert!(format!("{error:#}").contains("nope.csv"), "{error:#}");
+    }
+
+    /// Pixels of the unreadable picture's red cross.
+    fn cross_pixels(png: &Path) -> usize {
+        viz::image::open(png)
+            .unwrap()
+            .to_rgb8()
+            .pixels()
+            .filter(|p| p.0 == [220, 40, 40])
+            .count()
+    }
+
+    /// A synthetic set whose first image (by bb.csv) is garbage.
+    fn dataset_with_a_bad_image(dir: &Path) -> (PathBuf, PathBuf, String) {
+        let data = dir.join("data");
+        synthetic_voc::generate(
+            &data,
+            &synthetic_voc::SynthConfig {
+                images: 6,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let (json, images) = voc_paths(&data);
+        let dataset = voc_annotations::load_coco_json(&json).unwrap();
+        let first = dataset.images[0].file_name.clone();
+        std::fs::write(images.join(&first), b"not a jpeg").unwrap();
+        (json, images, first)
+    }
+
+    #[test]
+    fn show_image_draws_an_unreadable_image_as_a_marked_picture() {
+        let dir = tempfile::tempdir().unwrap();
+        let (json, images, _) = dataset_with_a_bad_image(dir.path());
+        let dataset = voc_annotations::load_coco_json(&json).unwrap();
+        let out = dir.path().join("bad.png");
+        show_image(&json, &images, dataset.images[0].id, &out).unwrap();
+        assert!(cross_pixels(&out) > 100, "the picture is crossed out");
+        let good = dir.path().join("good.png");
+        show_image(&json, &images, dataset.images[1].id, &good).unwrap();
+        assert!(cross_pixels(&good) < cross_pixels(&out) / 10);
+    }
+
+    #[test]
+    fn augment_grid_draws_an_unreadable_image_as_marked_tiles() {
+        let dir = tempfile::tempdir().unwrap();
+        let (json, images, bad) = dataset_with_a_bad_image(dir.path());
+        let dataset = voc_annotations::load_coco_json(&json).unwrap();
+        let bb = dir.path().join("bb.csv");
+        let rows: String = dataset
+            .images
+            .iter()
+            .map(|i| format!("{},0 0 {} {}\n", i.file_name, i.height - 1, i.width - 1))
+            .collect();
+        std::fs::write(&bb, format!("fn,bbox\n{rows}")).unwrap();
+        let grid = |params: serde_json::Value| {
+            let spec = pipeline::StageSpec {
+                name: "augmented".into(),
+                kind: pipeline::StageKind::AugmentGrid,
+                inputs: [
+                    ("csv".into(), bb.clone()),
+                    ("images".into(), images.clone()),
+                ]
+                .into(),
+                outputs: [("png".into(), dir.path().join("grid.png"))].into(),
+                params,
+                work_dir: dir.path().join("work"),
+                data_dir: dir.path().join("data"),
+                fingerprint: String::new(),
+            };
+            crate::stages::execute(&spec).map(|()| cross_pixels(&dir.path().join("grid.png")))
+        };
+        let marked = grid(serde_json::json!({ "images": 2, "repeats": 2 })).unwrap();
+        assert!(marked > 100, "the bad image's tiles are crossed out");
+        let error = grid(serde_json::json!({ "images": 2, "repeats": 2, "on_bad_image": "fail" }))
+            .unwrap_err();
+        assert!(format!("{error:#}").contains(&bad), "{error:#}");
     }
 
     #[test]

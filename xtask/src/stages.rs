@@ -91,6 +91,7 @@ fn augment_grid(spec: &StageSpec) -> Result<()> {
         images: distinct,
         repeats,
         augment,
+        on_bad_image,
     } = spec.params()?;
     let labelled: Vec<(String, Option<[f32; 4]>, String)> = match viz::inspect::detect_kind(csv)? {
         viz::inspect::ArtifactKind::Bb => csv_export::read_bb(csv)?
@@ -134,27 +135,66 @@ fn augment_grid(spec: &StageSpec) -> Result<()> {
         shuffle: false,
         seed,
         augment: Some(augment),
+        on_bad_image,
         ..augment::LoaderConfig::default()
     };
+    let paths: Vec<std::path::PathBuf> = items.iter().map(|item| item.path.clone()).collect();
     let loader = augment::Loader::new(std::sync::Arc::new(items), config);
-    let batch = loader.epoch(0).next().context("no images to augment")??;
-    let pixels = 3 * (size * size) as usize;
-    let tiles: Vec<viz::Tile> = (0..batch.n)
-        .map(|i| viz::Tile {
-            image: augment::denorm(
-                &batch.x[i * pixels..(i + 1) * pixels],
-                size,
-                &loader.config().normalisation,
-            ),
-            annotations: batch
-                .boxes
-                .get(i)
-                .map(|b| viz::draw::Annotation::bare_box(*b, viz::draw::WHITE))
-                .into_iter()
-                .collect(),
-            caption: captions[batch.indices[i]].to_string(),
+    let mut epoch = loader.epoch(0);
+    let batch = epoch.next().transpose()?;
+    // An unreadable image is named, counted and drawn as a marked tile (the policy of
+    // every picture); `on_bad_image = "fail"` made it an error above.
+    let unreadable: Vec<(std::path::PathBuf, String)> = epoch
+        .skipped()
+        .iter()
+        .map(|e| match e {
+            augment::LoadError::Io { path, source } => (path.clone(), source.to_string()),
+            augment::LoadError::Decode { path, reason } => (path.clone(), reason.clone()),
+            other => (std::path::PathBuf::new(), other.to_string()),
         })
         .collect();
+    let pixels = 3 * (size * size) as usize;
+    let tiles: Vec<viz::Tile> = (0..paths.len())
+        .map(|item| {
+            let drawn = batch
+                .as_ref()
+                .and_then(|b| b.indices.iter().position(|&i| i == item).map(|at| (b, at)));
+            match drawn {
+                Some((batch, i)) => viz::Tile {
+                    image: augment::denorm(
+                        &batch.x[i * pixels..(i + 1) * pixels],
+                        size,
+                        &loader.config().normalisation,
+                    ),
+                    annotations: batch
+                        .boxes
+                        .get(i)
+                        .map(|b| viz::draw::Annotation::bare_box(*b, viz::draw::WHITE))
+                        .into_iter()
+                        .collect(),
+                    caption: captions[item].to_string(),
+                },
+                None => {
+                    let reason = unreadable
+                        .iter()
+                        .find(|(path, _)| path == &paths[item])
+                        .map_or("not loaded", |(_, reason)| reason.as_str());
+                    viz::grid::unreadable_tile(reason, captions[item])
+                }
+            }
+        })
+        .collect();
+    let mut named: Vec<&(std::path::PathBuf, String)> = unreadable.iter().collect();
+    named.dedup_by(|a, b| a.0 == b.0);
+    for (path, reason) in &named {
+        eprintln!(
+            "warning: unreadable image {}: {reason} (drawn as a marked tile)",
+            path.display()
+        );
+    }
+    if !named.is_empty() {
+        eprintln!("{} unreadable images drawn as marked tiles", named.len());
+    }
     let layout = viz::GridLayout {
         rows: distinct.max(1),
         cols: repeats.max(1),

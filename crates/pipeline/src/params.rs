@@ -79,6 +79,10 @@ pub struct AugmentGridParams {
     pub repeats: usize,
     #[serde(default)]
     pub augment: augment::AugmentParams,
+    /// An unreadable image becomes a marked tile (`skip`, the default for pictures)
+    /// or fails the stage (`fail`).
+    #[serde(default = "skip")]
+    pub on_bad_image: augment::BadImage,
 }
 
 fn ten() -> usize {
