@@ -150,7 +150,18 @@ pub fn hflip_into(src: &[u8], width: u32, dst: &mut [u8]) {
 }
 
 /// OpenCV's BORDER_REFLECT (`fedcba|abcdefgh|hgfedcb`) index for any `i`.
+#[inline]
 fn reflect(i: i64, n: i64) -> usize {
+    // The warp's taps are at most a few pixels outside: no division for them.
+    if (0..n).contains(&i) {
+        return i as usize;
+    }
+    if (-n..0).contains(&i) {
+        return (-1 - i) as usize;
+    }
+    if (n..2 * n).contains(&i) {
+        return (2 * n - 1 - i) as usize;
+    }
     let period = 2 * n;
     let i = i.rem_euclid(period);
     (if i >= n { period - 1 - i } else { i }) as usize
@@ -194,6 +205,52 @@ fn warp_affine_reflect_with(
         simd && std::arch::is_x86_feature_detected!("avx2") && src.len() < (i32::MAX / 4) as usize;
     #[cfg(not(target_arch = "x86_64"))]
     let _ = simd;
+    #[cfg(target_arch = "x86_64")]
+    if avx2 {
+        // SAFETY: AVX2 was detected above.
+        unsafe { warp_rows_avx2(src, (wi, hi), stride, (b, c, e, f), (step_x, step_y), dst) };
+        return;
+    }
+    warp_rows(
+        src,
+        (wi, hi),
+        stride,
+        (b, c, e, f),
+        (step_x, step_y),
+        dst,
+        false,
+    );
+}
+
+/// [`warp_rows`] compiled for AVX2, so that the 8-pixel kernel inlines into it.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn warp_rows_avx2(
+    src: &[u8],
+    size: (i64, i64),
+    stride: usize,
+    row_map: (f64, f64, f64, f64),
+    steps: (i64, i64),
+    dst: &mut [u8],
+) {
+    warp_rows(src, size, stride, row_map, steps, dst, true);
+}
+
+/// The rows of [`warp_affine_reflect_with`]: `row_map` = `(b, c, e, f)` of the
+/// inverse map, `steps` its per-column steps in 16.16 fixed point.
+#[inline(always)]
+fn warp_rows(
+    src: &[u8],
+    (wi, hi): (i64, i64),
+    stride: usize,
+    (b, c, e, f): (f64, f64, f64, f64),
+    (step_x, step_y): (i64, i64),
+    dst: &mut [u8],
+    avx2: bool,
+) {
+    const ONE: f64 = 65536.0;
+    let w = wi as usize;
+    let _ = avx2;
     for (row, dst_row) in dst.chunks_exact_mut(stride).enumerate() {
         let start_x = ((b * row as f64 + c) * ONE).round() as i64;
         let start_y = ((e * row as f64 + f) * ONE).round() as i64;
@@ -268,6 +325,7 @@ fn warp_affine_reflect_with(
 /// `out` must be writable for 24 bytes.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
+#[inline]
 unsafe fn warp8_avx2(
     src: *const u8,
     stride: usize,
@@ -661,6 +719,18 @@ mod tests {
         let n = 5;
         let got: Vec<usize> = (-3..8).map(|i| reflect(i, n)).collect();
         assert_eq!(got, [2, 1, 0, 0, 1, 2, 3, 4, 4, 3, 2]);
+    }
+
+    #[test]
+    fn reflect_without_division_matches_the_general_rule() {
+        for n in [1i64, 2, 5, 224] {
+            for i in -5 * n..5 * n {
+                let period = 2 * n;
+                let j = i.rem_euclid(period);
+                let want = (if j >= n { period - 1 - j } else { j }) as usize;
+                assert_eq!(reflect(i, n), want, "i = {i}, n = {n}");
+            }
+        }
     }
 
     #[test]
