@@ -68,6 +68,7 @@ impl JpegDecoder {
             .dimensions()
             .ok_or_else(|| "JPEG without a frame header".to_string())?;
         let (orig_width, orig_height) = (width as u32, height as u32);
+        check_claimed_size(orig_width, orig_height, jpeg.len() as u64)?;
         let eighths = match scale {
             JpegScale::Full => 8,
             JpegScale::Eighths(num) => num,
@@ -96,6 +97,34 @@ impl JpegDecoder {
         };
         Ok((dims, &self.rgb[..(dims.width * dims.height * 3) as usize]))
     }
+}
+
+/// Images larger than this are refused (3 bytes a pixel decoded: 750 MB).
+pub const MAX_IMAGE_PIXELS: u64 = 250_000_000;
+
+/// The most pixels an image file can hold per byte: a flat 4:2:0 JPEG still needs
+/// a few bits per 16x16 block (about 100 pixels a byte), a flat PNG a few hundred;
+/// far beyond that the header lies, and decoding would allocate the claimed size
+/// for nothing.
+const MAX_PIXELS_PER_BYTE: u64 = 2048;
+
+/// Refuses a header that claims more pixels than the file could hold (found by
+/// fuzzing: a 409-byte JPEG claiming 16384x16384 made an 805 MB buffer and took
+/// seconds to decode) or than any photo has. Every reader of image files calls it
+/// before decoding.
+pub fn check_claimed_size(width: u32, height: u32, file_len: u64) -> Result<(), String> {
+    let pixels = width as u64 * height as u64;
+    if pixels > MAX_IMAGE_PIXELS {
+        return Err(format!(
+            "the image is {width}x{height}, more than {MAX_IMAGE_PIXELS} pixels"
+        ));
+    }
+    if pixels > MAX_PIXELS_PER_BYTE * file_len {
+        return Err(format!(
+            "the header claims {width}x{height} pixels but the file has only {file_len} bytes (truncated or corrupt)"
+        ));
+    }
+    Ok(())
 }
 
 /// A JPEG decode scale.
@@ -172,7 +201,15 @@ fn is_jpeg(bytes: &[u8]) -> bool {
 
 /// Full-size decode of any format the `image` crate reads (JPEG through zune-jpeg, PNG).
 pub fn decode_with_image_crate(bytes: &[u8]) -> Result<RgbImage, String> {
-    image::load_from_memory(bytes)
+    use image::ImageDecoder;
+    let decoder = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| e.to_string())?
+        .into_decoder()
+        .map_err(|e| e.to_string())?;
+    let (width, height) = decoder.dimensions();
+    check_claimed_size(width, height, bytes.len() as u64)?;
+    image::DynamicImage::from_decoder(decoder)
         .map(|img| img.to_rgb8())
         .map_err(|e| e.to_string())
 }

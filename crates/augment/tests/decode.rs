@@ -110,3 +110,43 @@ fn damaged_jpegs_are_errors_not_panics() {
         .decode_at(&[0xFF, 0xD8, 0xFF, 0x00], JpegScale::Full)
         .is_err());
 }
+
+/// A small JPEG whose frame header is rewritten to claim `width x height`.
+fn lying_jpeg(width: u16, height: u16) -> Vec<u8> {
+    let mut bytes = jpeg_rgb(&RgbImage::from_pixel(16, 16, image::Rgb([90, 90, 90])));
+    let sof = bytes
+        .windows(2)
+        .position(|m| m == [0xFF, 0xC0])
+        .expect("a baseline frame header");
+    bytes[sof + 5..sof + 7].copy_from_slice(&height.to_be_bytes());
+    bytes[sof + 7..sof + 9].copy_from_slice(&width.to_be_bytes());
+    bytes
+}
+
+#[test]
+fn a_frame_header_claiming_more_than_the_file_holds_is_refused_before_decoding() {
+    let mut decoder = JpegDecoder::new().unwrap();
+    for scale in [
+        JpegScale::Full,
+        JpegScale::Eighths(1),
+        JpegScale::Covering { side: 224 },
+    ] {
+        let mut error = |width, height| {
+            decoder
+                .decode_at(&lying_jpeg(width, height), scale)
+                .map(|(dims, _)| dims)
+                .unwrap_err()
+        };
+        let too_dense = error(8000, 8000);
+        assert!(
+            too_dense.contains("8000x8000") && too_dense.contains("bytes"),
+            "{too_dense}"
+        );
+        let too_large = error(16384, 16384);
+        assert!(too_large.contains("more than"), "{too_large}");
+    }
+    // A real, highly compressible photo of the same file size decodes.
+    decoder
+        .decode_at(&lying_jpeg(16, 16), JpegScale::Full)
+        .unwrap();
+}

@@ -92,13 +92,13 @@ pub fn read_image_as_viewed(path: &Path) -> std::result::Result<RgbImage, String
 
 fn decode_image(path: &Path, as_viewed: bool) -> std::result::Result<RgbImage, String> {
     use image::ImageDecoder;
-    match std::fs::metadata(path) {
+    let file_len = match std::fs::metadata(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err("missing".into()),
         Err(e) => return Err(format!("cannot read: {e}")),
         Ok(m) if m.is_dir() => return Err("a folder, not a file".into()),
         Ok(m) if m.len() == 0 => return Err("empty file (0 bytes)".into()),
-        Ok(_) => {}
-    }
+        Ok(m) => m.len(),
+    };
     let reader = image::ImageReader::open(path)
         .and_then(|r| r.with_guessed_format())
         .map_err(|e| format!("cannot read: {e}"))?;
@@ -108,6 +108,8 @@ fn decode_image(path: &Path, as_viewed: bool) -> std::result::Result<RgbImage, S
         e => format!("cannot decode: {e}"),
     };
     let mut decoder = reader.into_decoder().map_err(why)?;
+    let (width, height) = decoder.dimensions();
+    augment::check_claimed_size(width, height, file_len)?;
     let orientation = if as_viewed {
         decoder.orientation().map_err(why)?
     } else {
