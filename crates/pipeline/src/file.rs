@@ -131,6 +131,8 @@ pub struct Stage {
 #[derive(Debug)]
 pub struct Pipeline {
     pub name: String,
+    /// The dataset folder `{data}` stands for.
+    pub data: PathBuf,
     pub description: String,
     pub file: PathBuf,
     /// In an order where every stage comes after its upstream stages.
@@ -211,6 +213,9 @@ impl Pipeline {
                     .collect()
             };
             let inputs = expand(&s.inputs)?;
+            for (name, template) in &s.inputs {
+                check_inside_dataset(name, template).map_err(&invalid)?;
+            }
             let outputs = expand(&s.outputs)?;
             for path in outputs.values() {
                 if !path.starts_with(&vars.out) {
@@ -257,6 +262,7 @@ impl Pipeline {
         let stages = topological_order(stages, file)?;
         Ok(Pipeline {
             name,
+            data: vars.data.clone(),
             description: parsed.description,
             file: file.to_path_buf(),
             stages,
@@ -287,6 +293,24 @@ impl Pipeline {
                     .stages
                     .iter()
                     .any(|s| s.outputs.values().any(|out| path.starts_with(out)));
+                if path.starts_with(&self.data) {
+                    // After symlinks, still inside the dataset.
+                    if let (Ok(real), Ok(data)) = (path.canonicalize(), self.data.canonicalize()) {
+                        if !real.starts_with(&data) {
+                            return Err(PipelineError::Invalid {
+                                file: self.file.clone(),
+                                line: stage.line,
+                                message: format!(
+                                    "stage {:?}: input {name} = {} resolves to {}, outside the dataset {}",
+                                    stage.name,
+                                    path.display(),
+                                    real.display(),
+                                    data.display()
+                                ),
+                            });
+                        }
+                    }
+                }
                 if !written && !path.exists() {
                     return Err(PipelineError::Invalid {
                         file: self.file.clone(),
@@ -301,6 +325,26 @@ impl Pipeline {
             }
         }
         Ok(())
+    }
+}
+
+/// An input under `{data}` or `{images}` stays inside the dataset: no `..` after it
+/// (symlinks are checked when the run starts, in `check_sources_exist`).
+fn check_inside_dataset(name: &str, template: &str) -> Result<(), String> {
+    let rest = ["{data}", "{images}"]
+        .iter()
+        .find_map(|root| template.strip_prefix(root));
+    match rest {
+        Some(rest)
+            if Path::new(rest)
+                .components()
+                .any(|c| matches!(c, std::path::Component::ParentDir)) =>
+        {
+            Err(format!(
+                "input {name} = {template:?} leaves the dataset folder (a `..` component)"
+            ))
+        }
+        _ => Ok(()),
     }
 }
 

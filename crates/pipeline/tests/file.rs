@@ -140,6 +140,12 @@ fn refuses_bad_pipelines_naming_the_file_and_line() {
             "t.toml:3:",
             "params.batch: invalid type",
         ),
+        // Out of the dataset.
+        (
+            "[[stage]]\nname='s'\nkind='draw'\ninputs={csv='{data}/../../etc/passwd'}".into(),
+            "t.toml:1:",
+            "leaves the dataset folder",
+        ),
         // A missing required param.
         (train.into(), "t.toml:1:", "missing field `task`"),
     ];
@@ -174,6 +180,11 @@ fn an_input_that_no_stage_writes_must_exist() {
     );
     std::fs::create_dir_all(dir.join("nowhere")).unwrap();
     p.check_sources_exist().unwrap();
+    // A symlink out of the dataset is refused.
+    std::fs::remove_dir(dir.join("nowhere")).unwrap();
+    std::os::unix::fs::symlink("/etc", dir.join("nowhere")).unwrap();
+    let err = format!("{}", p.check_sources_exist().unwrap_err());
+    assert!(err.contains("outside the dataset"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
