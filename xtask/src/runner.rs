@@ -230,7 +230,12 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> (Vec<Outcome>, Result<(
                     .peak_memory_bytes
                     .map(|b| format!(", peak memory {}", viz::report::format_bytes(b)))
                     .unwrap_or_default();
-                eprintln!("[{}] ran in {:.1}s{memory}", stage.name, seconds);
+                let note = outcome
+                    .why
+                    .split_once("; ")
+                    .map(|(_, note)| format!("; {note}"))
+                    .unwrap_or_default();
+                eprintln!("[{}] ran in {:.1}s{memory}{note}", stage.name, seconds);
             }
             Ok(None) => {
                 outcome.result = StageState::Skipped;
@@ -308,6 +313,8 @@ fn run_stage(
         data_dir: options.data.clone(),
         fingerprint: digest.clone(),
     };
+    let note_file = spec.work_dir.join(pipeline::NOTE_FILE);
+    let _ = std::fs::remove_file(&note_file);
     let started = Instant::now();
     let result = stages::execute(&spec);
     let seconds = started.elapsed().as_secs_f64();
@@ -362,6 +369,11 @@ fn run_stage(
         parts: now,
     };
     crate::atomic::write(&record_path, &serde_json::to_vec_pretty(&record)?)?;
+    // The stage's own note (e.g. unreadable images) goes beside why it ran.
+    let why = match std::fs::read_to_string(&note_file) {
+        Ok(note) if !note.trim().is_empty() => format!("{why}; {}", note.trim()),
+        _ => why,
+    };
     Ok(Some((seconds, why)))
 }
 

@@ -158,6 +158,12 @@ mod tests {
         };
         let marked = grid(serde_json::json!({ "images": 2, "repeats": 2 })).unwrap();
         assert!(marked > 100, "the bad image's tiles are crossed out");
+        let note = std::fs::read_to_string(dir.path().join("work").join(pipeline::NOTE_FILE));
+        assert!(
+            note.as_deref()
+                .is_ok_and(|n| n.starts_with("1 unreadable images") && n.contains(&bad)),
+            "{note:?}"
+        );
         let error = grid(serde_json::json!({ "images": 2, "repeats": 2, "on_bad_image": "fail" }))
             .unwrap_err();
         assert!(format!("{error:#}").contains(&bad), "{error:#}");

@@ -7,6 +7,7 @@ use pipeline::params::{
     PlotLrFindParams, TrainParams,
 };
 use pipeline::{StageKind, StageSpec};
+use std::path::Path;
 use std::process::Command;
 
 pub fn execute(spec: &StageSpec) -> Result<()> {
@@ -76,6 +77,13 @@ fn draw(spec: &StageSpec) -> Result<()> {
         on_bad_image,
     )?;
     eprintln!("drew {}", drawn.what);
+    if let Some((path, reason)) = drawn.unreadable.first() {
+        spec.note(&format!(
+            "{} unreadable images drawn as marked tiles ({}: {reason})",
+            drawn.unreadable.len(),
+            path.display()
+        ))?;
+    }
     Ok(())
 }
 
@@ -150,7 +158,10 @@ fn augment_grid(spec: &StageSpec) -> Result<()> {
         .map(|e| match e {
             augment::LoadError::Io { path, source } => (path.clone(), source.to_string()),
             augment::LoadError::Decode { path, reason } => (path.clone(), reason.clone()),
-            other => (std::path::PathBuf::new(), other.to_string()),
+            other => (
+                other.path().unwrap_or(Path::new("")).into(),
+                other.to_string(),
+            ),
         })
         .collect();
     let pixels = 3 * (size * size) as usize;
@@ -192,8 +203,12 @@ fn augment_grid(spec: &StageSpec) -> Result<()> {
             path.display()
         );
     }
-    if !named.is_empty() {
-        eprintln!("{} unreadable images drawn as marked tiles", named.len());
+    if let Some((path, reason)) = named.first() {
+        spec.note(&format!(
+            "{} unreadable images drawn as marked tiles ({}: {reason})",
+            named.len(),
+            path.display()
+        ))?;
     }
     let layout = viz::GridLayout {
         rows: distinct.max(1),

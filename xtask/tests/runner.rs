@@ -388,3 +388,31 @@ fn a_full_or_read_only_output_folder_is_named_and_earlier_outputs_stay() {
         "the first stage's output survives both:\n{said}"
     );
 }
+
+#[test]
+fn unreadable_images_are_counted_in_the_summary_line_and_the_report() {
+    let p = Project::new(
+        r#"
+[[stage]]
+name = "look"
+kind = "draw"
+inputs = { csv = "{data}/lrg.csv", images = "{data}/images" }
+outputs = { png = "{out}/look.png" }
+"#,
+    );
+    std::fs::create_dir_all(p.path("data/images")).unwrap();
+    std::fs::write(p.path("data/images/bad.jpg"), b"not a jpeg").unwrap();
+    std::fs::write(p.path("data/lrg.csv"), "fn,cat\nbad.jpg,dog\n").unwrap();
+    let out = p.run(&["pipeline"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("[look] ran in") && stderr(&out).contains("; 1 unreadable images"),
+        "{}",
+        stderr(&out)
+    );
+    let report = p.read("out/report.html");
+    assert!(
+        report.contains("1 unreadable images drawn as marked tiles"),
+        "the report's note column says it"
+    );
+}

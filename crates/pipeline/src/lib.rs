@@ -14,4 +14,4 @@ pub mod spec;
 
 pub use file::{Pipeline, PipelineError, Stage, Vars};
 pub use kind::{ParamsError, StageKind};
-pub use spec::{SpecError, StageSpec};
+pub use spec::{SpecError, StageSpec, NOTE_FILE};

@@ -8,6 +8,11 @@ use std::path::{Path, PathBuf};
 
 use crate::StageKind;
 
+/// A stage may leave one line in `<work_dir>/note.txt` (e.g. how many images it
+/// skipped as unreadable); the runner shows it in the stage's summary line and in
+/// report.html.
+pub const NOTE_FILE: &str = "note.txt";
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StageSpec {
     pub name: String,
@@ -48,6 +53,12 @@ pub enum SpecError {
 }
 
 impl StageSpec {
+    /// Leaves the stage's note for the runner (see [`NOTE_FILE`]).
+    pub fn note(&self, line: &str) -> std::io::Result<()> {
+        std::fs::create_dir_all(&self.work_dir)?;
+        std::fs::write(self.work_dir.join(NOTE_FILE), line)
+    }
+
     pub fn input(&self, name: &str) -> Result<&Path, SpecError> {
         self.find(&self.inputs, "input", name)
     }

@@ -271,16 +271,24 @@ fn split(
     Ok((train, val))
 }
 
-/// The `augment` loader as a `DataSource`.
+/// The `augment` loader as a `DataSource`, remembering the images it skipped.
 pub struct LoaderSource {
     loader: augment::Loader,
+    /// Unreadable images any epoch skipped (`on_bad_image = "skip"`), with why.
+    unreadable: Arc<std::sync::Mutex<std::collections::BTreeMap<PathBuf, String>>>,
 }
 
 impl LoaderSource {
     pub fn new(items: Vec<augment::Item>, config: augment::LoaderConfig) -> LoaderSource {
         LoaderSource {
             loader: augment::Loader::new(Arc::new(items), config),
+            unreadable: Arc::default(),
         }
+    }
+
+    pub fn unreadable(&self) -> Vec<(PathBuf, String)> {
+        let seen = self.unreadable.lock().unwrap_or_else(|e| e.into_inner());
+        seen.iter().map(|(p, r)| (p.clone(), r.clone())).collect()
     }
 }
 
@@ -292,7 +300,21 @@ impl DataSource for LoaderSource {
         self.loader.items().len()
     }
     fn batches(&self, epoch: usize) -> Box<dyn Iterator<Item = Result<Batch, TrainError>> + '_> {
-        Box::new(self.loader.epoch(epoch as u64).map(|batch| {
+        let mut epoch = self.loader.epoch(epoch as u64);
+        let seen = self.unreadable.clone();
+        let recorded = std::iter::from_fn(move || {
+            let next = epoch.next();
+            if next.is_none() {
+                let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+                for error in epoch.skipped() {
+                    if let Some(path) = error.path() {
+                        seen.insert(path.to_path_buf(), error.to_string());
+                    }
+                }
+            }
+            next
+        });
+        Box::new(recorded.map(|batch| {
             batch
                 .map(|b| Batch {
                     x: b.x,
@@ -668,6 +690,22 @@ fn train(
         checkpoint::save(spec.output("model")?, &tensors, &meta)?;
         write_metrics(spec.output("metrics")?, &meta.task, &meta.metrics)?;
     }
+    note_unreadable(spec, &data)
+}
+
+/// Tells the runner (through `note.txt` in the work folder, which it shows in the
+/// stage's summary line and in report.html) how many images were skipped as unreadable.
+fn note_unreadable(spec: &StageSpec, data: &Prepared) -> Result<()> {
+    let mut unreadable = data.train.unreadable();
+    unreadable.extend(data.valid.unreadable());
+    unreadable.sort();
+    unreadable.dedup_by(|a, b| a.0 == b.0);
+    if let Some((_, first)) = unreadable.first() {
+        spec.note(&format!(
+            "{} unreadable images skipped ({first})",
+            unreadable.len()
+        ))?;
+    }
     Ok(())
 }
 
@@ -884,5 +922,5 @@ fn predict(spec: &StageSpec, params: &Params) -> Result<()> {
         ));
     }
     println!("{summary}");
-    Ok(())
+    note_unreadable(spec, &data)
 }

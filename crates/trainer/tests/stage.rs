@@ -260,3 +260,28 @@ fn rejects_unknown_params_and_bad_fits() {
         assert!(err.contains(needle), "{needle}: {err}");
     }
 }
+
+#[test]
+fn unreadable_images_are_skipped_and_noted_for_the_runner() {
+    let fx = Fixture::new(40);
+    let (_, rows) = read_csv(&fx.path("bb.csv"));
+    let bad = &rows[0][0];
+    std::fs::write(fx.path(&format!("images/{bad}")), b"not a jpeg").unwrap();
+    let mut params = tiny(
+        "bbox",
+        serde_json::json!([{ "fit": { "lr": 1e-3, "cycles": 1 } }]),
+    );
+    params["on_bad_image"] = "skip".into();
+    let spec = fx.csv_spec(
+        "train",
+        "bb.csv",
+        &["out/m.safetensors", "out/m.csv"],
+        params,
+    );
+    run(&spec, false).unwrap();
+    let note = std::fs::read_to_string(spec.work_dir.join(pipeline::NOTE_FILE)).unwrap();
+    assert!(
+        note.starts_with("1 unreadable images skipped") && note.contains(bad.as_str()),
+        "{note}"
+    );
+}
