@@ -274,13 +274,13 @@ fn print_table(predictions: &[ImagePrediction]) {
 
 fn write_outputs(predictions: &[ImagePrediction], model: &Path, args: &PredictArgs) -> Result<()> {
     if let Some(csv) = &args.csv {
-        create_parent(csv)?;
+        csv_export::create_parent(csv)?;
         csv_export::write_predictions_csv(csv, predictions)
             .with_context(|| format!("writing {}", csv.display()))?;
         eprintln!("wrote {}", csv.display());
     }
     if let Some(jsonl) = &args.jsonl {
-        create_parent(jsonl)?;
+        csv_export::create_parent(jsonl)?;
         csv_export::write_atomic(jsonl, |w| csv_export::write_jsonl(w, predictions))
             .with_context(|| format!("writing {}", jsonl.display()))?;
         eprintln!("wrote {}", jsonl.display());
@@ -304,7 +304,7 @@ fn write_outputs(predictions: &[ImagePrediction], model: &Path, args: &PredictAr
         eprintln!("drew {drawn} images into {}", dir.display());
     }
     if let Some(grid) = &args.grid {
-        create_parent(grid)?;
+        csv_export::create_parent(grid)?;
         viz::save_png(
             &viz::predictions::prediction_sheet(predictions, SHEET_MAX),
             grid,
@@ -316,22 +316,12 @@ fn write_outputs(predictions: &[ImagePrediction], model: &Path, args: &PredictAr
         );
     }
     if let Some(html) = &args.html {
-        create_parent(html)?;
         let page =
             viz::predictions::predictions_html(predictions, &model.display().to_string(), 320);
         crate::atomic::write(html, page.as_bytes())?;
         eprintln!("wrote {}", html.display());
     }
     Ok(())
-}
-
-fn create_parent(path: &Path) -> Result<()> {
-    match path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        Some(dir) => {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))
-        }
-        None => Ok(()),
-    }
 }
 
 /// `<stem>.png` per image, `<stem>-2.png` and so on where two images share a stem.

@@ -300,6 +300,15 @@ pub fn read_rows<T>(
     Ok(rows)
 }
 
+/// Creates the folder `path` goes in, if it has one; the error names the folder.
+pub fn create_parent(path: &Path) -> io::Result<()> {
+    match path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+        Some(dir) => std::fs::create_dir_all(dir)
+            .map_err(|e| io::Error::new(e.kind(), format!("creating {}: {e}", dir.display()))),
+        None => Ok(()),
+    }
+}
+
 /// Writes `path` atomically: `write` fills a buffered temp file beside it,
 /// which is flushed, fsynced and renamed over `path` (then the folder is
 /// fsynced). If `write` fails, or the process dies, `path` keeps its old

@@ -709,17 +709,9 @@ fn note_unreadable(spec: &StageSpec, data: &Prepared) -> Result<()> {
     Ok(())
 }
 
-/// Creates the folder `path` goes in (the runner's staging folders may not exist yet).
-fn ensure_parent(path: &Path) -> Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    Ok(())
-}
-
 fn write_lr_find(curve: &Path, json: &Path, found: &LrFindResult) -> Result<()> {
-    ensure_parent(curve)?;
-    ensure_parent(json)?;
+    csv_export::create_parent(curve)?;
+    csv_export::create_parent(json)?;
     csv_export::write_atomic(curve, |out| {
         csv_export::write_record(out, &["iteration", "lr", "loss", "smooth_loss"])?;
         for p in &found.points {
@@ -745,7 +737,7 @@ fn write_lr_find(curve: &Path, json: &Path, found: &LrFindResult) -> Result<()> 
 
 /// The metrics CSV: `epoch,trn_loss,val_loss,<metrics...>,seconds`.
 pub fn write_metrics(path: &Path, task: &Task, records: &[EpochRecord]) -> Result<()> {
-    ensure_parent(path)?;
+    csv_export::create_parent(path)?;
     csv_export::write_atomic(path, |out| {
         let mut header = vec!["epoch", "trn_loss", "val_loss"];
         header.extend(task.metric_names());
@@ -846,7 +838,7 @@ fn predict(spec: &StageSpec, params: &Params) -> Result<()> {
     };
     let (predictions, val) = learner.predict(&data.valid, params.tta)?;
     let out = spec.output("predictions")?;
-    ensure_parent(out)?;
+    csv_export::create_parent(out)?;
     let mut orig_iou_sum = 0.0f64;
     csv_export::write_atomic(out, |w| {
         match &meta.task {
