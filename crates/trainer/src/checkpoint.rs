@@ -73,11 +73,16 @@ pub fn save<M: serde::Serialize>(
         .iter()
         .map(|(name, t)| Ok((name.clone(), HostTensor::new(name, t)?)))
         .collect::<Result<_, TrainError>>()?;
-    let json = serde_json::to_string(metadata)
-        .map_err(|e| TrainError::Checkpoint(format!("metadata for {}: {e}", path.display())))?;
+    let json = serde_json::to_string(metadata).map_err(|source| TrainError::Metadata {
+        path: path.into(),
+        source,
+    })?;
     let info = HashMap::from([(METADATA_KEY.to_string(), json)]);
     let bytes = safetensors::serialize(host.iter().map(|(n, t)| (n.as_str(), t)), Some(info))
-        .map_err(|e| TrainError::Checkpoint(format!("{}: {e}", path.display())))?;
+        .map_err(|source| TrainError::Safetensors {
+            path: path.into(),
+            source,
+        })?;
     write_atomic(path, &bytes)
 }
 
@@ -85,14 +90,19 @@ pub fn save<M: serde::Serialize>(
 pub fn load(path: &Path) -> Result<(HashMap<String, Tensor>, serde_json::Value), TrainError> {
     let bytes = std::fs::read(path).map_err(|e| TrainError::io(path, e))?;
     let bad = |e: String| TrainError::Checkpoint(format!("{}: {e}", path.display()));
-    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
+    let safetensors = |source| TrainError::Safetensors {
+        path: path.into(),
+        source,
+    };
+    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(safetensors)?;
     let metadata = match header.metadata().as_ref().and_then(|m| m.get(METADATA_KEY)) {
-        Some(json) => {
-            serde_json::from_str(json).map_err(|e| bad(format!("metadata is not JSON: {e}")))?
-        }
+        Some(json) => serde_json::from_str(json).map_err(|source| TrainError::Metadata {
+            path: path.into(),
+            source,
+        })?,
         None => serde_json::Value::Null,
     };
-    let file = SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
+    let file = SafeTensors::deserialize(&bytes).map_err(safetensors)?;
     let mut tensors = HashMap::new();
     for (name, view) in file.tensors() {
         let kind = match view.dtype() {

@@ -108,7 +108,7 @@ pub fn predict_images(
     let mut done = 0;
     let mut epoch = loader.epoch(0);
     for batch in &mut epoch {
-        let batch = batch.map_err(|e| TrainError::Data(e.to_string()))?;
+        let batch = batch.map_err(TrainError::Load)?;
         if batch.n > 0 {
             let predicted = predict_batch(learner, meta, files, &batch, options)?;
             for (k, p) in predicted.into_iter().enumerate() {

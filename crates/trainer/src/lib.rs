@@ -42,6 +42,23 @@ pub enum TrainError {
     Torch(#[from] tch::TchError),
     #[error("checkpoint: {0}")]
     Checkpoint(String),
+    /// The file is not safetensors, or its tensors cannot be read.
+    #[error("checkpoint {}: {source}", path.display())]
+    Safetensors {
+        path: PathBuf,
+        #[source]
+        source: safetensors::SafeTensorError,
+    },
+    /// The metadata JSON of a model or checkpoint file.
+    #[error("checkpoint {}: metadata: {source}", path.display())]
+    Metadata {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The loader could not build a batch (an unreadable image under `on_bad_image = "fail"`).
+    #[error("data: {0}")]
+    Load(#[from] augment::LoadError),
     #[error("data: {0}")]
     Data(String),
     #[error("{0}")]

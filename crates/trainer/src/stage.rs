@@ -325,7 +325,7 @@ impl DataSource for LoaderSource {
                     indices: b.indices,
                     orig_sizes: b.orig_sizes,
                 })
-                .map_err(|e| TrainError::Data(e.to_string()))
+                .map_err(TrainError::Load)
         }))
     }
 }
