@@ -79,7 +79,8 @@ impl JpegDecoder {
                 .output_buffer_size()
                 .ok_or_else(|| "JPEG without a frame header".to_string())?;
             self.rgb.resize(len, 0);
-            zune.decode_into(&mut self.rgb).map_err(|e| e.to_string())?;
+            let rgb = &mut self.rgb;
+            decoder_panic_as_error(move || zune.decode_into(rgb).map_err(|e| e.to_string()))?;
             DecodedDims {
                 orig_width,
                 orig_height,
@@ -87,7 +88,9 @@ impl JpegDecoder {
                 height: orig_height,
             }
         } else {
-            let (width, height) = decode_reduced(jpeg, eighths, &mut self.rgb)?;
+            let rgb = &mut self.rgb;
+            let (width, height) =
+                decoder_panic_as_error(move || decode_reduced(jpeg, eighths, rgb))?;
             DecodedDims {
                 orig_width,
                 orig_height,
@@ -97,6 +100,21 @@ impl JpegDecoder {
         };
         Ok((dims, &self.rgb[..(dims.width * dims.height * 3) as usize]))
     }
+}
+
+/// Runs a third-party decoder, turning a panic inside it into an error for this one
+/// file: fuzzing found a damaged JPEG on which zune-jpeg's IDCT panics (also through
+/// the `image` crate), and one bad image must not end an epoch or a drawing
+/// (`on_bad_image = "skip"` skips it like any other).
+pub fn decoder_panic_as_error<T>(decode: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(decode)).unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        Err(format!("the JPEG decoder failed on this file ({message})"))
+    })
 }
 
 /// Images larger than this are refused (3 bytes a pixel decoded: 750 MB).
@@ -209,9 +227,11 @@ pub fn decode_with_image_crate(bytes: &[u8]) -> Result<RgbImage, String> {
         .map_err(|e| e.to_string())?;
     let (width, height) = decoder.dimensions();
     check_claimed_size(width, height, bytes.len() as u64)?;
-    image::DynamicImage::from_decoder(decoder)
-        .map(|img| img.to_rgb8())
-        .map_err(|e| e.to_string())
+    decoder_panic_as_error(|| {
+        image::DynamicImage::from_decoder(decoder)
+            .map(|img| img.to_rgb8())
+            .map_err(|e| e.to_string())
+    })
 }
 
 /// `(height, width)` of an image file, reading only what the header needs to.

@@ -29,8 +29,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use decode::{
-    check_claimed_size, decode_squashed, decode_with_image_crate, read_image_size, squash_box,
-    DecodedDims, JpegDecoder, JpegScale, Squashed, Squasher,
+    check_claimed_size, decode_squashed, decode_with_image_crate, decoder_panic_as_error,
+    read_image_size, squash_box, DecodedDims, JpegDecoder, JpegScale, Squashed, Squasher,
 };
 pub use loader::{EpochIter, Loader};
 pub use transform::{

@@ -150,3 +150,17 @@ fn a_frame_header_claiming_more_than_the_file_holds_is_refused_before_decoding()
         .decode_at(&lying_jpeg(16, 16), JpegScale::Full)
         .unwrap();
 }
+
+/// A damaged JPEG (found by fuzzing, kept in the fuzz corpus) on which zune-jpeg's
+/// IDCT panics: every decode path returns an error for this file instead.
+#[test]
+fn a_jpeg_that_panics_the_decoder_is_an_error_for_that_file() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/corpus/jpeg/crash-zune_idct_store_panic.jpg");
+    let bytes = std::fs::read(&path).unwrap();
+    let mut decoder = JpegDecoder::new().unwrap();
+    for scale in [JpegScale::Full, JpegScale::Covering { side: 224 }] {
+        assert!(decoder.decode_at(&bytes, scale).is_err());
+    }
+    assert!(augment::decode_with_image_crate(&bytes).is_err());
+}

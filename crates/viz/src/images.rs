@@ -115,7 +115,9 @@ fn decode_image(path: &Path, as_viewed: bool) -> std::result::Result<RgbImage, S
     } else {
         image::metadata::Orientation::NoTransforms
     };
-    let mut image = image::DynamicImage::from_decoder(decoder).map_err(why)?;
+    let mut image = augment::decoder_panic_as_error(|| {
+        image::DynamicImage::from_decoder(decoder).map_err(why)
+    })?;
     image.apply_orientation(orientation);
     Ok(image.into_rgb8())
 }
