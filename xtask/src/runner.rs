@@ -221,20 +221,20 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> (Vec<Outcome>, Result<(
             options,
         );
         match result {
-            Ok(Some((seconds, why))) => {
+            Ok(Some(Ran { seconds, why, note })) => {
                 outcome.result = StageState::Ran;
-                outcome.why = why;
+                // The stage's own note (e.g. unreadable images) goes beside why it ran.
+                outcome.why = match &note {
+                    Some(note) => format!("{why}; {note}"),
+                    None => why,
+                };
                 outcome.seconds = seconds;
                 outcome.peak_memory_bytes = meter.peak_bytes();
                 let memory = outcome
                     .peak_memory_bytes
                     .map(|b| format!(", peak memory {}", viz::report::format_bytes(b)))
                     .unwrap_or_default();
-                let note = outcome
-                    .why
-                    .split_once("; ")
-                    .map(|(_, note)| format!("; {note}"))
-                    .unwrap_or_default();
+                let note = note.map(|n| format!("; {n}")).unwrap_or_default();
                 eprintln!("[{}] ran in {:.1}s{memory}{note}", stage.name, seconds);
             }
             Ok(None) => {
@@ -259,14 +259,21 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> (Vec<Outcome>, Result<(
     (outcomes, failure)
 }
 
-/// Runs one stage if stale (or forced): Some((seconds, why)) when it ran.
+/// A stage that ran: how long, why, and the line it left for the summary.
+struct Ran {
+    seconds: f64,
+    why: String,
+    note: Option<String>,
+}
+
+/// Runs one stage if stale (or forced): `Some` when it ran.
 fn run_stage(
     stage: &Stage,
     force: bool,
     state: &StateDir,
     hashes: &mut HashCache,
     options: &RunOptions,
-) -> Result<Option<(f64, String)>> {
+) -> Result<Option<Ran>> {
     let now = fingerprint(stage, hashes)?;
     let digest = now.digest();
     let record = load_record(state, stage);
@@ -369,12 +376,11 @@ fn run_stage(
         parts: now,
     };
     crate::atomic::write(&record_path, &serde_json::to_vec_pretty(&record)?)?;
-    // The stage's own note (e.g. unreadable images) goes beside why it ran.
-    let why = match std::fs::read_to_string(&note_file) {
-        Ok(note) if !note.trim().is_empty() => format!("{why}; {}", note.trim()),
-        _ => why,
-    };
-    Ok(Some((seconds, why)))
+    let note = std::fs::read_to_string(&note_file)
+        .ok()
+        .map(|n| n.trim().to_string())
+        .filter(|n| !n.is_empty());
+    Ok(Some(Ran { seconds, why, note }))
 }
 
 /// The last successful run's time of each stage, if any.

@@ -108,13 +108,20 @@ impl JpegDecoder {
 /// (`on_bad_image = "skip"` skips it like any other).
 pub fn decoder_panic_as_error<T>(decode: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(decode)).unwrap_or_else(|panic| {
-        let message = panic
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_default();
-        Err(format!("the JPEG decoder failed on this file ({message})"))
+        Err(format!(
+            "the JPEG decoder failed on this file ({})",
+            panic_message(panic.as_ref())
+        ))
     })
+}
+
+/// The text of a caught panic's payload (empty when it carries no text).
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_default()
 }
 
 /// Images larger than this are refused (3 bytes a pixel decoded: 750 MB).

@@ -217,14 +217,9 @@ fn worker(shared: &EpochShared, jobs: Receiver<usize>, results: Sender<(usize, O
                 build_batch(shared, batch_index, pipeline)
             }))
             .unwrap_or_else(|panic| {
-                let message = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_default();
                 Err(LoadError::WorkerPanicked {
                     batch: batch_index,
-                    message,
+                    message: crate::decode::panic_message(panic.as_ref()),
                 })
             }),
             Err(reason) => Err(LoadError::Init {
