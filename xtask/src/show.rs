@@ -13,8 +13,8 @@ pub fn voc_paths(data: &Path) -> (PathBuf, PathBuf) {
     )
 }
 
-/// Prints a summary of `artifact` (lrg.csv, bb.csv, a metrics, lr_find or
-/// predictions CSV, an lr_find JSON, the COCO JSON). With `draw = Some(n)`,
+/// Prints a summary of `artifact` (lrg.csv, bb.csv, lrg_bb.csv, a metrics,
+/// lr_find or predictions CSV, an lr_find JSON, the COCO JSON). With `draw = Some(n)`,
 /// also draws the first `n` rows on their images from `images_dir` as one
 /// grid (or plots a metrics / lr_find CSV) into the PNG `out`.
 pub fn show(artifact: &Path, draw: Option<usize>, images_dir: &Path, out: &Path) -> Result<()> {

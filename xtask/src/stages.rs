@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Context, Result};
 use pipeline::params::{
-    AnnotationSource, AnnotationsParams, AugmentGridParams, DrawParams, ExecParams,
+    AnnotationSource, AnnotationsParams, AugmentGridParams, DrawOrder, DrawParams, ExecParams,
     PlotLrFindParams, TrainParams,
 };
 use pipeline::{StageKind, StageSpec};
@@ -25,7 +25,9 @@ pub fn execute(spec: &StageSpec) -> Result<()> {
 }
 
 /// The lesson's first cells: annotations (COCO JSON, or VOC XML with
-/// `source = "xml"`) -> each image's largest object -> `lrg.csv`, `bb.csv`.
+/// `source = "xml"`) -> each image's largest object -> `lrg.csv`, `bb.csv`, and,
+/// when the stage names an output `lrg_bb`, the two joined for the next lesson's
+/// combined model.
 fn annotations(spec: &StageSpec) -> Result<()> {
     let params: AnnotationsParams = spec.params()?;
     let dataset = match params.source {
@@ -49,6 +51,9 @@ fn annotations(spec: &StageSpec) -> Result<()> {
     };
     let largest = largest_object::largest_objects(&dataset)?;
     largest.write_csvs(spec.output("lrg")?, spec.output("bb")?)?;
+    if let Some(joined) = spec.outputs.get("lrg_bb") {
+        csv_export::write_lrg_bb(joined, &largest.lrg_bb_rows())?;
+    }
     eprintln!(
         "{} images, {} usable boxes ({} ignored, {} clamped to their image); {} rows in lrg.csv and bb.csv, {} images without a box left out",
         dataset.images.len(),
@@ -61,20 +66,29 @@ fn annotations(spec: &StageSpec) -> Result<()> {
     Ok(())
 }
 
-/// The first `rows` rows of a CSV artifact (bb.csv, lrg.csv, predictions)
-/// drawn on their images: the lesson's way of checking a stage by eye.
+/// `rows` rows of a CSV artifact (bb.csv, lrg.csv, lrg_bb.csv, predictions)
+/// drawn on their images: the lesson's way of checking a stage by eye. The
+/// first rows, or with `order = "worst"` a predictions CSV's worst rows, to
+/// look at what the model gets wrong.
 fn draw(spec: &StageSpec) -> Result<()> {
     let params: DrawParams = spec.params()?;
     let on_bad_image = match params.on_bad_image {
         augment::BadImage::Skip => viz::OnBadImage::Skip,
         augment::BadImage::Fail => viz::OnBadImage::Fail,
     };
-    let drawn = viz::inspect::draw_artifact_with(
+    let order = match params.order {
+        DrawOrder::First => viz::order::RowOrder::First,
+        DrawOrder::Worst => viz::order::RowOrder::Worst,
+    };
+    let drawn = viz::inspect::draw_artifact_with_options(
         spec.input("csv")?,
-        params.rows,
         spec.input("images")?,
         spec.output("png")?,
-        on_bad_image,
+        &viz::inspect::DrawOptions {
+            rows: params.rows,
+            order,
+            on_bad_image,
+        },
     )?;
     eprintln!("drew {}", drawn.what);
     if let Some((path, reason)) = drawn.unreadable.first() {

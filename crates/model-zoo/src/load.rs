@@ -21,7 +21,7 @@ pub struct LoadReport {
 fn is_ignored(arch: Arch, key: &str) -> bool {
     let classifier = match arch {
         Arch::ResNet34 => "fc.",
-        Arch::EfficientNetLite0 => "_fc.",
+        Arch::EfficientNetLite0 | Arch::EfficientNetLite1 | Arch::EfficientNetLite2 => "_fc.",
     };
     key.starts_with(classifier) || key.ends_with(".num_batches_tracked")
 }

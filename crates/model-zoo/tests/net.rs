@@ -54,6 +54,22 @@ fn heads_have_fastai_layouts() {
     );
     assert_eq!(vars["head.1.bias"].size(), [4]);
 
+    // The next lesson's combined head, 4 box numbers + 20 class scores.
+    let spec = HeadSpec::FlattenMlp {
+        hidden: 256,
+        outputs: 24,
+    };
+    let (vs, net) = build(Arch::ResNet34, spec, 224);
+    let vars = vs.variables();
+    assert_eq!(vars["head.3.weight"].size(), [256, 25088]);
+    assert_eq!(vars["head.5.running_mean"].size(), [256]);
+    assert_eq!(vars["head.7.weight"].size(), [24, 256]);
+    let x = Tensor::randn([2, 3, 224, 224], (Kind::Float, Device::Cpu));
+    assert_eq!(
+        tch::no_grad(|| net.forward(&x, &[false; 3])).size(),
+        [2, 24]
+    );
+
     for arch in ARCHES {
         let (vs, net) = build(arch, HeadSpec::Classifier { classes: 20 }, 224);
         let vars = vs.variables();

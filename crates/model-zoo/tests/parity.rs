@@ -30,11 +30,6 @@ fn peer_python() -> Option<PathBuf> {
     python.exists().then_some(python)
 }
 
-fn lite0_weights() -> Option<PathBuf> {
-    let path = cache_dir().join("weights/efficientnet-lite0.safetensors");
-    path.exists().then_some(path)
-}
-
 fn voc_images() -> Option<PathBuf> {
     shared_voc::voc2007().map(|dir| dir.join(shared_voc::IMAGES))
 }
@@ -145,19 +140,20 @@ fn resnet34_matches_torchvision() {
     );
 }
 
-/// 224 x 224 RGB in 0..1, squashed (the lesson's resize), NCHW.
-fn load_image(path: &Path) -> Tensor {
+/// `size` x `size` RGB in 0..1, squashed (the lesson's resize), NCHW.
+fn load_image(path: &Path, size: u32) -> Tensor {
     let image = image::open(path)
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
         .to_rgb8();
-    let image = image::imageops::resize(&image, 224, 224, image::imageops::FilterType::Triangle);
+    let image = image::imageops::resize(&image, size, size, image::imageops::FilterType::Triangle);
     let values: Vec<f32> = image
         .into_raw()
         .iter()
         .map(|&v| f32::from(v) / 255.0)
         .collect();
+    let side = i64::from(size);
     Tensor::from_slice(&values)
-        .reshape([224, 224, 3])
+        .reshape([side, side, 3])
         .permute([2, 0, 1])
 }
 
@@ -181,25 +177,44 @@ const CAR_CLASSES: [i64; 18] = [
     407, 436, 468, 479, 511, 581, 609, 627, 656, 661, 675, 717, 734, 751, 817, 864, 654, 757,
 ];
 
-#[test]
-fn efficientnet_lite0_matches_the_reference_and_knows_voc_images() {
-    let (Some(python), Some(weights)) = (peer_python(), lite0_weights()) else {
-        eprintln!("skipping: needs the peer Python and the Lite0 weights (cargo xtask weights: ensure_weights)");
+/// The imported ImageNet weights of an arch (`cargo xtask weights fetch <arch>`).
+fn imported_weights(arch: Arch) -> Option<PathBuf> {
+    let path = cache_dir().join(format!("weights/{}.safetensors", arch.name()));
+    path.exists().then_some(path)
+}
+
+/// An EfficientNet-Lite body with its pretrained weights against the
+/// reference on three VOC images squashed to `size`: the feature maps, the
+/// ImageNet logits of the file's classifier on our features, and that those
+/// logits name what each image shows.
+fn lite_matches_the_reference_and_knows_voc_images(arch: Arch, size: u32) {
+    let (Some(python), Some(weights)) = (peer_python(), imported_weights(arch)) else {
+        eprintln!(
+            "skipping: needs the peer Python (cargo xtask peer-setup) and the {arch} weights \
+             (cargo xtask weights fetch {arch})"
+        );
         return;
     };
-    let Some(images) = voc_images() else { return };
+    let Some(images) = voc_images() else {
+        eprintln!("skipping: no VOC 2007 copy (../shared/voc2007 or $LESSON8_VOC2007)");
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
-    let arch = Arch::EfficientNetLite0;
     let input = normalise(
         &Tensor::stack(
-            &IMAGES.map(|(file, _, _)| load_image(&images.join(file))),
+            &IMAGES.map(|(file, _, _)| load_image(&images.join(file), size)),
             0,
         ),
         arch,
     );
 
     let mut vs = nn::VarStore::new(Device::Cpu);
-    let net = Net::new(&vs.root(), arch, HeadSpec::Classifier { classes: 20 }, 224);
+    let net = Net::new(
+        &vs.root(),
+        arch,
+        HeadSpec::Classifier { classes: 20 },
+        i64::from(size),
+    );
     let report = load_backbone(&mut vs, arch, &weights).unwrap();
     assert!(
         report.ignored.iter().any(|k| k == "_fc.weight"),
@@ -209,9 +224,14 @@ fn efficientnet_lite0_matches_the_reference_and_knows_voc_images() {
     reference(&python, arch, &weights, &input, dir.path());
 
     let features = tch::no_grad(|| net.features(&input, &[false, false, false]));
-    let theirs = read_f32(&dir.path().join("features.f32"), &[3, 1280, 7, 7]);
+    let side = arch.feature_size(i64::from(size));
+    let theirs = read_f32(&dir.path().join("features.f32"), &[3, 1280, side, side]);
     let (rel, cos) = compare(&features, &theirs);
-    eprintln!("lite0 features vs reference: relative max diff {rel:e}, min cosine {cos:.6}");
+    let abs = (&features - &theirs).abs().max().double_value(&[]);
+    eprintln!(
+        "{arch} at {size}: features vs reference: max abs diff {abs:e}, relative {rel:e}, \
+         min cosine {cos:.6}"
+    );
     assert!(
         rel < 1e-3 && cos > 0.9999,
         "features differ: relative {rel:e}, cosine {cos}"
@@ -225,10 +245,10 @@ fn efficientnet_lite0_matches_the_reference_and_knows_voc_images() {
     let logits = features
         .mean_dim([2, 3].as_slice(), false, Kind::Float)
         .linear(&named["_fc.weight"], Some(&named["_fc.bias"]));
-    let (rel, _) = compare(
-        &logits,
-        &read_f32(&dir.path().join("logits.f32"), &[3, 1000]),
-    );
+    let theirs = read_f32(&dir.path().join("logits.f32"), &[3, 1000]);
+    let (rel, _) = compare(&logits, &theirs);
+    let abs = (&logits - &theirs).abs().max().double_value(&[]);
+    eprintln!("{arch} at {size}: logits vs reference: max abs diff {abs:e}, relative {rel:e}");
     assert!(rel < 1e-3, "logits differ: relative {rel:e}");
     let top5 = logits.topk(5, 1, true, true).1;
     for (i, (file, what, classes)) in IMAGES.iter().enumerate() {
@@ -240,10 +260,30 @@ fn efficientnet_lite0_matches_the_reference_and_knows_voc_images() {
                 classes.contains(c)
             }
         };
-        eprintln!("{file} ({what}): ImageNet top-5 {top:?}");
+        eprintln!("{arch} at {size}: {file} ({what}): ImageNet top-5 {top:?}");
         assert!(
             top.iter().any(plausible),
-            "{file} shows a {what}, yet the top-5 ImageNet classes are {top:?}"
+            "{file} shows a {what}, yet {arch}'s top-5 ImageNet classes at {size} are {top:?}"
         );
     }
+}
+
+#[test]
+fn efficientnet_lite0_matches_the_reference_and_knows_voc_images() {
+    lite_matches_the_reference_and_knows_voc_images(Arch::EfficientNetLite0, 224);
+}
+
+/// At Lite1's native 240 (8 x 8 features) and at the lesson's 224.
+#[test]
+fn efficientnet_lite1_matches_the_reference_and_knows_voc_images() {
+    lite_matches_the_reference_and_knows_voc_images(Arch::EfficientNetLite1, 240);
+    lite_matches_the_reference_and_knows_voc_images(Arch::EfficientNetLite1, 224);
+}
+
+/// At Lite2's native 260 (9 x 9 features, odd sizes on the way: 65, 33, 17)
+/// and at the lesson's 224.
+#[test]
+fn efficientnet_lite2_matches_the_reference_and_knows_voc_images() {
+    lite_matches_the_reference_and_knows_voc_images(Arch::EfficientNetLite2, 260);
+    lite_matches_the_reference_and_knows_voc_images(Arch::EfficientNetLite2, 224);
 }

@@ -7,13 +7,17 @@
   reference.py forward ARCH WEIGHTS INPUT.f32 N H W OUT_DIR
       Reads an N x 3 x H x W float32 input, runs the backbone in eval mode and
       writes OUT_DIR/features.f32; for resnet34 also OUT_DIR/features_train.f32
-      (BatchNorm on batch statistics); for efficientnet-lite0, if the weights
-      hold the ImageNet classifier, OUT_DIR/logits.f32.
+      (BatchNorm on batch statistics); for efficientnet-lite0/1/2, if the
+      weights hold the ImageNet classifier, OUT_DIR/logits.f32.
       WEIGHTS: a .pth (torch.load) or a .safetensors file.
 
-The EfficientNet-Lite0 here is written from the reference design
+The EfficientNet-Lite here is written from the reference design
 (lukemelas/EfficientNet-PyTorch with TF "SAME" padding, Lite: ReLU6, no SE),
-independently of the Rust one.
+independently of the Rust one. Lite1 and Lite2 are built as TF's
+efficientnet_lite_builder builds them: its block strings, width and depth
+coefficients, round_filters / round_repeats, and fix_head_stem (stem, head and
+the first and last stages' repeats unscaled); every weight's shape is checked
+against that design before it is used.
 """
 import json
 import math
@@ -72,9 +76,51 @@ def resnet34_features(weights, x):
     return {"features": features, "features_train": features_train}
 
 
-# (expand, kernel, stride, in, out, repeats), EfficientNet-B0 blocks at width/depth 1.0
-LITE0_STAGES = [(1, 3, 1, 32, 16, 1), (6, 3, 2, 16, 24, 2), (6, 5, 2, 24, 40, 2), (6, 3, 2, 40, 80, 3),
-                (6, 5, 1, 80, 112, 3), (6, 5, 2, 112, 192, 4), (6, 3, 1, 192, 320, 1)]
+# efficientnet_builder._DEFAULT_BLOCKS_ARGS (Lite models ignore the se ratio).
+TF_BLOCKS_ARGS = [
+    "r1_k3_s11_e1_i32_o16_se0.25", "r2_k3_s22_e6_i16_o24_se0.25",
+    "r2_k5_s22_e6_i24_o40_se0.25", "r3_k3_s22_e6_i40_o80_se0.25",
+    "r3_k5_s11_e6_i80_o112_se0.25", "r4_k5_s22_e6_i112_o192_se0.25",
+    "r1_k3_s11_e6_i192_o320_se0.25",
+]
+# efficientnet_lite_builder.efficientnet_lite_params: (width, depth, resolution, dropout)
+LITE_PARAMS = {
+    "efficientnet-lite0": (1.0, 1.0, 224, 0.2),
+    "efficientnet-lite1": (1.0, 1.1, 240, 0.2),
+    "efficientnet-lite2": (1.1, 1.2, 260, 0.3),
+}
+DEPTH_DIVISOR = 8
+
+
+def decode_block_string(block_string):
+    options = dict((part[0], part[1:]) for part in block_string.split("_") if part[:2] != "se")
+    return {"repeats": int(options["r"]), "kernel": int(options["k"]), "stride": int(options["s"][0]),
+            "expand": int(options["e"]), "in": int(options["i"]), "out": int(options["o"])}
+
+
+def round_filters(filters, width):
+    """efficientnet_model.round_filters with min_depth None."""
+    filters *= width
+    new_filters = max(DEPTH_DIVISOR, int(filters + DEPTH_DIVISOR / 2) // DEPTH_DIVISOR * DEPTH_DIVISOR)
+    if new_filters < 0.9 * filters:
+        new_filters += DEPTH_DIVISOR
+    return int(new_filters)
+
+
+def lite_blocks(arch):
+    """One (expand, kernel, stride, in, out) per block, as efficientnet_model.Model._build_blocks."""
+    width, depth, _, _ = LITE_PARAMS[arch]
+    blocks = []
+    for i, block_string in enumerate(TF_BLOCKS_ARGS):
+        args = decode_block_string(block_string)
+        c_in, c_out = round_filters(args["in"], width), round_filters(args["out"], width)
+        if i == 0 or i == len(TF_BLOCKS_ARGS) - 1:  # fix_head_stem
+            repeats = args["repeats"]
+        else:
+            repeats = int(math.ceil(depth * args["repeats"]))
+        blocks.append((args["expand"], args["kernel"], args["stride"], c_in, c_out))
+        blocks += [(args["expand"], args["kernel"], 1, c_out, c_out)] * (repeats - 1)
+    return blocks
 
 
 def same_conv(x, weight, stride, groups=1):
@@ -87,28 +133,34 @@ def same_conv(x, weight, stride, groups=1):
     return F.conv2d(x, weight, None, stride, 0, 1, groups)
 
 
-def lite0_features(sd, x):
+def lite_features(arch, sd, x):
+    def weight(name, shape):
+        assert tuple(sd[name].shape) == shape, f"{arch}: {name} is {tuple(sd[name].shape)}, the design says {shape}"
+        return sd[name]
+
     def bn(x, prefix):
+        assert sd[prefix + ".weight"].shape == (x.shape[1],), prefix
         return F.batch_norm(x, sd[prefix + ".running_mean"], sd[prefix + ".running_var"],
                             sd[prefix + ".weight"], sd[prefix + ".bias"], False, 0.01, 1e-3)
 
+    stem, head = 32, 1280  # fix_head_stem: not scaled
+    blocks = lite_blocks(arch)
+    n_blocks = sum(1 for k in sd if k.startswith("_blocks.") and k.endswith("._project_conv.weight"))
+    assert n_blocks == len(blocks), f"{arch}: the file has {n_blocks} blocks, the design {len(blocks)}"
     with torch.no_grad():
-        x = F.relu6(bn(same_conv(x, sd["_conv_stem.weight"], 2), "_bn0"))
-        index = 0
-        for expand, kernel, stride, c_in, c_out, repeats in LITE0_STAGES:
-            for r in range(repeats):
-                p = f"_blocks.{index}."
-                block_stride, block_in = (stride, c_in) if r == 0 else (1, c_out)
-                inputs = x
-                if expand != 1:
-                    x = F.relu6(bn(same_conv(x, sd[p + "_expand_conv.weight"], 1), p + "_bn0"))
-                assert sd[p + "_depthwise_conv.weight"].shape[-1] == kernel
-                x = F.relu6(bn(same_conv(x, sd[p + "_depthwise_conv.weight"], block_stride, groups=x.shape[1]), p + "_bn1"))
-                x = bn(same_conv(x, sd[p + "_project_conv.weight"], 1), p + "_bn2")
-                if block_stride == 1 and block_in == c_out:
-                    x = x + inputs
-                index += 1
-        features = F.relu6(bn(same_conv(x, sd["_conv_head.weight"], 1), "_bn1"))
+        x = F.relu6(bn(same_conv(x, weight("_conv_stem.weight", (stem, 3, 3, 3)), 2), "_bn0"))
+        for index, (expand, kernel, stride, c_in, c_out) in enumerate(blocks):
+            p = f"_blocks.{index}."
+            hidden = c_in * expand
+            inputs = x
+            if expand != 1:
+                x = F.relu6(bn(same_conv(x, weight(p + "_expand_conv.weight", (hidden, c_in, 1, 1)), 1), p + "_bn0"))
+            x = F.relu6(bn(same_conv(x, weight(p + "_depthwise_conv.weight", (hidden, 1, kernel, kernel)), stride,
+                                     groups=hidden), p + "_bn1"))
+            x = bn(same_conv(x, weight(p + "_project_conv.weight", (c_out, hidden, 1, 1)), 1), p + "_bn2")
+            if stride == 1 and c_in == c_out:  # id_skip
+                x = x + inputs
+        features = F.relu6(bn(same_conv(x, weight("_conv_head.weight", (head, blocks[-1][4], 1, 1)), 1), "_bn1"))
         out = {"features": features}
         if "_fc.weight" in sd:
             pooled = features.mean(dim=(2, 3))
@@ -126,7 +178,7 @@ def main(argv):
         out_dir = argv[8]
         x = torch.from_numpy(np.fromfile(input_path, dtype="<f4").reshape(n, 3, h, w).copy())
         weights = load_weights(weights_path)
-        outputs = resnet34_features(weights, x) if arch == "resnet34" else lite0_features(weights, x)
+        outputs = resnet34_features(weights, x) if arch == "resnet34" else lite_features(arch, weights, x)
         for name, tensor in outputs.items():
             tensor.contiguous().numpy().astype("<f4").tofile(f"{out_dir}/{name}.f32")
         return 0

@@ -32,7 +32,14 @@ pub enum StageKind {
     Predict,
 }
 
-const TRAINER_CODE: &[&str] = &["trainer", "model-zoo", "augment", "csv-export", "pipeline"];
+const TRAINER_CODE: &[&str] = &[
+    "trainer",
+    "model-zoo",
+    "augment",
+    "csv-export",
+    "multibox",
+    "pipeline",
+];
 
 impl StageKind {
     pub const ALL: [StageKind; 9] = [
@@ -211,7 +218,10 @@ mod tests {
             .parse::<StageKind>()
             .unwrap_err()
             .contains("known: exec"));
-        assert_eq!(StageKind::Draw.param_keys(), ["rows", "on_bad_image"]);
+        assert_eq!(
+            StageKind::Draw.param_keys(),
+            ["rows", "order", "on_bad_image"]
+        );
         assert!(StageKind::Train.param_keys().contains(&"schedule"));
         assert!(StageKind::PlotMetrics.param_keys().is_empty());
     }

@@ -44,12 +44,31 @@ fn skip() -> augment::BadImage {
     augment::BadImage::Skip
 }
 
-/// `draw`: the first rows of a CSV artifact drawn on their images.
+/// Which rows of a CSV the `draw` kind draws.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DrawOrder {
+    /// The CSV's first rows, in file order (the lesson's grids).
+    #[default]
+    First,
+    /// The rows with the highest loss first, so a grid shows what the model gets
+    /// wrong. Only for prediction CSVs (anything else fails the stage):
+    /// classes: wrong predictions, most confident first, then right ones, least
+    /// confident first; boxes: lowest IoU first; class and box: wrong classes,
+    /// most confident first, then right ones, lowest IoU first. Ties keep the
+    /// CSV's order.
+    Worst,
+}
+
+/// `draw`: rows of a CSV artifact drawn on their images.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DrawParams {
     #[serde(default = "twelve")]
     pub rows: usize,
+    /// `first` (the default) or `worst` rows; see [`DrawOrder`].
+    #[serde(default)]
+    pub order: DrawOrder,
     /// An unreadable image becomes a marked tile, named in a warning and counted
     /// (`skip`, the default for pictures), or fails the stage (`fail`).
     #[serde(default = "skip")]
@@ -108,7 +127,8 @@ pub struct PlotLrFindParams {
 #[serde(deny_unknown_fields)]
 pub struct PlotMetricsParams {}
 
-/// What a training stage learns: the lesson's two models.
+/// What a training stage learns: the lesson's two models and the next lesson's
+/// combined one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskKind {
@@ -116,6 +136,8 @@ pub enum TaskKind {
     Classify,
     /// The largest object's box, from `bb.csv`.
     Bbox,
+    /// Both from one head, from `lrg_bb.csv` (the annotations stage's joined CSV).
+    Combined,
 }
 
 impl TaskKind {
@@ -124,9 +146,14 @@ impl TaskKind {
         match self {
             TaskKind::Classify => Loss::CrossEntropy,
             TaskKind::Bbox => Loss::L1,
+            TaskKind::Combined => Loss::L1PlusCrossEntropy,
         }
     }
 }
+
+/// The next lesson's weight of the class loss in the combined model's loss
+/// (`detn_loss`: L1 + 20 x cross-entropy).
+pub const LESSON_CLASS_LOSS_WEIGHT: f64 = 20.0;
 
 /// The loss a pipeline file may name; it must be the task's (a check, not a choice).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -134,6 +161,8 @@ impl TaskKind {
 pub enum Loss {
     CrossEntropy,
     L1,
+    /// The combined model's: L1 of the box + `class_loss_weight` x cross-entropy.
+    L1PlusCrossEntropy,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq)]
@@ -170,7 +199,8 @@ fn default_momentum() -> f64 {
 #[serde(deny_unknown_fields)]
 pub struct TrainParams {
     pub task: TaskKind,
-    /// `efficientnet-lite0`, `resnet34`, or `tiny-cnn` (a small test network, random init only).
+    /// `efficientnet-lite0` (`-lite1`, `-lite2`), `resnet34`, or `tiny-cnn` (a small test
+    /// network, random init only).
     #[serde(default = "default_backbone")]
     pub backbone: String,
     #[serde(default)]
@@ -203,9 +233,14 @@ pub struct TrainParams {
     /// L2 weight decay (fastai 0.7 `wds`); none by default.
     #[serde(default)]
     pub weight_decay: f64,
-    /// Checked against the task's own loss (cross_entropy for classify, l1 for bbox).
+    /// Checked against the task's own loss (cross_entropy for classify, l1 for bbox,
+    /// l1_plus_cross_entropy for combined).
     #[serde(default)]
     pub loss: Option<Loss>,
+    /// combined only: the weight of the cross-entropy beside the box's L1 (default
+    /// [`LESSON_CLASS_LOSS_WEIGHT`], the lesson's 20).
+    #[serde(default)]
+    pub class_loss_weight: Option<f64>,
     #[serde(default)]
     pub on_bad_image: augment::BadImage,
     /// predict: also score (and write) predictions averaged with the mirror image's.
@@ -227,6 +262,18 @@ impl TrainParams {
                     self.task.loss()
                 ));
             }
+        }
+        match self.class_loss_weight {
+            Some(_) if self.task != TaskKind::Combined => {
+                return Err(format!(
+                    "class_loss_weight applies to task combined only, not {:?}",
+                    self.task
+                ))
+            }
+            Some(w) if !(w.is_finite() && w >= 0.0) => {
+                return Err(format!("class_loss_weight must be >= 0, not {w}"))
+            }
+            _ => {}
         }
         if self.batch == 0 || self.size < 32 {
             return Err("batch must be at least 1 and size at least 32".into());

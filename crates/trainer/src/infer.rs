@@ -4,12 +4,12 @@
 
 use crate::learner::{boxes_in_input_pixels, Learner};
 use crate::stage::{AnyModel, ModelMeta};
-use crate::task::{unsquash_box, Task};
+use crate::task::unsquash_box;
 use crate::TrainError;
 use csv_export::{ClassScore, ImagePrediction};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
 #[derive(Debug, Clone)]
 pub struct PredictOptions {
@@ -161,32 +161,27 @@ fn predict_batch(
             }
         })
         .collect();
-    match &meta.task {
-        Task::Classify { classes } => {
-            let probs = out.softmax(-1, Kind::Float);
-            let k = options.top.clamp(1, classes.len()) as i64;
-            let (top_p, top_i) = probs.topk(k, -1, true, true);
-            let top_p = Vec::<f32>::try_from(top_p.to_device(Device::Cpu).view(-1))?;
-            let top_i = Vec::<i64>::try_from(top_i.to_device(Device::Cpu).view(-1))?;
-            for (n, answer) in answers.iter_mut().enumerate() {
-                let row = n * k as usize..(n + 1) * k as usize;
-                answer.classes = top_i[row.clone()]
-                    .iter()
-                    .zip(&top_p[row])
-                    .map(|(&i, &prob)| ClassScore {
-                        class: classes[i as usize].clone(),
-                        prob,
-                    })
-                    .collect();
-            }
+    if let (Some(log_probs), Some(classes)) = (&out.class_log_probs, meta.task.classes()) {
+        let k = options.top.clamp(1, classes.len()) as i64;
+        let (top_log_p, top_i) = log_probs.topk(k, -1, true, true);
+        let top_p = Vec::<f32>::try_from(top_log_p.exp().to_device(Device::Cpu).view(-1))?;
+        let top_i = Vec::<i64>::try_from(top_i.to_device(Device::Cpu).view(-1))?;
+        for (n, answer) in answers.iter_mut().enumerate() {
+            let row = n * k as usize..(n + 1) * k as usize;
+            answer.classes = top_i[row.clone()]
+                .iter()
+                .zip(&top_p[row])
+                .map(|(&i, &prob)| ClassScore {
+                    class: classes[i as usize].clone(),
+                    prob,
+                })
+                .collect();
         }
-        Task::Bbox => {
-            let boxes = boxes_in_input_pixels(&out, batch.size as usize)?;
-            for (answer, (bbox, &orig)) in
-                answers.iter_mut().zip(boxes.iter().zip(&batch.orig_sizes))
-            {
-                answer.bbox = Some(unsquash_box(*bbox, orig, batch.size));
-            }
+    }
+    if let Some(boxes) = &out.boxes {
+        let boxes = boxes_in_input_pixels(boxes, batch.size as usize)?;
+        for (answer, (bbox, &orig)) in answers.iter_mut().zip(boxes.iter().zip(&batch.orig_sizes)) {
+            answer.bbox = Some(unsquash_box(*bbox, orig, batch.size));
         }
     }
     Ok(answers)

@@ -5,7 +5,7 @@ use crate::data::{Batch, DataSource};
 use crate::model::LayeredModel;
 use crate::optim::{Optimiser, OptimiserConfig, Param};
 use crate::schedule::{fit_epochs, lr_finder_multiplier, Schedule, SmoothedLoss};
-use crate::task::{MetricSums, Task, BOX_UNITS};
+use crate::task::{MetricSums, Outputs, Targets, Task, BOX_UNITS};
 use crate::TrainError;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
@@ -110,18 +110,15 @@ pub struct LrFindResult {
 
 /// Model outputs for one image of a prediction pass.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Prediction {
-    Class {
-        index: usize,
-        class: usize,
-        prob: f32,
-    },
-    /// Box in input pixels (`size x size`), and the original image's (height, width).
-    Box {
-        index: usize,
-        bbox: [f32; 4],
-        orig_size: (u32, u32),
-    },
+pub struct Prediction {
+    /// Position of the image in the data source.
+    pub index: usize,
+    /// The most probable class and its probability, for the tasks that classify.
+    pub class: Option<(usize, f32)>,
+    /// Box in input pixels (`size x size`), for the tasks with boxes.
+    pub bbox: Option<[f32; 4]>,
+    /// The original image's (height, width).
+    pub orig_size: (u32, u32),
 }
 
 pub struct Learner<M: LayeredModel> {
@@ -256,23 +253,31 @@ impl<M: LayeredModel> Learner<M> {
         tch::manual_seed((u64::from_le_bytes(first) >> 1) as i64);
     }
 
-    fn to_device(&self, batch: &Batch) -> (Tensor, Tensor) {
+    fn to_device(&self, batch: &Batch) -> (Tensor, Targets) {
         let s = batch.size as i64;
+        let device = self.device();
         let x = Tensor::from_slice(&batch.x)
             .view([batch.n as i64, 3, s, s])
-            .to_device(self.device());
-        let y = match self.task {
-            Task::Classify { .. } => Tensor::from_slice(&batch.classes),
-            Task::Bbox => Tensor::from_slice(batch.boxes.as_flattened()).view([batch.n as i64, 4]),
-        };
-        (x, y.to_device(self.device()))
+            .to_device(device);
+        let classes = self
+            .task
+            .classes()
+            .map(|_| Tensor::from_slice(&batch.classes).to_device(device));
+        let boxes = self.task.has_boxes().then(|| {
+            Tensor::from_slice(batch.boxes.as_flattened())
+                .view([batch.n as i64, 4])
+                .to_device(device)
+        });
+        (x, Targets { classes, boxes })
     }
 
     /// One optimiser step on a batch; returns the batch loss (not yet checked for NaN).
     fn train_step(&self, optimiser: &mut Optimiser, batch: &Batch) -> f64 {
-        let (x, y) = self.to_device(batch);
-        let out = self.model.forward(&x, &self.trainable_groups);
-        let loss = self.task.loss(&out, &y, batch.size);
+        let (x, targets) = self.to_device(batch);
+        let out = self
+            .task
+            .decode(&self.model.forward(&x, &self.trainable_groups));
+        let loss = self.task.loss(&out, &targets, batch.size);
         optimiser.zero_grad();
         loss.backward();
         let value = loss.double_value(&[]);
@@ -495,7 +500,7 @@ impl<M: LayeredModel> Learner<M> {
 
     /// Predictions for every image of `data` (eval mode), with the loss and metrics of
     /// the same pass; with `tta`, each image's output is merged with its mirror image's
-    /// ([`Task::merge_mirrored`], the lesson's `learn.TTA()` restricted to the flip).
+    /// ([`Outputs::merge_mirrored`], the lesson's `learn.TTA()` restricted to the flip).
     pub fn predict(
         &self,
         data: &dyn DataSource,
@@ -504,17 +509,17 @@ impl<M: LayeredModel> Learner<M> {
         self.evaluate(data, true, tta)
     }
 
-    /// The model's output for a batch in eval mode without gradients, merged with the
-    /// output on the mirror image when `tta` is set.
-    pub fn infer(&self, x: &Tensor, tta: bool) -> Tensor {
+    /// The model's predictions for a batch in eval mode without gradients, merged with
+    /// those on the mirror image when `tta` is set.
+    pub fn infer(&self, x: &Tensor, tta: bool) -> Outputs {
         let eval = vec![false; self.n_groups()];
-        let forward = |x: &Tensor| tch::no_grad(|| self.model.forward(x, &eval));
+        let forward = |x: &Tensor| tch::no_grad(|| self.task.decode(&self.model.forward(x, &eval)));
         let out = forward(x);
         if !tta {
             return out;
         }
         let size = x.size()[3] as usize;
-        self.task.merge_mirrored(&out, &forward(&x.flip([3])), size)
+        out.merge_mirrored(forward(&x.flip([3])), size)
     }
 
     fn evaluate(
@@ -527,37 +532,38 @@ impl<M: LayeredModel> Learner<M> {
         let mut predictions = Vec::with_capacity(if keep { data.n_items() } else { 0 });
         for batch in data.batches(0) {
             let batch = batch?;
-            let (x, y) = self.to_device(&batch);
+            let (x, targets) = self.to_device(&batch);
             let out = self.infer(&x, tta);
-            let loss = self.task.loss(&out, &y, batch.size).double_value(&[]);
-            match self.task {
-                Task::Classify { .. } => {
-                    let (prob, class) = out.softmax(-1, Kind::Float).max_dim(-1, false);
+            let loss = self.task.loss(&out, &targets, batch.size).double_value(&[]);
+            sums.add_loss(loss, batch.n);
+            let classes = out
+                .class_log_probs
+                .as_ref()
+                .map(|log_probs| -> Result<_, TrainError> {
+                    let (log_prob, class) = log_probs.max_dim(-1, false);
                     let class = Vec::<i64>::try_from(class.to_device(Device::Cpu))?;
-                    sums.add_classes(loss, &class, &batch.classes);
-                    if keep {
-                        let prob = Vec::<f32>::try_from(prob.to_device(Device::Cpu))?;
-                        for k in 0..batch.n {
-                            predictions.push(Prediction::Class {
-                                index: batch.indices[k],
-                                class: class[k] as usize,
-                                prob: prob[k],
-                            });
-                        }
-                    }
-                }
-                Task::Bbox => {
-                    let boxes = boxes_in_input_pixels(&out, batch.size)?;
-                    sums.add_boxes(loss, &boxes, &batch.boxes);
-                    if keep {
-                        for (k, bbox) in boxes.into_iter().enumerate() {
-                            predictions.push(Prediction::Box {
-                                index: batch.indices[k],
-                                bbox,
-                                orig_size: batch.orig_sizes[k],
-                            });
-                        }
-                    }
+                    let prob = Vec::<f32>::try_from(log_prob.exp().to_device(Device::Cpu))?;
+                    sums.add_classes(&class, &batch.classes);
+                    Ok((class, prob))
+                })
+                .transpose()?;
+            let boxes = out
+                .boxes
+                .as_ref()
+                .map(|boxes| -> Result<_, TrainError> {
+                    let boxes = boxes_in_input_pixels(boxes, batch.size)?;
+                    sums.add_boxes(&boxes, &batch.boxes);
+                    Ok(boxes)
+                })
+                .transpose()?;
+            if keep {
+                for k in 0..batch.n {
+                    predictions.push(Prediction {
+                        index: batch.indices[k],
+                        class: classes.as_ref().map(|(c, p)| (c[k] as usize, p[k])),
+                        bbox: boxes.as_ref().map(|b| b[k]),
+                        orig_size: batch.orig_sizes[k],
+                    });
                 }
             }
         }
@@ -565,7 +571,7 @@ impl<M: LayeredModel> Learner<M> {
     }
 }
 
-/// The model's box outputs (224-pixel units) as boxes in `size x size` input pixels.
+/// Boxes in 224-pixel units (n x 4) as boxes in `size x size` input pixels.
 pub(crate) fn boxes_in_input_pixels(
     out: &Tensor,
     size: usize,

@@ -2,7 +2,8 @@
 //! `lr_find`, `train` and `predict`, configured by the stage's `params` (from the
 //! pipeline TOML).
 //!
-//! Inputs (by name): `csv` (lrg.csv for `task = "classify"`, bb.csv for `"bbox"`),
+//! Inputs (by name): `csv` (lrg.csv for `task = "classify"`, bb.csv for `"bbox"`,
+//! lrg_bb.csv for `"combined"`),
 //! `images` (the folder the CSV's file names are in), `weights` (the backbone's
 //! pretrained safetensors; may be absent only with `random_init = true`), `model`
 //! (predict: a model the train stage wrote), `val` (optional: the validation images,
@@ -14,7 +15,7 @@
 use crate::checkpoint;
 use crate::data::{cv_indices, Batch, DataSource};
 use crate::learner::{
-    EpochEnd, EpochRecord, FitConfig, FitPosition, FitResume, Learner, LrFindResult, Prediction,
+    EpochEnd, EpochRecord, FitConfig, FitPosition, FitResume, Learner, LrFindResult,
 };
 use crate::model::{LayeredModel, TinyCnn};
 use crate::optim::{Method, OptimiserConfig};
@@ -66,7 +67,8 @@ pub struct ModelMeta {
     #[serde(default = "imagenet")]
     pub normalisation: Normalisation,
     pub arch: String,
-    /// `classifier` (fastai's default head) or `flatten_linear` (the lesson's bbox head).
+    /// `classifier` (fastai's default head), `flatten_linear` (the lesson's bbox head) or
+    /// `flatten_mlp` (the next lesson's combined head).
     pub head: String,
     pub task: Task,
     pub size: u32,
@@ -150,6 +152,9 @@ fn backbone_normalisation(backbone: &str) -> Result<Normalisation> {
     Ok(Normalisation { mean, std })
 }
 
+/// Width of the combined model's hidden layer (the next lesson's 256).
+const COMBINED_HIDDEN: i64 = 256;
+
 /// Builds the network for `arch` with the task's head on `device`.
 fn build_learner(
     arch: &str,
@@ -175,6 +180,13 @@ fn build_learner(
             Task::Bbox => (
                 model_zoo::HeadSpec::FlattenLinear { outputs: 4 },
                 "flatten_linear",
+            ),
+            Task::Combined { .. } => (
+                model_zoo::HeadSpec::FlattenMlp {
+                    hidden: COMBINED_HIDDEN,
+                    outputs: task.outputs(),
+                },
+                "flatten_mlp",
             ),
         };
         (
@@ -207,6 +219,14 @@ fn read_rows(task: TaskKind, csv: &Path) -> Result<Vec<Row>> {
             .map(|r| Row {
                 file_name: r.file_name,
                 category: None,
+                bbox: Some(r.bbox),
+            })
+            .collect(),
+        TaskKind::Combined => csv_export::read_lrg_bb(csv)?
+            .into_iter()
+            .map(|r| Row {
+                file_name: r.file_name,
+                category: Some(r.category),
                 bbox: Some(r.bbox),
             })
             .collect(),
@@ -354,27 +374,31 @@ fn prepare(
     if rows.is_empty() {
         bail!("{}: no rows", csv.display());
     }
+    let classes = || {
+        classes.unwrap_or_else(|| {
+            let mut names: Vec<String> = rows.iter().filter_map(|r| r.category.clone()).collect();
+            names.sort();
+            names.dedup();
+            names
+        })
+    };
     let task = match params.task {
         TaskKind::Bbox => Task::Bbox,
-        TaskKind::Classify => {
-            let classes = classes.unwrap_or_else(|| {
-                let mut names: Vec<String> =
-                    rows.iter().filter_map(|r| r.category.clone()).collect();
-                names.sort();
-                names.dedup();
-                names
-            });
-            Task::Classify { classes }
-        }
+        TaskKind::Classify => Task::Classify { classes: classes() },
+        TaskKind::Combined => Task::Combined {
+            classes: classes(),
+            class_weight: params
+                .class_loss_weight
+                .unwrap_or(pipeline::params::LESSON_CLASS_LOSS_WEIGHT),
+        },
     };
-    let class_index: HashMap<&str, i64> = match &task {
-        Task::Classify { classes } => classes
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (c.as_str(), i as i64))
-            .collect(),
-        Task::Bbox => HashMap::new(),
-    };
+    let class_index: HashMap<&str, i64> = task
+        .classes()
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.as_str(), i as i64))
+        .collect();
     // Every image must lie inside the images folder (no absolute paths, `..`
     // or symlinks leading out).
     let images_dir = csv_export::ImagesDir::new(images);
@@ -804,10 +828,7 @@ fn predict(spec: &StageSpec, params: &Params) -> Result<()> {
     let model_path = spec.input("model")?;
     let (mut learner, meta) = load_model(model_path, device())?;
     learner.progress = false;
-    let task_kind = match meta.task {
-        Task::Classify { .. } => TaskKind::Classify,
-        Task::Bbox => TaskKind::Bbox,
-    };
+    let task_kind = meta.task.kind();
     if task_kind != params.task {
         bail!(
             "{}: the model was trained for {:?}, the stage asks for {:?}",
@@ -816,10 +837,7 @@ fn predict(spec: &StageSpec, params: &Params) -> Result<()> {
             params.task
         );
     }
-    let classes = match &meta.task {
-        Task::Classify { classes } => Some(classes.clone()),
-        Task::Bbox => None,
-    };
+    let classes = meta.task.classes().map(<[String]>::to_vec);
     let mut params = params.clone();
     params.size = meta.size;
     let data = prepare(
@@ -840,54 +858,35 @@ fn predict(spec: &StageSpec, params: &Params) -> Result<()> {
     let out = spec.output("predictions")?;
     csv_export::create_parent(out)?;
     let mut orig_iou_sum = 0.0f64;
+    let task_classes = meta.task.classes();
     csv_export::write_atomic(out, |w| {
-        match &meta.task {
-            Task::Classify { classes } => {
-                csv_export::write_record(w, &["fn", "cat", "true_cat", "prob"])?;
-                for p in &predictions {
-                    let Prediction::Class { index, class, prob } = p else {
-                        unreachable!("classification predictions")
-                    };
-                    let row = &data.rows[data.val_rows[*index]];
-                    let truth = row.category.as_deref().unwrap_or("");
-                    csv_export::write_record(
-                        w,
-                        &[
-                            &row.file_name,
-                            &classes[*class],
-                            truth,
-                            &format!("{prob:.6}"),
-                        ],
-                    )?;
-                }
+        // Columns per part of the task: classes, then boxes (in original pixels).
+        let mut header = vec!["fn"];
+        if task_classes.is_some() {
+            header.extend(["cat", "true_cat", "prob"]);
+        }
+        if meta.task.has_boxes() {
+            header.extend(["bbox", "true_bbox", "iou"]);
+        }
+        csv_export::write_record(w, &header)?;
+        for p in &predictions {
+            let row = &data.rows[data.val_rows[p.index]];
+            let mut fields = vec![row.file_name.clone()];
+            if let (Some((class, prob)), Some(classes)) = (p.class, task_classes) {
+                fields.push(classes[class].clone());
+                fields.push(row.category.clone().unwrap_or_default());
+                fields.push(format!("{prob:.6}"));
             }
-            Task::Bbox => {
-                csv_export::write_record(w, &["fn", "bbox", "true_bbox", "iou"])?;
-                for p in &predictions {
-                    let Prediction::Box {
-                        index,
-                        bbox,
-                        orig_size: (h, w_px),
-                    } = p
-                    else {
-                        unreachable!("box predictions")
-                    };
-                    let row = &data.rows[data.val_rows[*index]];
-                    let truth = row.bbox.expect("bbox rows have boxes");
-                    let orig = unsquash_box(*bbox, (*h, *w_px), meta.size);
-                    let overlap = iou(orig, truth);
-                    orig_iou_sum += overlap as f64;
-                    csv_export::write_record(
-                        w,
-                        &[
-                            &row.file_name,
-                            &csv_export::format_bbox(&orig),
-                            &csv_export::format_bbox(&truth),
-                            &format!("{overlap:.4}"),
-                        ],
-                    )?;
-                }
+            if let (Some(bbox), Some(truth)) = (p.bbox, row.bbox) {
+                let orig = unsquash_box(bbox, p.orig_size, meta.size);
+                let overlap = iou(orig, truth);
+                orig_iou_sum += overlap as f64;
+                fields.push(csv_export::format_bbox(&orig));
+                fields.push(csv_export::format_bbox(&truth));
+                fields.push(format!("{overlap:.4}"));
             }
+            let fields: Vec<&str> = fields.iter().map(String::as_str).collect();
+            csv_export::write_record(w, &fields)?;
         }
         Ok(())
     })?;
@@ -907,7 +906,7 @@ fn predict(spec: &StageSpec, params: &Params) -> Result<()> {
     if let Some(plain) = &plain {
         summary = format!("{summary} with flip TTA ({} without)", figures(plain));
     }
-    if matches!(meta.task, Task::Bbox) {
+    if meta.task.has_boxes() {
         summary.push_str(&format!(
             ", mean IoU in original pixels {:.4}",
             orig_iou_sum / predictions.len().max(1) as f64

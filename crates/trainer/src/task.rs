@@ -1,5 +1,6 @@
-//! The two tasks of the lesson, their losses and their metrics.
+//! The tasks of the lessons, their losses and their metrics.
 
+use pipeline::params::TaskKind;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
@@ -13,6 +14,54 @@ pub enum Task {
     Classify { classes: Vec<String> },
     /// Largest-object box regression: L1 loss on `[top, left, bottom, right]`.
     Bbox,
+    /// The next lesson's combined model: the largest object's box and class from one
+    /// head whose outputs are 4 box numbers (through a sigmoid scaled to 224 units)
+    /// then the class scores; loss = L1(box) + `class_weight` x cross-entropy.
+    Combined {
+        classes: Vec<String>,
+        class_weight: f64,
+    },
+}
+
+/// A model's raw output read as what the task predicts.
+#[derive(Debug)]
+pub struct Outputs {
+    /// Log-probabilities of the classes (n x classes), for the tasks that classify.
+    pub class_log_probs: Option<Tensor>,
+    /// `[top, left, bottom, right]` in 224-pixel units (n x 4), for the tasks with boxes.
+    pub boxes: Option<Tensor>,
+}
+
+impl Outputs {
+    /// Merges the predictions on a batch of `size`-pixel images with those on the same
+    /// images flipped left-right: classes by averaging the probabilities, boxes by
+    /// averaging the box and the mirrored box flipped back (column `x` of the input
+    /// mirrors to `size - 1 - x`, augment's `Affine::hflip`).
+    pub fn merge_mirrored(self, mirrored: Outputs, size: usize) -> Outputs {
+        let class_log_probs = self
+            .class_log_probs
+            .zip(mirrored.class_log_probs)
+            .map(|(a, b)| ((a.exp() + b.exp()) / 2.0).log());
+        let boxes = self.boxes.zip(mirrored.boxes).map(|(a, b)| {
+            let edge = (size as f64 - 1.0) * BOX_UNITS / size as f64;
+            let [top, left, bottom, right] = [0, 1, 2, 3].map(|i| b.select(1, i));
+            let back = Tensor::stack(&[top, -right + edge, bottom, -left + edge], 1);
+            (a + back) / 2.0
+        });
+        Outputs {
+            class_log_probs,
+            boxes,
+        }
+    }
+}
+
+/// What a batch should give, on the model's device.
+#[derive(Debug)]
+pub struct Targets {
+    /// Class index per image (n), for the tasks that classify.
+    pub classes: Option<Tensor>,
+    /// Boxes in input pixels (n x 4), for the tasks with boxes.
+    pub boxes: Option<Tensor>,
 }
 
 impl Task {
@@ -21,53 +70,96 @@ impl Task {
         match self {
             Task::Classify { .. } => "classifier",
             Task::Bbox => "box",
+            Task::Combined { .. } => "class + box",
         }
     }
 
-    pub fn outputs(&self) -> i64 {
+    /// The task as a pipeline file names it.
+    pub fn kind(&self) -> TaskKind {
         match self {
-            Task::Classify { classes } => classes.len() as i64,
-            Task::Bbox => 4,
+            Task::Classify { .. } => TaskKind::Classify,
+            Task::Bbox => TaskKind::Bbox,
+            Task::Combined { .. } => TaskKind::Combined,
         }
     }
 
-    /// Names of the metric columns, in the order `Metrics::values` gives them.
+    /// The class names, for the tasks that classify.
+    pub fn classes(&self) -> Option<&[String]> {
+        match self {
+            Task::Classify { classes } | Task::Combined { classes, .. } => Some(classes),
+            Task::Bbox => None,
+        }
+    }
+
+    pub fn has_boxes(&self) -> bool {
+        matches!(self, Task::Bbox | Task::Combined { .. })
+    }
+
+    /// Width of the model's output: the 4 box numbers first, then the class scores.
+    pub fn outputs(&self) -> i64 {
+        let boxes = if self.has_boxes() { 4 } else { 0 };
+        boxes + self.classes().map_or(0, |c| c.len() as i64)
+    }
+
+    /// Names of the metric columns, in the order `MetricSums::values` gives them.
     pub fn metric_names(&self) -> &'static [&'static str] {
         match self {
             Task::Classify { .. } => &["accuracy"],
             Task::Bbox => &["l1_px", "mean_iou", "iou50"],
+            Task::Combined { .. } => &["accuracy", "l1_px", "mean_iou", "iou50"],
         }
     }
 
-    /// Merges the model's `output` on a batch of `size`-pixel images with its
-    /// `mirrored` output on the same images flipped left-right, as one output of the
-    /// same kind: for classes, the log of the averaged probabilities (so softmax and
-    /// the cross-entropy loss read it as they read logits); for boxes (224-pixel
-    /// units), the average of the box and the mirrored box flipped back (column `x`
-    /// of the input mirrors to `size - 1 - x`, augment's `Affine::hflip`).
-    pub fn merge_mirrored(&self, output: &Tensor, mirrored: &Tensor, size: usize) -> Tensor {
+    /// The model's raw output (n x `outputs()`) read as the task's predictions.
+    pub fn decode(&self, output: &Tensor) -> Outputs {
+        let output = output.to_kind(Kind::Float);
         match self {
-            Task::Classify { .. } => {
-                ((output.softmax(-1, Kind::Float) + mirrored.softmax(-1, Kind::Float)) / 2.0).log()
-            }
-            Task::Bbox => {
-                let edge = (size as f64 - 1.0) * BOX_UNITS / size as f64;
-                let [top, left, bottom, right] = [0, 1, 2, 3].map(|i| mirrored.select(1, i));
-                let back = Tensor::stack(&[top, -right + edge, bottom, -left + edge], 1);
-                (output.to_kind(Kind::Float) + back.to_kind(Kind::Float)) / 2.0
-            }
+            Task::Classify { .. } => Outputs {
+                class_log_probs: Some(output.log_softmax(-1, Kind::Float)),
+                boxes: None,
+            },
+            // The lesson's bbox head is linear: its outputs are the box.
+            Task::Bbox => Outputs {
+                class_log_probs: None,
+                boxes: Some(output),
+            },
+            Task::Combined { .. } => Outputs {
+                class_log_probs: Some(
+                    output
+                        .narrow(1, 4, output.size()[1] - 4)
+                        .log_softmax(-1, Kind::Float),
+                ),
+                boxes: Some(output.narrow(1, 0, 4).sigmoid() * BOX_UNITS),
+            },
         }
     }
 
-    /// The training loss of a batch. `targets` is the class index (n) for classification,
-    /// or the boxes in input pixels (n x 4) for bbox, scaled here to 224-pixel units.
-    pub fn loss(&self, output: &Tensor, targets: &Tensor, input_size: usize) -> Tensor {
-        match self {
-            Task::Classify { .. } => output.cross_entropy_for_logits(targets),
-            Task::Bbox => {
-                let targets = targets * (BOX_UNITS / input_size as f64);
-                (output - targets).abs().mean(Kind::Float)
-            }
+    /// The training loss of a batch of `input_size`-pixel images: the L1 of the boxes
+    /// (in 224-pixel units) plus the weighted cross-entropy of the classes, for the
+    /// parts the task has.
+    pub fn loss(&self, outputs: &Outputs, targets: &Targets, input_size: usize) -> Tensor {
+        let class_weight = match self {
+            Task::Combined { class_weight, .. } => *class_weight,
+            _ => 1.0,
+        };
+        let box_loss = outputs
+            .boxes
+            .as_ref()
+            .zip(targets.boxes.as_ref())
+            .map(|(out, truth)| {
+                let truth = truth * (BOX_UNITS / input_size as f64);
+                (out - truth).abs().mean(Kind::Float)
+            });
+        let class_loss = outputs
+            .class_log_probs
+            .as_ref()
+            .zip(targets.classes.as_ref())
+            .map(|(log_probs, truth)| log_probs.nll_loss(truth) * class_weight);
+        match (box_loss, class_loss) {
+            (Some(b), Some(c)) => b + c,
+            (Some(b), None) => b,
+            (None, Some(c)) => c,
+            (None, None) => unreachable!("every task predicts boxes or classes"),
         }
     }
 }
@@ -86,18 +178,7 @@ pub fn unsquash_box(bbox: [f32; 4], orig_size: (u32, u32), size: u32) -> [f32; 4
 /// Intersection over union of two `[top, left, bottom, right]` boxes taken as continuous
 /// rectangles (area `(bottom - top) * (right - left)`, the area convention of the
 /// largest-object step); degenerate or inverted boxes have no area.
-pub fn iou(a: [f32; 4], b: [f32; 4]) -> f32 {
-    let area = |r: [f32; 4]| (r[2] - r[0]).max(0.0) * (r[3] - r[1]).max(0.0);
-    let inter_h = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
-    let inter_w = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
-    let inter = inter_h * inter_w;
-    let union = area(a) + area(b) - inter;
-    if union > 0.0 {
-        inter / union
-    } else {
-        0.0
-    }
-}
+pub use multibox::boxes::iou;
 
 /// Running sums over a validation pass.
 #[derive(Debug, Clone, Default)]
@@ -111,17 +192,20 @@ pub struct MetricSums {
 }
 
 impl MetricSums {
-    /// Adds a batch: its mean loss and, per image, the prediction against the truth.
-    pub fn add_classes(&mut self, batch_loss: f64, predicted: &[i64], truth: &[i64]) {
-        self.items += truth.len();
-        self.loss_sum += batch_loss * truth.len() as f64;
+    /// Adds a batch of `n` images whose mean loss was `batch_loss`.
+    pub fn add_loss(&mut self, batch_loss: f64, n: usize) {
+        self.items += n;
+        self.loss_sum += batch_loss * n as f64;
+    }
+
+    /// Adds the predicted classes of a batch against the truth.
+    pub fn add_classes(&mut self, predicted: &[i64], truth: &[i64]) {
         self.correct += predicted.iter().zip(truth).filter(|(p, t)| p == t).count();
     }
 
-    /// Boxes in the same pixel units (the metrics report input pixels).
-    pub fn add_boxes(&mut self, batch_loss: f64, predicted: &[[f32; 4]], truth: &[[f32; 4]]) {
-        self.items += truth.len();
-        self.loss_sum += batch_loss * truth.len() as f64;
+    /// Adds the predicted boxes of a batch against the truth, in the same pixel units
+    /// (the metrics report input pixels).
+    pub fn add_boxes(&mut self, predicted: &[[f32; 4]], truth: &[[f32; 4]]) {
         for (p, t) in predicted.iter().zip(truth) {
             self.abs_err_sum += p
                 .iter()
@@ -142,13 +226,16 @@ impl MetricSums {
     /// Metric values in the order of `Task::metric_names`.
     pub fn values(&self, task: &Task) -> Vec<f64> {
         let n = self.items.max(1) as f64;
+        let accuracy = self.correct as f64 / n;
+        let boxes = [
+            self.abs_err_sum / (4.0 * n),
+            self.iou_sum / n,
+            self.iou50 as f64 / n,
+        ];
         match task {
-            Task::Classify { .. } => vec![self.correct as f64 / n],
-            Task::Bbox => vec![
-                self.abs_err_sum / (4.0 * n),
-                self.iou_sum / n,
-                self.iou50 as f64 / n,
-            ],
+            Task::Classify { .. } => vec![accuracy],
+            Task::Bbox => boxes.to_vec(),
+            Task::Combined { .. } => [&[accuracy][..], &boxes].concat(),
         }
     }
 }
@@ -174,8 +261,8 @@ mod tests {
     #[test]
     fn box_metrics() {
         let mut sums = MetricSums::default();
+        sums.add_loss(2.0, 2);
         sums.add_boxes(
-            2.0,
             &[[0., 0., 10., 10.], [0., 0., 10., 10.]],
             &[[0., 0., 10., 10.], [0., 5., 10., 15.]],
         );
@@ -195,34 +282,105 @@ mod tests {
         assert_eq!(outside, [0.0, 0.0, 447.0, 111.0]);
     }
 
+    fn boxes(values: [f32; 4]) -> Outputs {
+        Outputs {
+            class_log_probs: None,
+            boxes: Some(Tensor::from_slice(&values).view([1, 4])),
+        }
+    }
+
     #[test]
     fn a_mirror_symmetric_prediction_is_unchanged_by_merging() {
         // In a 224 input, a box from column 50 to 173 is its own mirror image.
-        let out = Tensor::from_slice(&[10.0f32, 50.0, 100.0, 173.0]).view([1, 4]);
-        let merged = Task::Bbox.merge_mirrored(&out, &out, 224);
-        assert!(merged.allclose(&out, 1e-5, 1e-5, false));
+        let symmetric = [10.0f32, 50.0, 100.0, 173.0];
+        let merged = boxes(symmetric).merge_mirrored(boxes(symmetric), 224);
+        let want = Tensor::from_slice(&symmetric).view([1, 4]);
+        assert!(merged.boxes.unwrap().allclose(&want, 1e-5, 1e-5, false));
         // A box predicted on the mirror image maps back: 10..30 mirrors to 193..213.
-        let left_box = Tensor::from_slice(&[0.0f32, 10.0, 20.0, 30.0]).view([1, 4]);
-        let on_mirror = Tensor::from_slice(&[0.0f32, 193.0, 20.0, 213.0]).view([1, 4]);
-        let merged = Task::Bbox.merge_mirrored(&left_box, &on_mirror, 224);
-        assert!(merged.allclose(&left_box, 1e-5, 1e-5, false));
+        let left_box = [0.0f32, 10.0, 20.0, 30.0];
+        let merged = boxes(left_box).merge_mirrored(boxes([0.0, 193.0, 20.0, 213.0]), 224);
+        let want = Tensor::from_slice(&left_box).view([1, 4]);
+        assert!(merged.boxes.unwrap().allclose(&want, 1e-5, 1e-5, false));
         // Classes: the average of the two distributions.
         let task = Task::Classify {
             classes: vec!["a".into(), "b".into()],
         };
-        let a = Tensor::from_slice(&[0.0f32, 0.0]).view([1, 2]); // 0.5, 0.5
-        let b = Tensor::from_slice(&[(3.0f32).ln(), 0.0]).view([1, 2]); // 0.75, 0.25
-        let probs = task.merge_mirrored(&a, &b, 224).softmax(-1, Kind::Float);
+        let a = task.decode(&Tensor::from_slice(&[0.0f32, 0.0]).view([1, 2])); // 0.5, 0.5
+        let b = task.decode(&Tensor::from_slice(&[(3.0f32).ln(), 0.0]).view([1, 2])); // 0.75, 0.25
+        let probs = a.merge_mirrored(b, 224).class_log_probs.unwrap().exp();
         let want = Tensor::from_slice(&[0.625f32, 0.375]).view([1, 2]);
         assert!(probs.allclose(&want, 1e-5, 1e-5, false));
     }
 
     #[test]
+    fn the_combined_output_is_a_squashed_box_then_class_scores() {
+        let task = Task::Combined {
+            classes: vec!["cat".into(), "dog".into(), "car".into()],
+            class_weight: pipeline::params::LESSON_CLASS_LOSS_WEIGHT,
+        };
+        assert_eq!(task.outputs(), 7);
+        // Box outputs 0 -> the middle of the 224 range; class scores -> log-softmax.
+        let raw = Tensor::from_slice(&[0.0f32, 0.0, 100.0, -100.0, 1.0, 1.0, 1.0]).view([1, 7]);
+        let outputs = task.decode(&raw);
+        let want_box = Tensor::from_slice(&[112.0f32, 112.0, 224.0, 0.0]).view([1, 4]);
+        assert!(outputs
+            .boxes
+            .as_ref()
+            .unwrap()
+            .allclose(&want_box, 1e-4, 1e-4, false));
+        let probs = outputs.class_log_probs.as_ref().unwrap().exp();
+        assert!(probs.allclose(
+            &Tensor::full([1, 3], 1.0 / 3.0, (Kind::Float, tch::Device::Cpu)),
+            1e-6,
+            1e-6,
+            false
+        ));
+        // Loss = L1 (224 units) + 20 x cross-entropy: truth box 56 px off on every side
+        // of a 448 input (28 in 224 units) and class 1 (cross-entropy ln 3).
+        let targets = Targets {
+            classes: Some(Tensor::from_slice(&[1i64])),
+            boxes: Some(Tensor::from_slice(&[168.0f32, 168.0, 392.0, 56.0]).view([1, 4])),
+        };
+        let loss = task.loss(&outputs, &targets, 448).double_value(&[]);
+        let want = (28.0 + 28.0 + 28.0 + 28.0) / 4.0 + 20.0 * 3f64.ln();
+        assert!((loss - want).abs() < 1e-3, "{loss} != {want}");
+        // The class part alone is the classifier's cross-entropy.
+        let classify = Task::Classify {
+            classes: vec!["cat".into(), "dog".into(), "car".into()],
+        };
+        let class_only = Targets {
+            classes: targets.classes,
+            boxes: None,
+        };
+        let ce = classify
+            .loss(&classify.decode(&raw.narrow(1, 4, 3)), &class_only, 448)
+            .double_value(&[]);
+        assert!((ce - 3f64.ln()).abs() < 1e-5);
+    }
+
+    #[test]
+    fn combined_metrics_give_accuracy_then_the_box_figures() {
+        let task = Task::Combined {
+            classes: vec!["a".into(), "b".into()],
+            class_weight: 1.0,
+        };
+        let mut sums = MetricSums::default();
+        sums.add_loss(1.0, 2);
+        sums.add_classes(&[0, 1], &[0, 0]);
+        sums.add_boxes(&[[0., 0., 10., 10.]; 2], &[[0., 0., 10., 10.]; 2]);
+        assert_eq!(sums.values(&task), vec![0.5, 0.0, 1.0, 1.0]);
+        assert_eq!(task.metric_names().len(), 4);
+    }
+
+    #[test]
     fn bbox_loss_is_in_224_units() {
-        let out = Tensor::from_slice(&[0.0f32, 0.0, 0.0, 0.0]).view([1, 4]);
-        let target = Tensor::from_slice(&[64.0f32, 64.0, 64.0, 64.0]).view([1, 4]);
+        let out = Task::Bbox.decode(&Tensor::from_slice(&[0.0f32, 0.0, 0.0, 0.0]).view([1, 4]));
+        let targets = Targets {
+            classes: None,
+            boxes: Some(Tensor::from_slice(&[64.0f32, 64.0, 64.0, 64.0]).view([1, 4])),
+        };
         // 64 px of a 448 input are 32 px of 224.
-        let loss = Task::Bbox.loss(&out, &target, 448).double_value(&[]);
+        let loss = Task::Bbox.loss(&out, &targets, 448).double_value(&[]);
         assert!((loss - 32.0).abs() < 1e-6);
     }
 }

@@ -194,6 +194,83 @@ fn bbox_model_beats_the_mean_box_in_original_pixels() {
 }
 
 #[test]
+fn combined_model_learns_class_and_box_from_one_head() {
+    let fx = Fixture::new(200);
+    let mut params = tiny(
+        "combined",
+        serde_json::json!([{ "fit": { "lr": 2e-2, "cycles": 1, "cycle_len": 8 } }]),
+    );
+    // The box L1 here is tens of pixels; the lesson's weight keeps the classes in view.
+    params["class_loss_weight"] = 20.0.into();
+    run(
+        &fx.csv_spec(
+            "train",
+            "lrg_bb.csv",
+            &["out/combined.safetensors", "out/combined.csv"],
+            params,
+        ),
+        false,
+    )
+    .unwrap();
+    let (header, rows) = read_csv(&fx.path("out/combined.csv"));
+    assert_eq!(
+        header,
+        ["epoch", "trn_loss", "val_loss", "accuracy", "l1_px", "mean_iou", "iou50", "seconds"]
+    );
+    assert_eq!(rows.len(), 8);
+
+    let predict = fx.spec(
+        "predict",
+        &[
+            ("csv", "lrg_bb.csv"),
+            ("images", "images"),
+            ("model", "out/combined.safetensors"),
+        ],
+        &["out/predictions.csv"],
+        serde_json::json!({"task": "combined", "tta": true}),
+    );
+    run(&predict, false).unwrap();
+    let (header, rows) = read_csv(&fx.path("out/predictions.csv"));
+    assert_eq!(
+        header,
+        ["fn", "cat", "true_cat", "prob", "bbox", "true_bbox", "iou"]
+    );
+    assert_eq!(rows.len(), 40);
+    let accuracy = rows.iter().filter(|r| r[1] == r[2]).count() as f64 / rows.len() as f64;
+    let mean_iou = rows
+        .iter()
+        .map(|r| r[6].parse::<f64>().unwrap())
+        .sum::<f64>()
+        / 40.0;
+    eprintln!("synthetic JPEG combined model: accuracy {accuracy:.3}, mean IoU {mean_iou:.3}");
+    assert!(accuracy > 0.8, "accuracy {accuracy} (chance 1/3)");
+    // A box always in the image's middle half scores about 0.2 on these rectangles.
+    assert!(mean_iou > 0.4, "mean IoU {mean_iou}");
+    for r in &rows {
+        let truth = parse_box(&r[5]);
+        assert_eq!(
+            truth,
+            fx.boxes.iter().find(|(f, _)| *f == r[0]).unwrap().1,
+            "true_bbox is the CSV's box"
+        );
+        let iou: f32 = r[6].parse().unwrap();
+        assert!((iou - trainer::iou(parse_box(&r[4]), truth)).abs() < 1e-3);
+    }
+
+    // The class weight is the combined model's: another task refuses it by name.
+    let mut params = tiny("bbox", serde_json::json!([]));
+    params["class_loss_weight"] = 20.0.into();
+    let spec = fx.csv_spec(
+        "train",
+        "bb.csv",
+        &["out/x.safetensors", "out/x.csv"],
+        params,
+    );
+    let e = format!("{:#}", run(&spec, false).unwrap_err());
+    assert!(e.contains("class_loss_weight"), "{e}");
+}
+
+#[test]
 fn lr_find_writes_the_curve_and_the_suggestion() {
     let fx = Fixture::new(160);
     let mut params = tiny("classify", serde_json::json!([]));

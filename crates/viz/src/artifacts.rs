@@ -1,5 +1,6 @@
 //! Readers for the artifacts the training stages write (see the shared
-//! contracts): metrics CSV, lr_find CSV + JSON, bbox and class prediction CSVs.
+//! contracts): metrics CSV, lr_find CSV + JSON, bbox, class and combined
+//! (class and box) prediction CSVs.
 //! Every error names the file, and the line where one applies.
 
 use crate::{Result, VizError};
@@ -22,6 +23,20 @@ pub struct ClassPrediction {
     pub category: String,
     pub true_category: String,
     pub prob: f32,
+}
+
+/// One row of a combined (class and box) predictions CSV
+/// (`fn,cat,true_cat,prob,bbox,true_bbox,iou`), boxes in original image pixels.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CombinedPrediction {
+    pub file_name: String,
+    pub category: String,
+    pub true_category: String,
+    /// The probability of the predicted class.
+    pub prob: f32,
+    pub bbox: [f32; 4],
+    pub true_bbox: [f32; 4],
+    pub iou: f32,
 }
 
 /// One lr_find step (`iteration,lr,loss,smooth_loss`).
@@ -201,6 +216,26 @@ pub fn read_class_predictions(path: &Path) -> Result<Vec<ClassPrediction>> {
         .collect()
 }
 
+pub fn read_combined_predictions(path: &Path) -> Result<Vec<CombinedPrediction>> {
+    records(
+        path,
+        &["fn", "cat", "true_cat", "prob", "bbox", "true_bbox", "iou"],
+    )?
+    .into_iter()
+    .map(|(line, r)| {
+        Ok(CombinedPrediction {
+            file_name: file_name_field(path, line, &r[0])?,
+            category: r[1].to_string(),
+            true_category: r[2].to_string(),
+            prob: parse_f64(path, line, "prob", &r[3])? as f32,
+            bbox: bbox_field(path, line, "bbox", &r[4])?,
+            true_bbox: bbox_field(path, line, "true_bbox", &r[5])?,
+            iou: parse_f64(path, line, "iou", &r[6])? as f32,
+        })
+    })
+    .collect()
+}
+
 pub fn read_lr_find(path: &Path) -> Result<Vec<LrFindPoint>> {
     records(path, &["iteration", "lr", "loss", "smooth_loss"])?
         .into_iter()
@@ -353,6 +388,67 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(missing.contains("nope.csv"), "{missing}");
+    }
+
+    #[test]
+    fn reads_combined_predictions_and_names_file_and_line_of_bad_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let header = "fn,cat,true_cat,prob,bbox,true_bbox,iou\n";
+        let path = write(
+            dir.path(),
+            "combined.csv",
+            &format!(
+                "{header}000012.jpg,car,horse,0.731200,96 155 269 350,90 150 270 349.5,0.8100\n"
+            ),
+        );
+        assert_eq!(
+            read_combined_predictions(&path).unwrap(),
+            vec![CombinedPrediction {
+                file_name: "000012.jpg".into(),
+                category: "car".into(),
+                true_category: "horse".into(),
+                prob: 0.7312,
+                bbox: [96.0, 155.0, 269.0, 350.0],
+                true_bbox: [90.0, 150.0, 270.0, 349.5],
+                iou: 0.81
+            }]
+        );
+        let good = "a.jpg,car,car,0.9,1 2 3 4,1 2 3 4,1\n";
+        let cases = [
+            (
+                format!("{header}{good}b.jpg,car,car,0.9,1 2 3 4,1 2 3,1\n"),
+                "line 3",
+                "true_bbox",
+            ),
+            (
+                format!("{header}{good}b.jpg,car,car,sure,1 2 3 4,1 2 3 4,1\n"),
+                "line 3",
+                "prob",
+            ),
+            (
+                format!("{header}../b.jpg,car,car,0.9,1 2 3 4,1 2 3 4,1\n"),
+                "line 2",
+                "..",
+            ),
+            (
+                format!("{header}{good}b.jpg,car,car,0.9,1 2 3 4\n"),
+                "line 3",
+                "UnequalLengths",
+            ),
+            (
+                "fn,cat,true_cat,prob,bbox,true_bbox\n".to_string(),
+                "line 1",
+                "header",
+            ),
+        ];
+        for (text, line, word) in cases {
+            let path = write(dir.path(), "bad.csv", &text);
+            let message = read_combined_predictions(&path).unwrap_err().to_string();
+            assert!(
+                message.contains("bad.csv") && message.contains(line) && message.contains(word),
+                "{message}"
+            );
+        }
     }
 
     #[test]

@@ -280,6 +280,9 @@ impl Annotation {
 /// Draws annotations the lesson's way: every box first, then each box's label
 /// at its top-left corner, then labels without a box stacked from the image's
 /// top-left corner (the classification grid's `draw_text(ax, (0,0), cat)`).
+/// A label that would cover one drawn before it moves down below that one
+/// (a prediction's box near the truth's would otherwise write its class over
+/// the true class).
 pub fn draw_annotations(image: &mut RgbImage, annotations: &[Annotation], text_size_px: f32) {
     for annotation in annotations {
         if let Some(bbox) = annotation.bbox {
@@ -287,26 +290,40 @@ pub fn draw_annotations(image: &mut RgbImage, annotations: &[Annotation], text_s
         }
     }
     let mut free_label_y = 0i64;
+    // `[x0, y0, x1, y1)` of each label drawn so far.
+    let mut taken: Vec<[i64; 4]> = Vec::new();
     for annotation in annotations {
         let Some(label) = &annotation.label else {
             continue;
         };
         let style = TextStyle::lesson(annotation.color, text_size_px);
-        match annotation.bbox {
-            Some([top, left, _, _]) => {
-                draw_text(
-                    image,
-                    (left.round() as i64, top.round() as i64),
-                    label,
-                    &style,
-                );
-            }
-            None => {
-                let (_, height) = draw_text(image, (2, free_label_y + 1), label, &style);
-                free_label_y += i64::from(height);
-            }
+        let wanted = match annotation.bbox {
+            Some([top, left, _, _]) => (left.round() as i64, top.round() as i64),
+            None => (2, free_label_y + 1),
+        };
+        let (width, height) = text_extent(label, &style);
+        let (x, y) = free_spot(wanted, (i64::from(width), i64::from(height)), &taken);
+        draw_text(image, (x, y), label, &style);
+        taken.push([x, y, x + i64::from(width), y + i64::from(height)]);
+        if annotation.bbox.is_none() {
+            free_label_y = y + i64::from(height) - 1;
         }
     }
+}
+
+/// `wanted`, or the first place straight below it where a `size` label covers
+/// none of `taken`. Each step moves below one taken label, so it ends within
+/// `taken.len()` steps.
+fn free_spot(wanted: (i64, i64), size: (i64, i64), taken: &[[i64; 4]]) -> (i64, i64) {
+    let (x, mut y) = wanted;
+    let (width, height) = size;
+    while let Some(hit) = taken
+        .iter()
+        .find(|[x0, y0, x1, y1]| x < *x1 && *x0 < x + width && y < *y1 && *y0 < y + height)
+    {
+        y = hit[3];
+    }
+    (x, y)
 }
 
 #[cfg(test)]
@@ -443,6 +460,41 @@ mod tests {
         );
         assert!(image.pixels().any(|p| *p == GROUND_TRUTH_COLOR));
         assert!(!image.pixels().any(|p| *p == WHITE));
+    }
+
+    #[test]
+    fn a_label_that_would_cover_another_moves_below_it() {
+        // Two boxes with nearly the same corner, as a good prediction beside its truth.
+        let (truth, predicted) = ([40.0, 50.0, 120.0, 180.0], [42.0, 52.0, 118.0, 178.0]);
+        let mut image = RgbImage::from_pixel(200, 150, BLUE);
+        let annotations = [
+            Annotation::labelled_box(truth, "true: cat", GROUND_TRUTH_COLOR),
+            Annotation::labelled_box(predicted, "cat 0.93", WHITE),
+        ];
+        draw_annotations(&mut image, &annotations, 16.0);
+        // The same boxes without labels: what differs is text.
+        let mut boxes = RgbImage::from_pixel(200, 150, BLUE);
+        draw_rect(&mut boxes, truth, GROUND_TRUTH_COLOR);
+        draw_rect(&mut boxes, predicted, WHITE);
+        let text_rows = |color: Rgb<u8>| -> Vec<u32> {
+            (0..150)
+                .filter(|&y| {
+                    (0..200)
+                        .any(|x| *image.get_pixel(x, y) == color && *boxes.get_pixel(x, y) != color)
+                })
+                .collect()
+        };
+        let (_, height) = text_extent("true: cat", &TextStyle::lesson(WHITE, 16.0));
+        let first_line = 40..40 + height;
+        let (green, white) = (text_rows(GROUND_TRUTH_COLOR), text_rows(WHITE));
+        assert!(
+            !green.is_empty() && green.iter().all(|y| first_line.contains(y)),
+            "{green:?}"
+        );
+        assert!(
+            !white.is_empty() && white.iter().all(|&y| y >= first_line.end),
+            "white text rows {white:?} overlap the first label's line {first_line:?}"
+        );
     }
 
     #[test]

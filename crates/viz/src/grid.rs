@@ -9,6 +9,7 @@
 
 use crate::artifacts::{
     read_bbox_predictions, read_class_predictions, BboxPrediction, ClassPrediction,
+    CombinedPrediction,
 };
 use crate::draw::{
     draw_annotations, draw_text, text_extent, Annotation, TextStyle, GROUND_TRUTH_COLOR,
@@ -16,7 +17,7 @@ use crate::draw::{
 };
 use crate::images::{unreadable_image, DrawSummary, ImageOpener, OnBadImage};
 use crate::{save_png, Result, VizError};
-use csv_export::{BbRow, LrgRow};
+use csv_export::{BbRow, LrgBbRow, LrgRow};
 use image::{imageops, Rgb, RgbImage};
 use std::path::Path;
 
@@ -91,6 +92,32 @@ pub fn render_grid(tiles: &[Tile], layout: &GridLayout) -> RgbImage {
         let cell = render_cell(tile, layout);
         imageops::replace(&mut canvas, &cell, i64::from(x), i64::from(y));
     }
+    canvas
+}
+
+/// Height of the title strip [`render_grid_titled`] puts above a grid.
+pub const TITLE_PX: u32 = 28;
+
+/// [`render_grid`] under a strip with `title` (cut with an ellipsis where the
+/// grid is narrower): for grids that are not simply the CSV's first rows,
+/// so the picture says what it shows wherever it is looked at.
+pub fn render_grid_titled(tiles: &[Tile], layout: &GridLayout, title: &str) -> RgbImage {
+    let grid = render_grid(tiles, layout);
+    let mut canvas = RgbImage::from_pixel(grid.width(), grid.height() + TITLE_PX, BACKGROUND);
+    let style = TextStyle {
+        color: WHITE,
+        size_px: TITLE_PX as f32 * 0.65,
+        outline_px: 0,
+    };
+    let x = i64::from(layout.gap_px);
+    let text = fit_text(
+        title,
+        &style,
+        grid.width().saturating_sub(2 * layout.gap_px),
+    );
+    let y = (i64::from(TITLE_PX) - i64::from(text_extent(&text, &style).1)) / 2 + 2;
+    draw_text(&mut canvas, (x, y.max(0)), &text, &style);
+    imageops::replace(&mut canvas, &grid, 0, i64::from(TITLE_PX));
     canvas
 }
 
@@ -208,11 +235,7 @@ pub fn class_prediction_tiles(
     predictions
         .iter()
         .map(|p| {
-            let verdict = if p.category == p.true_category {
-                "right"
-            } else {
-                "WRONG"
-            };
+            let verdict = verdict(&p.category, &p.true_category);
             tile(
                 images,
                 &p.file_name,
@@ -221,6 +244,72 @@ pub fn class_prediction_tiles(
                     Annotation::label(format!("true: {}", p.true_category), GROUND_TRUTH_COLOR),
                 ],
                 format!("{}  {verdict}", p.file_name),
+            )
+        })
+        .collect()
+}
+
+/// `right` or `WRONG`, for captions of class predictions.
+fn verdict(category: &str, true_category: &str) -> &'static str {
+    if category == true_category {
+        "right"
+    } else {
+        "WRONG"
+    }
+}
+
+/// Tiles for a combined (class and box) predictions CSV: the true box in green
+/// with the true class, the predicted box in white with the predicted class and
+/// its probability, IoU and right/WRONG (the class) in the caption.
+pub fn combined_prediction_tiles(
+    predictions: &[CombinedPrediction],
+    images: &mut ImageOpener,
+) -> Result<Vec<Tile>> {
+    predictions
+        .iter()
+        .map(|p| {
+            tile(
+                images,
+                &p.file_name,
+                // Truth first: its box is drawn under the prediction's, and where
+                // the two labels would meet, the prediction's moves below it.
+                vec![
+                    Annotation::labelled_box(
+                        p.true_bbox,
+                        format!("true: {}", p.true_category),
+                        GROUND_TRUTH_COLOR,
+                    ),
+                    Annotation::labelled_box(
+                        p.bbox,
+                        format!("{} {:.2}", p.category, p.prob),
+                        PREDICTION_COLOR,
+                    ),
+                ],
+                format!(
+                    "{}  IoU {:.2}  {}",
+                    p.file_name,
+                    p.iou,
+                    verdict(&p.category, &p.true_category)
+                ),
+            )
+        })
+        .collect()
+}
+
+/// Tiles for lrg_bb.csv rows: the largest object's box, labelled with its class.
+pub fn lrg_bb_tiles(rows: &[LrgBbRow], images: &mut ImageOpener) -> Result<Vec<Tile>> {
+    rows.iter()
+        .map(|row| {
+            let [top, left, bottom, right] = row.bbox;
+            tile(
+                images,
+                &row.file_name,
+                vec![Annotation::labelled_box(
+                    row.bbox,
+                    row.category.clone(),
+                    PREDICTION_COLOR,
+                )],
+                format!("{}  {}x{}", row.file_name, right - left, bottom - top),
             )
         })
         .collect()
@@ -392,6 +481,30 @@ mod tests {
         // The letterbox band above the image stays background; the caption has white text.
         assert_eq!(*grid.get_pixel(120, 100), BACKGROUND);
         assert!((256..276).any(|y| (0..256).any(|x| *grid.get_pixel(x, y) == WHITE)));
+    }
+
+    #[test]
+    fn titled_grid_has_the_title_strip_above_the_grid() {
+        let layout = GridLayout::for_count(1, 4);
+        let tile = Tile {
+            image: RgbImage::from_pixel(64, 64, Rgb([128, 128, 128])),
+            annotations: Vec::new(),
+            caption: String::new(),
+        };
+        let plain = render_grid(std::slice::from_ref(&tile), &layout);
+        let titled =
+            render_grid_titled(&[tile], &layout, "worst 1 of 9 rows by IoU (lowest first)");
+        assert_eq!(
+            titled.dimensions(),
+            (plain.width(), plain.height() + TITLE_PX)
+        );
+        assert!(
+            (0..TITLE_PX).any(|y| (0..titled.width()).any(|x| *titled.get_pixel(x, y) == WHITE))
+        );
+        // Below the strip, the grid is the untitled one.
+        let below =
+            imageops::crop_imm(&titled, 0, TITLE_PX, plain.width(), plain.height()).to_image();
+        assert_eq!(below, plain);
     }
 
     #[test]

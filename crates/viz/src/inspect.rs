@@ -3,15 +3,17 @@
 //! or a plot.
 
 use crate::artifacts::{
-    read_bbox_predictions, read_class_predictions, read_header, read_lr_find, read_lr_suggestion,
-    read_metrics, read_string_table, LrSuggestion,
+    read_bbox_predictions, read_class_predictions, read_combined_predictions, read_header,
+    read_lr_find, read_lr_suggestion, read_metrics, read_string_table, BboxPrediction,
+    ClassPrediction, CombinedPrediction, LrSuggestion,
 };
 use crate::draw::{draw_annotations, Annotation, PREDICTION_COLOR};
 use crate::grid::{
-    bb_tiles, bbox_prediction_tiles, class_prediction_tiles, lrg_tiles, render_grid, GridLayout,
-    Tile,
+    bb_tiles, bbox_prediction_tiles, class_prediction_tiles, combined_prediction_tiles,
+    lrg_bb_tiles, lrg_tiles, render_grid, render_grid_titled, GridLayout,
 };
 use crate::images::{unreadable_image, ImageOpener, OnBadImage};
+use crate::order::{worst_first, RowOrder, WorstFirst};
 use crate::plot::{plot_lr_find_points, plot_metrics_table, LrFindPlotOptions};
 use crate::{save_png, Result, VizError};
 use std::collections::BTreeMap;
@@ -24,10 +26,14 @@ pub enum ArtifactKind {
     Lrg,
     /// bb.csv: `fn,bbox`
     Bb,
+    /// lrg_bb.csv: `fn,cat,bbox`
+    LrgBb,
     /// `fn,bbox,true_bbox,iou`
     BboxPredictions,
     /// `fn,cat,true_cat,prob`
     ClassPredictions,
+    /// `fn,cat,true_cat,prob,bbox,true_bbox,iou` (the combined model's)
+    CombinedPredictions,
     /// `epoch,trn_loss,val_loss,...`
     Metrics,
     /// `iteration,lr,loss,smooth_loss`
@@ -69,15 +75,19 @@ pub fn detect_kind(path: &Path) -> Result<ArtifactKind> {
     match names.as_slice() {
         ["fn", "cat"] => Ok(ArtifactKind::Lrg),
         ["fn", "bbox"] => Ok(ArtifactKind::Bb),
+        ["fn", "cat", "bbox"] => Ok(ArtifactKind::LrgBb),
         ["fn", "bbox", "true_bbox", "iou"] => Ok(ArtifactKind::BboxPredictions),
         ["fn", "cat", "true_cat", "prob"] => Ok(ArtifactKind::ClassPredictions),
+        ["fn", "cat", "true_cat", "prob", "bbox", "true_bbox", "iou"] => {
+            Ok(ArtifactKind::CombinedPredictions)
+        }
         ["iteration", "lr", "loss", "smooth_loss"] => Ok(ArtifactKind::LrFind),
         ["epoch", "trn_loss", "val_loss", ..] => Ok(ArtifactKind::Metrics),
         _ => Err(VizError::Parse {
             path: path.to_path_buf(),
             line: 1,
             message: format!(
-                "unknown artifact header `{}` (expected lrg, bb, metrics, lr_find or predictions CSV)",
+                "unknown artifact header `{}` (expected lrg, bb, lrg_bb, metrics, lr_find or predictions CSV)",
                 header.join(",")
             ),
         }),
@@ -124,131 +134,51 @@ pub fn summarize(path: &Path) -> Result<String> {
     match kind {
         ArtifactKind::Lrg => {
             let rows = csv_export::read_lrg(path)?;
-            let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-            for row in &rows {
-                *counts.entry(row.category.as_str()).or_default() += 1;
-            }
-            let _ = writeln!(out, "classes: {}", counts.len());
-            histogram(
-                &mut out,
-                counts
-                    .into_iter()
-                    .map(|(k, v)| (k.to_string(), v))
-                    .collect(),
-                rows.len(),
-            );
+            class_counts(&mut out, rows.iter().map(|r| r.category.as_str()));
         }
         ArtifactKind::Bb => {
             let rows = csv_export::read_bb(path)?;
-            let sizes: Vec<(f64, f64)> = rows
-                .iter()
-                .map(|r| {
-                    (
-                        f64::from(r.bbox[3] - r.bbox[1]),
-                        f64::from(r.bbox[2] - r.bbox[0]),
-                    )
-                })
-                .collect();
-            let _ = writeln!(
-                out,
-                "box sizes in pixels (width = right-left, height = bottom-top):"
-            );
-            let _ = writeln!(out, "{:>8} {:>10} {:>10} {:>10}", "", "min", "mean", "max");
-            let stats = [
-                ("width", min_mean_max(sizes.iter().map(|s| s.0))),
-                ("height", min_mean_max(sizes.iter().map(|s| s.1))),
-                ("area", min_mean_max(sizes.iter().map(|s| s.0 * s.1))),
-            ];
-            for (name, stat) in stats {
-                if let Some((min, mean, max)) = stat {
-                    let _ = writeln!(out, "{name:>8} {min:>10.1} {mean:>10.1} {max:>10.1}");
-                }
-            }
+            box_sizes(&mut out, rows.iter().map(|r| r.bbox));
+        }
+        ArtifactKind::LrgBb => {
+            let rows = csv_export::read_lrg_bb(path)?;
+            class_counts(&mut out, rows.iter().map(|r| r.category.as_str()));
+            box_sizes(&mut out, rows.iter().map(|r| r.bbox));
         }
         ArtifactKind::BboxPredictions => {
             let rows = read_bbox_predictions(path)?;
-            if let Some((min, mean, max)) = min_mean_max(rows.iter().map(|r| f64::from(r.iou))) {
-                let _ = writeln!(out, "IoU: min {min:.3}, mean {mean:.3}, max {max:.3}");
-            }
-            let hits = rows.iter().filter(|r| r.iou >= 0.5).count();
-            let _ = writeln!(
-                out,
-                "IoU >= 0.5: {hits} of {} ({:.1}%)",
-                rows.len(),
-                percent(hits, rows.len())
+            box_outcomes(
+                &mut out,
+                &rows.iter().map(BoxOutcome::from).collect::<Vec<_>>(),
             );
-            let l1 = rows.iter().map(|r| {
-                r.bbox
-                    .iter()
-                    .zip(&r.true_bbox)
-                    .map(|(p, t)| f64::from((p - t).abs()))
-                    .sum::<f64>()
-                    / 4.0
-            });
-            if let Some((_, mean, _)) = min_mean_max(l1) {
-                let _ = writeln!(out, "mean L1 error per coordinate: {mean:.1} px");
-            }
-            let mut worst: Vec<_> = rows.iter().collect();
-            worst.sort_by(|a, b| a.iou.total_cmp(&b.iou));
-            let names: Vec<String> = worst
-                .iter()
-                .take(3)
-                .map(|r| format!("{} ({:.2})", r.file_name, r.iou))
-                .collect();
-            let _ = writeln!(out, "lowest IoU: {}", names.join(", "));
         }
         ArtifactKind::ClassPredictions => {
             let rows = read_class_predictions(path)?;
-            let right = rows
+            class_outcomes(
+                &mut out,
+                &rows.iter().map(ClassOutcome::from).collect::<Vec<_>>(),
+            );
+        }
+        ArtifactKind::CombinedPredictions => {
+            let rows = read_combined_predictions(path)?;
+            class_outcomes(
+                &mut out,
+                &rows.iter().map(ClassOutcome::from).collect::<Vec<_>>(),
+            );
+            box_outcomes(
+                &mut out,
+                &rows.iter().map(BoxOutcome::from).collect::<Vec<_>>(),
+            );
+            let both = rows
                 .iter()
-                .filter(|r| r.category == r.true_category)
+                .filter(|r| r.category == r.true_category && r.iou >= 0.5)
                 .count();
             let _ = writeln!(
                 out,
-                "accuracy: {right} of {} ({:.1}%)",
+                "right class and IoU >= 0.5: {both} of {} ({:.1}%)",
                 rows.len(),
-                percent(right, rows.len())
+                percent(both, rows.len())
             );
-            if let Some((_, mean, _)) = min_mean_max(rows.iter().map(|r| f64::from(r.prob))) {
-                let _ = writeln!(out, "mean predicted probability: {mean:.3}");
-            }
-            let mut per_class: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
-            let mut confusions: BTreeMap<(&str, &str), usize> = BTreeMap::new();
-            for row in &rows {
-                let entry = per_class.entry(row.true_category.as_str()).or_default();
-                entry.0 += 1;
-                if row.category == row.true_category {
-                    entry.1 += 1;
-                } else {
-                    *confusions
-                        .entry((row.true_category.as_str(), row.category.as_str()))
-                        .or_default() += 1;
-                }
-            }
-            let _ = writeln!(out, "per true class (count, accuracy):");
-            let mut classes: Vec<_> = per_class.into_iter().collect();
-            classes.sort_by(|a, b| b.1 .0.cmp(&a.1 .0).then(a.0.cmp(b.0)));
-            for (class, (count, right)) in classes {
-                let _ = writeln!(
-                    out,
-                    "  {class:<14} {count:>5} {:>6.1}%",
-                    percent(right, count)
-                );
-            }
-            let mut confusions: Vec<_> = confusions.into_iter().collect();
-            confusions.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-            if !confusions.is_empty() {
-                let top: Vec<String> = confusions
-                    .iter()
-                    .take(5)
-                    .map(|((t, p), n)| format!("{t} -> {p} ({n})"))
-                    .collect();
-                let _ = writeln!(
-                    out,
-                    "most common mistakes (true -> predicted): {}",
-                    top.join(", ")
-                );
-            }
         }
         ArtifactKind::Metrics => {
             let metrics = read_metrics(path)?;
@@ -324,12 +254,208 @@ fn kind_name(kind: ArtifactKind) -> &'static str {
     match kind {
         ArtifactKind::Lrg => "largest-object classes, lrg.csv",
         ArtifactKind::Bb => "largest-object boxes, bb.csv",
+        ArtifactKind::LrgBb => "largest-object classes and boxes, lrg_bb.csv",
         ArtifactKind::BboxPredictions => "bbox predictions",
         ArtifactKind::ClassPredictions => "class predictions",
+        ArtifactKind::CombinedPredictions => "class and bbox predictions",
         ArtifactKind::Metrics => "training metrics per epoch",
         ArtifactKind::LrFind => "lr_find curve",
         ArtifactKind::LrFindJson => "lr_find result",
         ArtifactKind::CocoJson => "COCO-style annotations",
+    }
+}
+
+/// A class prediction as the summaries see it, whichever CSV it came from.
+struct ClassOutcome<'a> {
+    file_name: &'a str,
+    predicted: &'a str,
+    truth: &'a str,
+    prob: f32,
+}
+
+impl<'a> From<&'a ClassPrediction> for ClassOutcome<'a> {
+    fn from(p: &'a ClassPrediction) -> Self {
+        ClassOutcome {
+            file_name: &p.file_name,
+            predicted: &p.category,
+            truth: &p.true_category,
+            prob: p.prob,
+        }
+    }
+}
+
+impl<'a> From<&'a CombinedPrediction> for ClassOutcome<'a> {
+    fn from(p: &'a CombinedPrediction) -> Self {
+        ClassOutcome {
+            file_name: &p.file_name,
+            predicted: &p.category,
+            truth: &p.true_category,
+            prob: p.prob,
+        }
+    }
+}
+
+/// A box prediction as the summaries see it, whichever CSV it came from.
+struct BoxOutcome<'a> {
+    file_name: &'a str,
+    bbox: [f32; 4],
+    true_bbox: [f32; 4],
+    iou: f32,
+}
+
+impl<'a> From<&'a BboxPrediction> for BoxOutcome<'a> {
+    fn from(p: &'a BboxPrediction) -> Self {
+        BoxOutcome {
+            file_name: &p.file_name,
+            bbox: p.bbox,
+            true_bbox: p.true_bbox,
+            iou: p.iou,
+        }
+    }
+}
+
+impl<'a> From<&'a CombinedPrediction> for BoxOutcome<'a> {
+    fn from(p: &'a CombinedPrediction) -> Self {
+        BoxOutcome {
+            file_name: &p.file_name,
+            bbox: p.bbox,
+            true_bbox: p.true_bbox,
+            iou: p.iou,
+        }
+    }
+}
+
+/// The number of classes and a histogram of them.
+fn class_counts<'a>(out: &mut String, categories: impl Iterator<Item = &'a str>) {
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    let mut total = 0;
+    for category in categories {
+        *counts.entry(category.to_string()).or_default() += 1;
+        total += 1;
+    }
+    let _ = writeln!(out, "classes: {}", counts.len());
+    histogram(out, counts, total);
+}
+
+/// Min, mean and max of the boxes' widths, heights and areas.
+fn box_sizes(out: &mut String, boxes: impl Iterator<Item = [f32; 4]>) {
+    let sizes: Vec<(f64, f64)> = boxes
+        .map(|[top, left, bottom, right]| (f64::from(right - left), f64::from(bottom - top)))
+        .collect();
+    let _ = writeln!(
+        out,
+        "box sizes in pixels (width = right-left, height = bottom-top):"
+    );
+    let _ = writeln!(out, "{:>8} {:>10} {:>10} {:>10}", "", "min", "mean", "max");
+    let stats = [
+        ("width", min_mean_max(sizes.iter().map(|s| s.0))),
+        ("height", min_mean_max(sizes.iter().map(|s| s.1))),
+        ("area", min_mean_max(sizes.iter().map(|s| s.0 * s.1))),
+    ];
+    for (name, stat) in stats {
+        if let Some((min, mean, max)) = stat {
+            let _ = writeln!(out, "{name:>8} {min:>10.1} {mean:>10.1} {max:>10.1}");
+        }
+    }
+}
+
+/// IoU statistics, the share with IoU >= 0.5, the mean L1 error and the lowest IoUs.
+fn box_outcomes(out: &mut String, rows: &[BoxOutcome]) {
+    if let Some((min, mean, max)) = min_mean_max(rows.iter().map(|r| f64::from(r.iou))) {
+        let _ = writeln!(out, "IoU: min {min:.3}, mean {mean:.3}, max {max:.3}");
+    }
+    let hits = rows.iter().filter(|r| r.iou >= 0.5).count();
+    let _ = writeln!(
+        out,
+        "IoU >= 0.5: {hits} of {} ({:.1}%)",
+        rows.len(),
+        percent(hits, rows.len())
+    );
+    let l1 = rows.iter().map(|r| {
+        r.bbox
+            .iter()
+            .zip(&r.true_bbox)
+            .map(|(p, t)| f64::from((p - t).abs()))
+            .sum::<f64>()
+            / 4.0
+    });
+    if let Some((_, mean, _)) = min_mean_max(l1) {
+        let _ = writeln!(out, "mean L1 error per coordinate: {mean:.1} px");
+    }
+    let mut worst: Vec<_> = rows.iter().collect();
+    worst.sort_by(|a, b| a.iou.total_cmp(&b.iou));
+    let names: Vec<String> = worst
+        .iter()
+        .take(3)
+        .map(|r| format!("{} ({:.2})", r.file_name, r.iou))
+        .collect();
+    let _ = writeln!(out, "lowest IoU: {}", names.join(", "));
+}
+
+/// Accuracy, mean probability, per-class accuracy, the commonest confusions
+/// and the most confident mistakes.
+fn class_outcomes(out: &mut String, rows: &[ClassOutcome]) {
+    let right = rows.iter().filter(|r| r.predicted == r.truth).count();
+    let _ = writeln!(
+        out,
+        "accuracy: {right} of {} ({:.1}%)",
+        rows.len(),
+        percent(right, rows.len())
+    );
+    if let Some((_, mean, _)) = min_mean_max(rows.iter().map(|r| f64::from(r.prob))) {
+        let _ = writeln!(out, "mean predicted probability: {mean:.3}");
+    }
+    let mut per_class: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    let mut confusions: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+    for row in rows {
+        let entry = per_class.entry(row.truth).or_default();
+        entry.0 += 1;
+        if row.predicted == row.truth {
+            entry.1 += 1;
+        } else {
+            *confusions.entry((row.truth, row.predicted)).or_default() += 1;
+        }
+    }
+    let _ = writeln!(out, "per true class (count, accuracy):");
+    let mut classes: Vec<_> = per_class.into_iter().collect();
+    classes.sort_by(|a, b| b.1 .0.cmp(&a.1 .0).then(a.0.cmp(b.0)));
+    for (class, (count, right)) in classes {
+        let _ = writeln!(
+            out,
+            "  {class:<14} {count:>5} {:>6.1}%",
+            percent(right, count)
+        );
+    }
+    let mut confusions: Vec<_> = confusions.into_iter().collect();
+    confusions.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    if !confusions.is_empty() {
+        let top: Vec<String> = confusions
+            .iter()
+            .take(5)
+            .map(|((t, p), n)| format!("{t} -> {p} ({n})"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "most common mistakes (true -> predicted): {}",
+            top.join(", ")
+        );
+        // The worst order's first rows: what `order = "worst"` draws first.
+        let mut mistakes: Vec<_> = rows.iter().filter(|r| r.predicted != r.truth).collect();
+        mistakes.sort_by(|a, b| b.prob.total_cmp(&a.prob));
+        let named: Vec<String> = mistakes
+            .iter()
+            .filter(|r| !r.prob.is_nan())
+            .take(3)
+            .map(|r| {
+                format!(
+                    "{} ({} {:.2}, true {})",
+                    r.file_name, r.predicted, r.prob, r.truth
+                )
+            })
+            .collect();
+        if !named.is_empty() {
+            let _ = writeln!(out, "most confident mistakes: {}", named.join(", "));
+        }
     }
 }
 
@@ -409,11 +535,35 @@ fn lr_find_json_beside(csv: &Path) -> Option<PathBuf> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Drawn {
     pub path: PathBuf,
-    /// One line for the caller to print; it ends with the unreadable images'
-    /// count and names where there are any.
+    /// One line for the caller to print: which rows (`first 12 rows`, or
+    /// `worst 12 of 500 rows by ...`) in what grid; it ends with the unreadable
+    /// images' count and names where there are any.
     pub what: String,
     /// Images that could not be read, drawn as marked tiles, with why.
     pub unreadable: Vec<(PathBuf, String)>,
+    /// The `fn` of each row drawn, in grid order (row by row); empty for plots.
+    pub file_names: Vec<String>,
+}
+
+/// How [`draw_artifact_with_options`] draws a CSV.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DrawOptions {
+    /// How many rows to draw (the grid has at most 4 columns).
+    pub rows: usize,
+    /// The CSV's first rows, or (prediction CSVs only) the worst predictions.
+    pub order: RowOrder,
+    pub on_bad_image: OnBadImage,
+}
+
+impl DrawOptions {
+    /// The first `rows` rows, unreadable images drawn as marked tiles.
+    pub fn first(rows: usize) -> Self {
+        DrawOptions {
+            rows,
+            order: RowOrder::First,
+            on_bad_image: OnBadImage::default(),
+        }
+    }
 }
 
 /// [`draw_artifact_with`] under the default policy, [`OnBadImage::Skip`]:
@@ -423,8 +573,8 @@ pub fn draw_artifact(path: &Path, count: usize, images_dir: &Path, out: &Path) -
     draw_artifact_with(path, count, images_dir, out, OnBadImage::default())
 }
 
-/// Draws the first `count` rows of a bb/lrg/predictions CSV on their images
-/// (a grid of at most 4 columns), or plots a metrics or lr_find CSV. An
+/// Draws the first `count` rows of a bb/lrg/lrg_bb/predictions CSV on their
+/// images (a grid of at most 4 columns), or plots a metrics or lr_find CSV. An
 /// image that cannot be read is handled as `on_bad_image` says; a file name
 /// leading out of `images_dir` is an error naming the CSV and the name.
 pub fn draw_artifact_with(
@@ -434,16 +584,68 @@ pub fn draw_artifact_with(
     out: &Path,
     on_bad_image: OnBadImage,
 ) -> Result<Drawn> {
+    let options = DrawOptions {
+        on_bad_image,
+        ..DrawOptions::first(count)
+    };
+    draw_artifact_with_options(path, images_dir, out, &options)
+}
+
+/// [`draw_artifact_with`] with a choice of rows: under [`RowOrder::Worst`] a
+/// predictions CSV's rows are ranked worst first ([`crate::order`]) and the
+/// picture gets a title saying so; on any other artifact that order is an
+/// error naming the file.
+pub fn draw_artifact_with_options(
+    path: &Path,
+    images_dir: &Path,
+    out: &Path,
+    options: &DrawOptions,
+) -> Result<Drawn> {
     let kind = detect_kind(path)?;
-    let mut images = ImageOpener::new(images_dir, path, on_bad_image);
-    let tiles: Vec<Tile> = match kind {
-        ArtifactKind::Lrg => lrg_tiles(&take(csv_export::read_lrg(path)?, count), &mut images)?,
-        ArtifactKind::Bb => bb_tiles(&take(csv_export::read_bb(path)?, count), &mut images)?,
+    let criterion = worst_criterion(kind);
+    if options.order == RowOrder::Worst && criterion.is_none() {
+        return Err(VizError::invalid(
+            path,
+            format!(
+                "order `worst` ranks predictions by how wrong they are, and this is {}, \
+                 not a predictions CSV (fn,cat,true_cat,prob / fn,bbox,true_bbox,iou / both); \
+                 use order `first`",
+                kind_name(kind)
+            ),
+        ));
+    }
+    let mut images = ImageOpener::new(images_dir, path, options.on_bad_image);
+    let count = options.rows;
+    let (chosen, tiles) = match kind {
+        ArtifactKind::Lrg => {
+            let chosen = Chosen::first(csv_export::read_lrg(path)?, count, |r| &r.file_name);
+            let tiles = lrg_tiles(&chosen.rows, &mut images)?;
+            (chosen.names(), tiles)
+        }
+        ArtifactKind::Bb => {
+            let chosen = Chosen::first(csv_export::read_bb(path)?, count, |r| &r.file_name);
+            let tiles = bb_tiles(&chosen.rows, &mut images)?;
+            (chosen.names(), tiles)
+        }
+        ArtifactKind::LrgBb => {
+            let chosen = Chosen::first(csv_export::read_lrg_bb(path)?, count, |r| &r.file_name);
+            let tiles = lrg_bb_tiles(&chosen.rows, &mut images)?;
+            (chosen.names(), tiles)
+        }
         ArtifactKind::BboxPredictions => {
-            bbox_prediction_tiles(&take(read_bbox_predictions(path)?, count), &mut images)?
+            let chosen = Chosen::predictions(read_bbox_predictions(path)?, options);
+            let tiles = bbox_prediction_tiles(&chosen.rows, &mut images)?;
+            (chosen.names(), tiles)
         }
         ArtifactKind::ClassPredictions => {
-            class_prediction_tiles(&take(read_class_predictions(path)?, count), &mut images)?
+            let chosen = Chosen::predictions(read_class_predictions(path)?, options);
+            let tiles = class_prediction_tiles(&chosen.rows, &mut images)?;
+            (chosen.names(), tiles)
+        }
+        ArtifactKind::CombinedPredictions => {
+            let chosen = Chosen::predictions(read_combined_predictions(path)?, options);
+            let tiles = combined_prediction_tiles(&chosen.rows, &mut images)?;
+            (chosen.names(), tiles)
         }
         ArtifactKind::Metrics => {
             let table = read_metrics(path)?;
@@ -455,6 +657,7 @@ pub fn draw_artifact_with(
                 path: out.to_path_buf(),
                 what: format!("losses and metrics over {} epochs", table.rows.len()),
                 unreadable: Vec::new(),
+                file_names: Vec::new(),
             });
         }
         ArtifactKind::LrFind => {
@@ -475,6 +678,7 @@ pub fn draw_artifact_with(
                 path: out.to_path_buf(),
                 what: format!("lr_find curve of {} points", points.len()),
                 unreadable: Vec::new(),
+                file_names: Vec::new(),
             });
         }
         ArtifactKind::LrFindJson | ArtifactKind::CocoJson => {
@@ -488,23 +692,97 @@ pub fn draw_artifact_with(
         return Err(VizError::invalid(path, "no rows to draw"));
     }
     let layout = GridLayout::for_count(tiles.len(), 4);
-    save_png(&render_grid(&tiles, &layout), out)?;
+    let (total_rows, file_names) = chosen;
+    let worst_by = criterion.filter(|_| options.order == RowOrder::Worst);
+    let which = match worst_by {
+        Some(criterion) => format!("worst {} of {total_rows} rows by {criterion}", tiles.len()),
+        None => format!("first {} rows", tiles.len()),
+    };
+    let picture = if worst_by.is_some() {
+        render_grid_titled(&tiles, &layout, &which)
+    } else {
+        render_grid(&tiles, &layout)
+    };
+    save_png(&picture, out)?;
     let summary = images.into_summary();
     Ok(Drawn {
         path: out.to_path_buf(),
         what: format!(
-            "first {} rows in a {}x{} grid{}",
-            tiles.len(),
+            "{which} in a {}x{} grid{}",
             layout.rows,
             layout.cols,
             summary.note()
         ),
         unreadable: summary.unreadable,
+        file_names,
     })
 }
 
-fn take<T>(rows: Vec<T>, count: usize) -> Vec<T> {
-    rows.into_iter().take(count).collect()
+/// What the worst order ranks `kind`'s rows by; `None` for kinds it does not rank.
+fn worst_criterion(kind: ArtifactKind) -> Option<&'static str> {
+    match kind {
+        ArtifactKind::BboxPredictions => Some(BboxPrediction::CRITERION),
+        ArtifactKind::ClassPredictions => Some(ClassPrediction::CRITERION),
+        ArtifactKind::CombinedPredictions => Some(CombinedPrediction::CRITERION),
+        _ => None,
+    }
+}
+
+/// The rows a grid draws, picked from a CSV's `total` rows.
+struct Chosen<T> {
+    total: usize,
+    rows: Vec<T>,
+    file_name: fn(&T) -> &String,
+}
+
+impl<T> Chosen<T> {
+    /// The first `count` rows.
+    fn first(rows: Vec<T>, count: usize, file_name: fn(&T) -> &String) -> Self {
+        Chosen {
+            total: rows.len(),
+            rows: rows.into_iter().take(count).collect(),
+            file_name,
+        }
+    }
+    /// The CSV's row count and the chosen rows' file names, in order.
+    fn names(&self) -> (usize, Vec<String>) {
+        let names = self.rows.iter().map(|r| (self.file_name)(r).clone());
+        (self.total, names.collect())
+    }
+}
+
+impl<T: WorstFirst + HasFileName> Chosen<T> {
+    /// The first `options.rows` predictions in the order `options` says.
+    fn predictions(rows: Vec<T>, options: &DrawOptions) -> Self {
+        let rows = match options.order {
+            RowOrder::First => rows,
+            RowOrder::Worst => worst_first(rows),
+        };
+        Chosen::first(rows, options.rows, T::file_name)
+    }
+}
+
+/// The `fn` column of a predictions row.
+trait HasFileName {
+    fn file_name(&self) -> &String;
+}
+
+impl HasFileName for BboxPrediction {
+    fn file_name(&self) -> &String {
+        &self.file_name
+    }
+}
+
+impl HasFileName for ClassPrediction {
+    fn file_name(&self) -> &String {
+        &self.file_name
+    }
+}
+
+impl HasFileName for CombinedPrediction {
+    fn file_name(&self) -> &String {
+        &self.file_name
+    }
 }
 
 /// Every object of image `id` as a labelled box (the lesson's `draw_idx`).
@@ -580,7 +858,7 @@ pub fn draw_dataset_image_with(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::draw::{BLACK, WHITE};
+    use crate::draw::{BLACK, GROUND_TRUTH_COLOR, WHITE};
     use crate::test_support::{png_size, write, write_jpeg};
 
     #[test]
@@ -591,6 +869,11 @@ mod tests {
             ("fn,bbox\n", ArtifactKind::Bb),
             ("fn,bbox,true_bbox,iou\n", ArtifactKind::BboxPredictions),
             ("fn,cat,true_cat,prob\n", ArtifactKind::ClassPredictions),
+            ("fn,cat,bbox\n", ArtifactKind::LrgBb),
+            (
+                "fn,cat,true_cat,prob,bbox,true_bbox,iou\n",
+                ArtifactKind::CombinedPredictions,
+            ),
             (
                 "epoch,trn_loss,val_loss,accuracy,seconds\n",
                 ArtifactKind::Metrics,
@@ -933,5 +1216,255 @@ mod tests {
             missing.contains("ann.json") && missing.contains("99"),
             "{missing}"
         );
+    }
+    #[test]
+    fn lrg_bb_summary_has_classes_and_box_statistics() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(
+            dir.path(),
+            "lrg_bb.csv",
+            "fn,cat,bbox\na.jpg,car,0 0 10 20\nb.jpg,horse,10 10 40 30\nc.jpg,car,0 0 10 20\n",
+        );
+        let summary = summarize(&path).unwrap();
+        assert!(summary.contains("lrg_bb.csv (largest-object classes and boxes"));
+        assert!(summary.contains("rows: 3"), "{summary}");
+        assert!(summary.contains("classes: 2"), "{summary}");
+        let car = summary
+            .lines()
+            .find(|l| l.trim_start().starts_with("car "))
+            .unwrap();
+        assert!(car.contains(" 2 ") && car.contains("66.7%"), "{car}");
+        // widths 20, 20, 20; heights 10, 30, 10.
+        assert!(
+            summary.contains("  height       10.0       16.7       30.0"),
+            "{summary}"
+        );
+    }
+
+    /// A combined predictions CSV of five rows: `right_*` rows have the right
+    /// class, `wrong_*` rows a wrong one.
+    const COMBINED: &str = "fn,cat,true_cat,prob,bbox,true_bbox,iou\n\
+        right_good.jpg,car,car,0.90,10 10 100 150,12 8 104 150,0.9000\n\
+        wrong_unsure.jpg,dog,cat,0.40,20 20 60 60,20 20 60 60,1.0000\n\
+        right_bad_box.jpg,car,car,0.99,0 0 20 20,60 60 110 150,0.0000\n\
+        wrong_sure.jpg,dog,cat,0.80,10 10 100 150,10 10 100 150,1.0000\n\
+        right_middling.jpg,horse,horse,0.50,10 10 60 60,10 10 80 80,0.4500\n";
+
+    #[test]
+    fn combined_summary_has_accuracy_iou_and_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), "combined.csv", COMBINED);
+        let summary = summarize(&path).unwrap();
+        for expected in [
+            "(class and bbox predictions)",
+            "rows: 5",
+            "accuracy: 3 of 5 (60.0%)",
+            "cat -> dog (2)",
+            "most confident mistakes: wrong_sure.jpg (dog 0.80, true cat), wrong_unsure.jpg (dog 0.40, true cat)",
+            "IoU: min 0.000, mean 0.670, max 1.000",
+            "IoU >= 0.5: 3 of 5 (60.0%)",
+            "lowest IoU: right_bad_box.jpg (0.00), right_middling.jpg (0.45)",
+            "right class and IoU >= 0.5: 1 of 5 (20.0%)",
+        ] {
+            assert!(
+                summary.contains(expected),
+                "missing `{expected}` in\n{summary}"
+            );
+        }
+    }
+
+    /// Each named image as a 160x120 gradient JPEG in `dir`.
+    fn jpegs(dir: &Path, names: &[&str]) {
+        for name in names {
+            write_jpeg(&dir.join(name), 160, 120);
+        }
+    }
+
+    fn worst(rows: usize) -> DrawOptions {
+        DrawOptions {
+            order: RowOrder::Worst,
+            ..DrawOptions::first(rows)
+        }
+    }
+
+    #[test]
+    fn draws_lrg_bb_rows_as_labelled_boxes() {
+        let dir = tempfile::tempdir().unwrap();
+        jpegs(dir.path(), &["a.jpg", "b.jpg"]);
+        let csv = dir.path().join("lrg_bb.csv");
+        csv_export::write_lrg_bb(
+            &csv,
+            &[
+                csv_export::LrgBbRow {
+                    file_name: "a.jpg".into(),
+                    category: "horse".into(),
+                    bbox: [10.0, 20.0, 100.0, 150.0],
+                },
+                csv_export::LrgBbRow {
+                    file_name: "b.jpg".into(),
+                    category: "person".into(),
+                    bbox: [30.0, 40.0, 90.0, 80.0],
+                },
+            ],
+        )
+        .unwrap();
+        let out = look_path(dir.path(), "lrg_bb-grid.png");
+        let drawn = draw_artifact(&csv, 12, dir.path(), &out).unwrap();
+        assert_eq!(drawn.file_names, ["a.jpg", "b.jpg"]);
+        assert!(drawn.what.starts_with("first 2 rows in a 1x2 grid"));
+        let layout = GridLayout::for_count(2, 4);
+        assert_eq!(png_size(&out), layout.size_px());
+        // a.jpg (160x120) fills its 256 px cell's width at scale 1.6, bottom-aligned:
+        // its box's left edge (x 20) is white at x 32, just below its label.
+        let grid = image::open(&out).unwrap().into_rgb8();
+        let (x0, y0) = (layout.gap_px, layout.gap_px + (layout.cell_px - 192));
+        assert_eq!(*grid.get_pixel(x0 + 32, y0 + 140), WHITE);
+        // The label: white text in the box's top-left corner.
+        let label_white = (x0 + 36..x0 + 90)
+            .flat_map(|x| (y0 + 18..y0 + 34).map(move |y| (x, y)))
+            .filter(|&(x, y)| *grid.get_pixel(x, y) == WHITE)
+            .count();
+        assert!(label_white > 20, "{label_white} white label pixels");
+    }
+
+    #[test]
+    fn draws_combined_predictions_with_both_boxes_and_labels() {
+        let dir = tempfile::tempdir().unwrap();
+        jpegs(
+            dir.path(),
+            &[
+                "right_good.jpg",
+                "wrong_unsure.jpg",
+                "right_bad_box.jpg",
+                "wrong_sure.jpg",
+                "right_middling.jpg",
+            ],
+        );
+        let csv = write(dir.path(), "combined.csv", COMBINED);
+        let out = look_path(dir.path(), "combined-first.png");
+        let drawn = draw_artifact(&csv, 4, dir.path(), &out).unwrap();
+        assert_eq!(
+            drawn.file_names,
+            [
+                "right_good.jpg",
+                "wrong_unsure.jpg",
+                "right_bad_box.jpg",
+                "wrong_sure.jpg"
+            ]
+        );
+        assert_eq!(png_size(&out), GridLayout::for_count(4, 4).size_px());
+        let grid = image::open(&out).unwrap().into_rgb8();
+        assert!(grid.pixels().any(|p| *p == GROUND_TRUTH_COLOR));
+        assert!(grid.pixels().any(|p| *p == WHITE));
+        // The tiles say what is drawn: class, probability, truth, IoU, verdict.
+        let mut images = ImageOpener::new(dir.path(), &csv, OnBadImage::Fail);
+        let rows = read_combined_predictions(&csv).unwrap();
+        let tiles = combined_prediction_tiles(&rows[1..2], &mut images).unwrap();
+        assert_eq!(tiles[0].caption, "wrong_unsure.jpg  IoU 1.00  WRONG");
+        let labels: Vec<_> = tiles[0]
+            .annotations
+            .iter()
+            .map(|a| (a.label.clone().unwrap(), a.color))
+            .collect();
+        assert_eq!(
+            labels,
+            [
+                ("true: cat".to_string(), GROUND_TRUTH_COLOR),
+                ("dog 0.40".to_string(), PREDICTION_COLOR)
+            ]
+        );
+    }
+
+    #[test]
+    fn worst_order_ranks_each_kind_of_predictions() {
+        let dir = tempfile::tempdir().unwrap();
+        jpegs(dir.path(), &["a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg"]);
+        let class = write(
+            dir.path(),
+            "class.csv",
+            "fn,cat,true_cat,prob\na.jpg,car,car,0.9\nb.jpg,dog,cat,0.4\nc.jpg,car,car,0.3\nd.jpg,dog,cat,0.95\ne.jpg,cow,horse,0.4\n",
+        );
+        let bbox = write(
+            dir.path(),
+            "bbox.csv",
+            "fn,bbox,true_bbox,iou\na.jpg,0 0 50 50,0 0 50 60,0.8\nb.jpg,0 0 50 50,40 40 90 90,0.1\nc.jpg,0 0 50 50,0 0 60 60,0.6\nd.jpg,0 0 50 50,45 45 90 90,0.1\ne.jpg,0 0 50 50,0 0 50 50,1.0\n",
+        );
+        let combined = write(
+            dir.path(),
+            "combined.csv",
+            &COMBINED
+                .replace("right_good", "a")
+                .replace("wrong_unsure", "b")
+                .replace("right_bad_box", "c")
+                .replace("wrong_sure", "d")
+                .replace("right_middling", "e"),
+        );
+        let cases = [
+            (
+                &class,
+                ["d.jpg", "b.jpg", "e.jpg", "c.jpg"],
+                "wrong classes, most confident first, then right ones, least confident first",
+            ),
+            (
+                &bbox,
+                ["b.jpg", "d.jpg", "c.jpg", "a.jpg"],
+                "IoU (lowest first)",
+            ),
+            (
+                &combined,
+                ["d.jpg", "b.jpg", "c.jpg", "e.jpg"],
+                "wrong classes, most confident first, then right ones, lowest IoU first",
+            ),
+        ];
+        for (csv, expected, criterion) in cases {
+            let out = look_path(
+                dir.path(),
+                &format!("worst-{}.png", csv.file_stem().unwrap().to_string_lossy()),
+            );
+            let drawn = draw_artifact_with_options(csv, dir.path(), &out, &worst(4)).unwrap();
+            assert_eq!(drawn.file_names, expected, "{}", csv.display());
+            assert!(
+                drawn.what.starts_with("worst 4 of 5 rows by ")
+                    && drawn.what.contains(criterion)
+                    && drawn.what.ends_with("in a 1x4 grid"),
+                "{}",
+                drawn.what
+            );
+            // The title strip above the grid says which rows these are.
+            let (width, height) = GridLayout::for_count(4, 4).size_px();
+            assert_eq!(png_size(&out), (width, height + crate::grid::TITLE_PX));
+            let picture = image::open(&out).unwrap().into_rgb8();
+            assert!((0..crate::grid::TITLE_PX)
+                .any(|y| (0..width).any(|x| *picture.get_pixel(x, y) == WHITE)));
+        }
+        // The first order of the same CSV is its first rows, without a title.
+        let out = dir.path().join("first.png");
+        let drawn =
+            draw_artifact_with_options(&class, dir.path(), &out, &DrawOptions::first(2)).unwrap();
+        assert_eq!(drawn.file_names, ["a.jpg", "b.jpg"]);
+        assert_eq!(png_size(&out), GridLayout::for_count(2, 4).size_px());
+    }
+
+    #[test]
+    fn worst_order_on_a_csv_that_is_not_predictions_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        jpegs(dir.path(), &["a.jpg"]);
+        let out = dir.path().join("x.png");
+        for (name, text) in [
+            ("bb.csv", "fn,bbox\na.jpg,1 1 9 9\n"),
+            ("lrg_bb.csv", "fn,cat,bbox\na.jpg,car,1 1 9 9\n"),
+            ("m.csv", "epoch,trn_loss,val_loss,seconds\n1,1.0,0.9,10\n"),
+        ] {
+            let csv = write(dir.path(), name, text);
+            let message = draw_artifact_with_options(&csv, dir.path(), &out, &worst(12))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                message.starts_with(&format!("{}: order `worst`", csv.display()))
+                    && message.contains("not a predictions CSV"),
+                "{message}"
+            );
+            assert!(!out.exists(), "no picture on failure");
+        }
     }
 }

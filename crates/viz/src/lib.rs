@@ -7,6 +7,7 @@
 //! - [`report`]: `report.html` for a pipeline run, pictures embedded.
 //! - [`artifacts`]: readers for the CSV/JSON artifacts the training stages write.
 //! - [`inspect`]: the summaries behind `cargo xtask show`.
+//! - [`order`]: which rows a grid draws: the first ones, or the worst predictions.
 //! - [`images`]: opening the dataset's images, with one policy ([`OnBadImage`])
 //!   for unreadable ones: a warning, a count in the returned [`DrawSummary`]
 //!   and a tile that says so, or an error.
@@ -18,6 +19,7 @@ pub mod draw;
 pub mod grid;
 pub mod images;
 pub mod inspect;
+pub mod order;
 pub mod plot;
 pub mod predictions;
 pub mod report;

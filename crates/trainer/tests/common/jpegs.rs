@@ -1,5 +1,5 @@
 //! Small synthetic JPEGs for the stage tests: one coloured rectangle per image (its
-//! colour the class, its extent the box), with their lrg.csv and bb.csv, and stage specs
+//! colour the class, its extent the box), with their lrg.csv, bb.csv and lrg_bb.csv, and stage specs
 //! over them.
 
 use image::{Rgb, RgbImage};
@@ -65,6 +65,16 @@ impl Fixture {
         }
         csv_export::write_lrg(&dir.path().join("lrg.csv"), &lrg).unwrap();
         csv_export::write_bb(&dir.path().join("bb.csv"), &bb).unwrap();
+        let joined: Vec<csv_export::LrgBbRow> = lrg
+            .iter()
+            .zip(&bb)
+            .map(|(l, b)| csv_export::LrgBbRow {
+                file_name: l.file_name.clone(),
+                category: l.category.clone(),
+                bbox: b.bbox,
+            })
+            .collect();
+        csv_export::write_lrg_bb(&dir.path().join("lrg_bb.csv"), &joined).unwrap();
         Fixture { dir, boxes }
     }
 
