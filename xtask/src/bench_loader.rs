@@ -195,6 +195,7 @@ fn peer_items(paths: &[PathBuf]) -> Result<Vec<Item>> {
                 path: path.clone(),
                 class: Some(0),
                 bbox: Some([0.2 * h, 0.2 * w, 0.8 * h, 0.8 * w]),
+                ..Item::default()
             })
         })
         .collect()

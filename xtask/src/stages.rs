@@ -141,6 +141,7 @@ fn augment_grid(spec: &StageSpec) -> Result<()> {
                 path,
                 class: None,
                 bbox: *bbox,
+                ..augment::Item::default()
             },
             repeats,
         ));

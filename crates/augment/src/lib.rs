@@ -3,19 +3,28 @@
 //! Each image is decoded (JPEG through zune-jpeg, photos much larger than the
 //! target at 1/2..1/8 through jpeg-decoder's reduced inverse DCT, PNG through
 //! the `image` crate), squashed to `size x size` without cropping, augmented
-//! together with its box (the lesson's
+//! together with its box and its objects' boxes (the lesson's
 //! `transforms_side_on`: rotate, lighting, flip) and written as ImageNet-normalised
 //! f32 in NCHW layout straight into the batch buffer.
 //!
 //! ```no_run
 //! use std::sync::Arc;
-//! use augment::{AugmentParams, Item, Loader, LoaderConfig};
-//! let items = Arc::new(vec![Item { path: "a.jpg".into(), class: Some(3), bbox: Some([10., 20., 200., 300.]) }]);
+//! use augment::{AugmentParams, Item, Loader, LoaderConfig, Object};
+//! let items = Arc::new(vec![Item {
+//!     path: "a.jpg".into(),
+//!     class: Some(3),
+//!     bbox: Some([10., 20., 200., 300.]),
+//!     objects: vec![
+//!         Object { bbox: [10., 20., 200., 300.], class: 3 },
+//!         Object { bbox: [5., 5., 40., 60.], class: 7 },
+//!     ],
+//! }]);
 //! let cfg = LoaderConfig { augment: Some(AugmentParams::default()), ..LoaderConfig::default() };
 //! let loader = Loader::new(items, cfg);
 //! for batch in loader.epoch(0) {
 //!     let batch = batch?;
 //!     assert_eq!(batch.x.len(), batch.n * 3 * 224 * 224);
+//!     assert_eq!(batch.objects.len(), batch.n);
 //! }
 //! # Ok::<(), augment::LoadError>(())
 //! ```
@@ -35,17 +44,28 @@ pub use decode::{
 pub use loader::{EpochIter, Loader};
 pub use transform::{
     augment_one, box_after_affine, denorm, hflip_into, lighting, lighting_contrast_factor,
-    mask_box_after_affine, normalize_into, warp_affine_reflect, Affine, AugmentDraw, IMAGENET_MEAN,
-    IMAGENET_STD,
+    mask_box_after_affine, move_box, move_objects, normalize_into, warp_affine_reflect, Affine,
+    AugmentDraw, MovedBox, IMAGENET_MEAN, IMAGENET_STD,
 };
 
 /// One image of a data set. `bbox` is `[top, left, bottom, right]` in the
 /// ORIGINAL image's inclusive pixel coordinates.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Item {
     pub path: PathBuf,
     pub class: Option<i64>,
     pub bbox: Option<[f32; 4]>,
+    /// Every object of the image (the multi-object detector's targets), each
+    /// box moved with the image exactly as `bbox` is; may be empty.
+    pub objects: Vec<Object>,
+}
+
+/// One object of an image: its box, in the same convention as [`Item::bbox`]
+/// (`[top, left, bottom, right]`, inclusive pixels), and its class index.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Object {
+    pub bbox: [f32; 4],
+    pub class: i64,
 }
 
 /// How a box follows the image through rotation and flip.
@@ -76,6 +96,10 @@ pub struct AugmentParams {
     /// Probability of a horizontal flip.
     pub flip_p: f32,
     pub box_mode: BoxMode,
+    /// An object keeping less than this fraction of its box's area inside the
+    /// augmented image is dropped from [`Batch::objects`] ([`MovedBox::visible`];
+    /// 0 keeps every object). Validation (no augmentation) keeps every object.
+    pub min_visible: f32,
 }
 
 impl Default for AugmentParams {
@@ -87,6 +111,7 @@ impl Default for AugmentParams {
             lighting_c: 0.05,
             flip_p: 0.5,
             box_mode: BoxMode::Tight,
+            min_visible: 0.25,
         }
     }
 }
@@ -193,6 +218,13 @@ pub struct Batch {
     /// One box per image (`[top, left, bottom, right]` in `size x size` pixel
     /// coordinates after augmentation) when every item has a box, else empty.
     pub boxes: Vec<[f32; 4]>,
+    /// The objects of each image (one list per image, possibly empty), boxes
+    /// in `size x size` pixel coordinates after augmentation like `boxes`,
+    /// clipped to the image; an object mostly moved out of the image is left
+    /// out ([`AugmentParams::min_visible`]).
+    pub objects: Vec<Vec<Object>>,
+    /// How many objects of the batch's images were left out that way.
+    pub dropped_objects: usize,
     /// Index into the loader's items of each image.
     pub indices: Vec<usize>,
     /// `(height, width)` of each original image.

@@ -20,8 +20,8 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::decode::{squash_box, ImagePipeline};
-use crate::transform::{augment_into, AugmentDraw};
-use crate::{BadImage, Batch, BoxMode, Item, LoadError, LoaderConfig};
+use crate::transform::{augment_into, move_box, move_objects, AugmentDraw};
+use crate::{BadImage, Batch, BoxMode, Item, LoadError, LoaderConfig, Object};
 
 pub struct Loader {
     items: Arc<Vec<Item>>,
@@ -243,6 +243,8 @@ fn build_batch(shared: &EpochShared, batch_index: usize, pipeline: &mut ImagePip
     let start = batch_index * cfg.batch_size;
     let indices = &shared.order[start..(start + cfg.batch_size).min(shared.order.len())];
     let box_mode = cfg.augment.map(|a| a.box_mode).unwrap_or(BoxMode::Tight);
+    // Unaugmented images (validation) lose no object: every one is scored.
+    let min_visible = cfg.augment.map_or(0.0, |a| a.min_visible);
 
     let mut x = shared.pool.take(indices.len() * per_image);
     let mut batch = Batch {
@@ -251,6 +253,8 @@ fn build_batch(shared: &EpochShared, batch_index: usize, pipeline: &mut ImagePip
         size,
         classes: Vec::with_capacity(indices.len()),
         boxes: Vec::with_capacity(indices.len()),
+        objects: Vec::with_capacity(indices.len()),
+        dropped_objects: 0,
         indices: Vec::with_capacity(indices.len()),
         orig_sizes: Vec::with_capacity(indices.len()),
     };
@@ -272,17 +276,35 @@ fn build_batch(shared: &EpochShared, batch_index: usize, pipeline: &mut ImagePip
             }
             Err(error) => return Err(error),
         };
-        let bbox = item.bbox.map(|b| squash_box(b, orig_size, size));
         let out = &mut x[batch.n * per_image..][..per_image];
-        let bbox = augment_into(
+        let forward = augment_into(
             &pipeline.squashed,
             (size, size),
-            bbox,
             draw.as_ref(),
-            box_mode,
             &cfg.normalisation,
             &mut pipeline.scratch,
             out,
+        );
+        let bbox = item.bbox.map(|b| {
+            move_box(
+                squash_box(b, orig_size, size),
+                forward.as_ref(),
+                box_mode,
+                size,
+                size,
+            )
+            .bbox
+        });
+        let (objects, dropped) = move_objects(
+            item.objects.iter().map(|object| Object {
+                bbox: squash_box(object.bbox, orig_size, size),
+                ..*object
+            }),
+            forward.as_ref(),
+            box_mode,
+            min_visible,
+            size,
+            size,
         );
         if shared.has_classes {
             batch.classes.push(item.class.unwrap_or_default());
@@ -290,6 +312,8 @@ fn build_batch(shared: &EpochShared, batch_index: usize, pipeline: &mut ImagePip
         if shared.has_boxes {
             batch.boxes.push(bbox.unwrap_or_default());
         }
+        batch.objects.push(objects);
+        batch.dropped_objects += dropped;
         batch.indices.push(item_index);
         batch.orig_sizes.push(orig_size);
         batch.n += 1;

@@ -9,7 +9,7 @@
 use image::RgbImage;
 use rand::Rng;
 
-use crate::{AugmentParams, BoxMode, Normalisation};
+use crate::{AugmentParams, BoxMode, Normalisation, Object};
 
 pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
@@ -133,6 +133,12 @@ impl AugmentDraw {
         } else {
             rotate
         }
+    }
+
+    /// [`AugmentDraw::affine`] when the draw moves pixels, else `None`: the
+    /// `forward` that [`move_box`] and [`move_objects`] take.
+    pub fn geometry(&self, width: u32, height: u32) -> Option<Affine> {
+        self.is_geometric().then(|| self.affine(width, height))
     }
 }
 
@@ -507,8 +513,8 @@ fn clamp_box(bbox: [f32; 4], width: u32, height: u32) -> [f32; 4] {
 }
 
 /// The tight box around the four corners of `bbox` (`[top, left, bottom,
-/// right]`) moved by `forward`, clamped to the `width x height` image.
-pub fn box_after_affine(bbox: [f32; 4], forward: &Affine, width: u32, height: u32) -> [f32; 4] {
+/// right]`) moved by `forward`, not clamped: it may reach outside the image.
+fn tight_box(bbox: [f32; 4], forward: &Affine) -> [f32; 4] {
     let [top, left, bottom, right] = bbox.map(|v| v as f64);
     let corners = [(left, top), (right, top), (left, bottom), (right, bottom)]
         .map(|(x, y)| forward.apply(x, y));
@@ -522,11 +528,13 @@ pub fn box_after_affine(bbox: [f32; 4], forward: &Affine, width: u32, height: u3
         .iter()
         .map(|p| p.1)
         .fold(f64::NEG_INFINITY, f64::max);
-    clamp_box(
-        [min_y as f32, min_x as f32, max_y as f32, max_x as f32],
-        width,
-        height,
-    )
+    [min_y as f32, min_x as f32, max_y as f32, max_x as f32]
+}
+
+/// The tight box around the four corners of `bbox` (`[top, left, bottom,
+/// right]`) moved by `forward`, clamped to the `width x height` image.
+pub fn box_after_affine(bbox: [f32; 4], forward: &Affine, width: u32, height: u32) -> [f32; 4] {
+    clamp_box(tight_box(bbox, forward), width, height)
 }
 
 /// The lesson's box transform: the box rasterised as a 0/1 mask (rows
@@ -539,6 +547,19 @@ pub fn mask_box_after_affine(
     width: u32,
     height: u32,
 ) -> Option<[f32; 4]> {
+    mask_scan(bbox, forward, width, height).found
+}
+
+/// What [`mask_box_after_affine`] sees of a box: the bounding box of the
+/// warped mask's pixels above 0.5, how many there are, and how many the mask
+/// had before the warp.
+struct MaskScan {
+    found: Option<[f32; 4]>,
+    pixels: u64,
+    source_pixels: u64,
+}
+
+fn mask_scan(bbox: [f32; 4], forward: &Affine, width: u32, height: u32) -> MaskScan {
     let [top, left, bottom, right] = clamp_box(bbox, width, height).map(|v| v.round() as i64);
     // The mask is separable, so its bilinear sample is the product of the
     // 1-D samples of the row and column indicators.
@@ -550,16 +571,125 @@ pub fn mask_box_after_affine(
     };
     let inverse = forward.inverse();
     let mut found: Option<[u32; 4]> = None;
+    let mut pixels = 0u64;
     for y in 0..height {
         for x in 0..width {
             let (sx, sy) = inverse.apply(x as f64, y as f64);
             if coverage(sx, left, right) * coverage(sy, top, bottom) > 0.5 {
                 let b = found.get_or_insert([y, x, y, x]);
                 *b = [b[0].min(y), b[1].min(x), b[2].max(y), b[3].max(x)];
+                pixels += 1;
             }
         }
     }
-    found.map(|b| b.map(|v| v as f32))
+    MaskScan {
+        found: found.map(|b| b.map(|v| v as f32)),
+        pixels,
+        // The clamped, rounded box is never empty: at least one pixel.
+        source_pixels: ((bottom - top + 1) * (right - left + 1)) as u64,
+    }
+}
+
+/// The fraction of `bbox`'s area inside the `width x height` image. Extents
+/// are inclusive (`right - left + 1`), as the lesson's boxes are: a box on a
+/// single row or column still has an area, and pixel `i` spans `i +/- 0.5`.
+fn visible_fraction(bbox: [f32; 4], width: u32, height: u32) -> f32 {
+    let [top, left, bottom, right] = bbox;
+    let extent = |lo: f32, hi: f32| (hi - lo + 1.0).max(0.0);
+    let area = extent(top, bottom) * extent(left, right);
+    if area <= 0.0 {
+        return 0.0;
+    }
+    let (max_x, max_y) = ((width - 1) as f32, (height - 1) as f32);
+    let inside = extent(top.max(0.0), bottom.min(max_y)) * extent(left.max(0.0), right.min(max_x));
+    (inside / area).min(1.0)
+}
+
+/// A box after the image's geometric augmentation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MovedBox {
+    /// `[top, left, bottom, right]` in the output image's pixels, clipped to it.
+    pub bbox: [f32; 4],
+    /// The fraction of the moved box's area inside the output image, in 0..=1:
+    /// under [`BoxMode::Tight`] (and for draws that move no pixels) the
+    /// clipped box's area over the unclipped one's; under [`BoxMode::Mask`]
+    /// the warped mask's pixels above 0.5 over the mask's pixels before the
+    /// warp (0 when none is left; rotation keeps areas, so a mask wholly
+    /// inside stays near 1).
+    pub visible: f32,
+}
+
+impl MovedBox {
+    /// Whether enough of the box is left in the image to keep the object
+    /// ([`AugmentParams::min_visible`]); 0 keeps every box.
+    pub fn is_kept(&self, min_visible: f32) -> bool {
+        self.visible >= min_visible
+    }
+}
+
+/// Moves `bbox` (`[top, left, bottom, right]` in the input image's pixels)
+/// with the image: `forward` is the geometric map the pixels went through
+/// ([`AugmentDraw::geometry`]), `None` when they did not move (the box is only
+/// clipped). Both the single box and every object of an image go through here.
+pub fn move_box(
+    bbox: [f32; 4],
+    forward: Option<&Affine>,
+    box_mode: BoxMode,
+    width: u32,
+    height: u32,
+) -> MovedBox {
+    let tight = |moved: [f32; 4]| MovedBox {
+        bbox: clamp_box(moved, width, height),
+        visible: visible_fraction(moved, width, height),
+    };
+    match (forward, box_mode) {
+        (None, _) => tight(bbox),
+        (Some(forward), BoxMode::Tight) => tight(tight_box(bbox, forward)),
+        (Some(forward), BoxMode::Mask) => {
+            let scan = mask_scan(bbox, forward, width, height);
+            match scan.found {
+                Some(found) => MovedBox {
+                    bbox: found,
+                    visible: (scan.pixels as f64 / scan.source_pixels as f64).min(1.0) as f32,
+                },
+                // A box moved out of the image entirely keeps its tight (clamped) form.
+                None => MovedBox {
+                    bbox: box_after_affine(bbox, forward, width, height),
+                    visible: 0.0,
+                },
+            }
+        }
+    }
+}
+
+/// Moves every object's box as [`move_box`] does and keeps the objects with at
+/// least `min_visible` of their box inside the image, boxes clipped to it, in
+/// their order. Returns them and how many were dropped.
+pub fn move_objects(
+    objects: impl IntoIterator<Item = Object>,
+    forward: Option<&Affine>,
+    box_mode: BoxMode,
+    min_visible: f32,
+    width: u32,
+    height: u32,
+) -> (Vec<Object>, usize) {
+    let mut dropped = 0;
+    let kept = objects
+        .into_iter()
+        .filter_map(|object| {
+            let moved = move_box(object.bbox, forward, box_mode, width, height);
+            if moved.is_kept(min_visible) {
+                Some(Object {
+                    bbox: moved.bbox,
+                    ..object
+                })
+            } else {
+                dropped += 1;
+                None
+            }
+        })
+        .collect();
+    (kept, dropped)
 }
 
 /// fastai's contrast mapping: `c' = -1/(c-1)` for `c < 0`, else `c + 1`.
@@ -646,47 +776,40 @@ pub fn denorm(x: &[f32], size: u32, norm: &Normalisation) -> RgbImage {
     img
 }
 
-/// The per-image work after decoding: the geometric part of `draw` (if any)
-/// into `scratch`, the box along with it, then lighting and normalisation into
-/// `out`. Returns the box in output pixel coordinates.
+/// The per-image pixel work after decoding: the geometric part of `draw` (if
+/// any) into `scratch`, then lighting and normalisation into `out`. Returns
+/// the geometric map the pixels went through, for the boxes ([`move_box`]).
 pub(crate) fn augment_into(
     src: &[u8],
     (width, height): (u32, u32),
-    bbox: Option<[f32; 4]>,
     draw: Option<&AugmentDraw>,
-    box_mode: BoxMode,
     norm: &Normalisation,
     scratch: &mut Vec<u8>,
     out: &mut [f32],
-) -> Option<[f32; 4]> {
-    let (pixels, bbox) = match draw {
-        Some(draw) if draw.is_geometric() => {
-            let forward = draw.affine(width, height);
+) -> Option<Affine> {
+    let forward = draw.and_then(|draw| draw.geometry(width, height));
+    let pixels = match (draw, &forward) {
+        (Some(draw), Some(forward)) => {
             scratch.resize(src.len(), 0);
             if draw.rotate_deg == 0.0 {
                 // A flip alone: the warp would reproduce the mirrored rows
                 // exactly, at several times the cost.
                 hflip_into(src, width, scratch);
             } else {
-                warp_affine_reflect(src, width, height, &forward, scratch);
+                warp_affine_reflect(src, width, height, forward, scratch);
             }
-            let bbox = bbox.map(|bbox| match box_mode {
-                BoxMode::Tight => box_after_affine(bbox, &forward, width, height),
-                // A box moved out of the image entirely keeps its tight (clamped) form.
-                BoxMode::Mask => mask_box_after_affine(bbox, &forward, width, height)
-                    .unwrap_or_else(|| box_after_affine(bbox, &forward, width, height)),
-            });
-            (&scratch[..], bbox)
+            &scratch[..]
         }
-        _ => (src, bbox.map(|b| clamp_box(b, width, height))),
+        _ => src,
     };
     normalize_into(pixels, draw.map(|d| (d.brightness, d.contrast)), norm, out);
-    bbox
+    forward
 }
 
 /// One squashed image through the loader's augmentation (`draw = None`:
 /// normalisation only). Returns CHW f32 (`3 * w * h`, see [`denorm`]) and the
-/// box in the image's pixel coordinates.
+/// box in the image's pixel coordinates. For an image's objects, pass
+/// `draw.geometry(w, h)` to [`move_objects`].
 pub fn augment_one(
     img: &RgbImage,
     bbox: Option<[f32; 4]>,
@@ -697,16 +820,8 @@ pub fn augment_one(
     let (w, h) = img.dimensions();
     let mut out = vec![0f32; 3 * (w * h) as usize];
     let mut scratch = Vec::new();
-    let bbox = augment_into(
-        img.as_raw(),
-        (w, h),
-        bbox,
-        draw,
-        box_mode,
-        norm,
-        &mut scratch,
-        &mut out,
-    );
+    let forward = augment_into(img.as_raw(), (w, h), draw, norm, &mut scratch, &mut out);
+    let bbox = bbox.map(|bbox| move_box(bbox, forward.as_ref(), box_mode, w, h).bbox);
     (out, bbox)
 }
 

@@ -25,6 +25,7 @@ fn items_in(dir: &std::path::Path, count: u32) -> Vec<Item> {
                 0.8 * h as f32,
                 0.8 * w as f32,
             ]),
+            ..Default::default()
         })
         .collect()
 }
@@ -277,6 +278,7 @@ fn the_real_voc_images_load() {
             path: voc.join("JPEGImages").join(format!("{id}.jpg")),
             class: None,
             bbox: None,
+            ..Default::default()
         })
         .collect();
     // 009623.jpg is a real missing file of this copy
@@ -284,6 +286,7 @@ fn the_real_voc_images_load() {
         path: voc.join("JPEGImages/009623.jpg"),
         class: None,
         bbox: None,
+        ..Default::default()
     });
     let loader = Loader::new(
         Arc::new(items),

@@ -760,6 +760,7 @@ fn jpeg(s: &mut Scratch, input: &[u8]) -> Result<Vec<String>, String> {
         path: path.clone(),
         class: Some(0),
         bbox: Some([1.0, 2.0, 10.0, 12.0]),
+        ..augment::Item::default()
     }]);
     let config = augment::LoaderConfig {
         size: 24,

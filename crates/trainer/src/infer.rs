@@ -86,6 +86,7 @@ pub fn predict_images(
             path: path.clone(),
             class: None,
             bbox: None,
+            ..augment::Item::default()
         })
         .collect();
     let loader = augment::Loader::new(

@@ -420,6 +420,7 @@ fn prepare(
                 .map_err(|e| anyhow::anyhow!("{}: {e}", csv.display()))?,
             class,
             bbox: row.bbox,
+            ..augment::Item::default()
         });
     }
     let (train_rows, val_rows) = split(&rows, spec.inputs.get("val"), val_fraction, seed)?;
