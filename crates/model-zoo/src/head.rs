@@ -5,6 +5,8 @@
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
 
+use crate::ssd_head::SsdHead;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HeadSpec {
     /// fastai's default head: AdaptiveConcatPool2d (max, avg), Flatten,
@@ -19,6 +21,14 @@ pub enum HeadSpec {
     /// Linear(hidden, outputs). Raw outputs: the task gives them their meaning
     /// (4 box numbers then the class scores).
     FlattenMlp { hidden: i64, outputs: i64 },
+    /// The next lesson's single-shot multibox head ([`crate::SsdHead`]):
+    /// `grids` output grids of `anchors_per_cell` anchors, `classes` object
+    /// classes; outputs `[N, anchors, 4 + classes + 1]`.
+    Ssd {
+        grids: i64,
+        anchors_per_cell: i64,
+        classes: i64,
+    },
 }
 
 /// Dropout of both layers of [`HeadSpec::FlattenMlp`], as in the lesson.
@@ -53,6 +63,7 @@ pub enum Head {
         bn: nn::BatchNorm,
         lin2: nn::Linear,
     },
+    Ssd(SsdHead),
 }
 
 impl Head {
@@ -74,6 +85,11 @@ impl Head {
                 bn: nn::batch_norm1d(vs / 5, hidden, Default::default()),
                 lin2: linear(vs / 7, hidden, outputs),
             },
+            HeadSpec::Ssd {
+                grids,
+                anchors_per_cell,
+                classes,
+            } => Head::Ssd(SsdHead::new(vs, channels, grids, anchors_per_cell, classes)),
         }
     }
 
@@ -107,6 +123,7 @@ impl Head {
                     .dropout(MLP_DROPOUT, train)
                     .apply(lin2)
             }
+            Head::Ssd(head) => head.forward(features, train),
         }
     }
 }

@@ -20,6 +20,7 @@ mod efficientnet;
 mod head;
 mod load;
 mod resnet;
+mod ssd_head;
 
 use std::str::FromStr;
 use tch::{nn, Tensor};
@@ -27,6 +28,7 @@ use tch::{nn, Tensor};
 pub use allocator::{configure_tensor_memory, keep_freed_tensor_memory, TensorMemory};
 pub use head::HeadSpec;
 pub use load::{load_backbone, LoadReport};
+pub use ssd_head::{ssd_grid_sides, SsdHead, SSD_CHANNELS};
 
 /// Number of layer groups of every model: body (early), body (late), head.
 pub const N_GROUPS: usize = 3;

@@ -16,6 +16,7 @@ pub mod learner;
 pub mod model;
 pub mod optim;
 pub mod schedule;
+pub mod ssd;
 pub mod stage;
 pub mod task;
 
