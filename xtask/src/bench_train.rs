@@ -1,7 +1,9 @@
-//! `cargo xtask bench-train`: one training step of the lesson's bbox model
+//! `cargo xtask bench train`: one training step of the lesson's bbox model
 //! (ResNet34 body, Flatten, Linear(25088, 4), L1 loss, Adam; batch 32, 2
 //! threads) in Rust (model-zoo's `bench_step` example) beside PyTorch eager
-//! (`../shared/bench/peer_train.py`), in one run.
+//! (`../shared/bench/peer_train.py`), in one run; `cargo xtask bench ssd` the
+//! same for the single-shot detector (trainer's `bench_ssd_step` example beside
+//! `scripts/bench/peer_ssd_step.py`).
 //!
 //! The two sides alternate for a few rounds and each keeps its best figure:
 //! on a shared machine the load drifts, and the best of several runs is the
@@ -34,11 +36,33 @@ pub fn peer_script(name: &str) -> Result<PathBuf> {
     Ok(script)
 }
 
+/// One model's training step, measured on both sides.
+pub struct StepBench<'a> {
+    /// What the table's title calls the model.
+    pub model: &'a str,
+    /// The Rust side: a release example that prints the three phase lines.
+    pub rust: &'a Path,
+    /// The Python side: the peer venv's python and the script's arguments
+    /// before `BATCH STEPS THREADS`.
+    pub python: &'a Path,
+    pub peer_args: Vec<std::ffi::OsString>,
+}
+
 /// Runs both sides and prints images/s and the Rust/PyTorch ratio per phase.
 /// `python` must have torch and torchvision (the peer venv); `bench_bin` is
 /// `torch::bench_step_binary`'s result.
 pub fn run(python: &Path, bench_bin: &Path) -> Result<()> {
-    let script = peer_script("peer_train.py")?;
+    run_step_bench(&StepBench {
+        model: "bbox model (ResNet34 body)",
+        rust: bench_bin,
+        python,
+        peer_args: vec![peer_script("peer_train.py")?.into()],
+    })
+}
+
+/// `bench`'s two sides alternately for [`ROUNDS`] rounds, each keeping its best
+/// figure per phase, then the table of images/s and ratios.
+pub fn run_step_bench(bench: &StepBench) -> Result<()> {
     let args = [BATCH, STEPS, THREADS].map(|v| v.to_string());
     let mut best_rust = BTreeMap::new();
     let mut best_peer = BTreeMap::new();
@@ -46,15 +70,22 @@ pub fn run(python: &Path, bench_bin: &Path) -> Result<()> {
         eprintln!("round {round}/{ROUNDS}: Rust (tch) ...");
         keep_best(
             &mut best_rust,
-            parse(&output(Command::new(bench_bin).args(&args))?)?,
+            parse(&output(Command::new(bench.rust).args(&args))?)?,
         );
         eprintln!("round {round}/{ROUNDS}: PyTorch eager ...");
         keep_best(
             &mut best_peer,
-            parse(&output(Command::new(python).arg(&script).args(&args))?)?,
+            parse(&output(
+                Command::new(bench.python)
+                    .args(&bench.peer_args)
+                    .args(&args),
+            )?)?,
         );
     }
-    println!("bbox model step, batch {BATCH}, {THREADS} threads, best of {ROUNDS} rounds x {STEPS} steps (images/s)");
+    println!(
+        "{} step, batch {BATCH}, {THREADS} threads, best of {ROUNDS} rounds x {STEPS} steps (images/s)",
+        bench.model
+    );
     println!(
         "{:26} {:>10} {:>10} {:>7}",
         "phase", "rust", "pytorch", "ratio"

@@ -130,6 +130,9 @@ enum BenchCmd {
     Loader(bench_loader::BenchLoaderArgs),
     /// One training step of the lesson's bbox model (ResNet34 body) against ../shared/bench/peer_train.py.
     Train,
+    /// One training step of the single-shot detector (Lite0 body, the lesson's SSD head and
+    /// loss) against the same model in PyTorch (scripts/bench/peer_ssd_step.py).
+    Ssd,
     /// Peak memory and speed of training the Lite0 bbox model (unfrozen, batch 64) against ../shared/bench/peer_mem.py.
     Memory,
     /// `cargo xtask predict` on 1000 VOC images (decoding included) against PyTorch inference
@@ -325,6 +328,23 @@ fn run(command: Cmd) -> Result<()> {
             let python = pyenv::peer_python()?;
             let bench = torch::bench_step_binary(&torch::ensure_libtorch()?)?;
             bench_train::run(&python, &bench)
+        }
+        Cmd::Bench(BenchCmd::Ssd) => {
+            let python = pyenv::peer_python()?;
+            let libtorch = torch::ensure_libtorch()?;
+            let rust = torch::release_example(&libtorch, "trainer", "bench_ssd_step")?;
+            bench_train::run_step_bench(&bench_train::StepBench {
+                model: "SSD (Lite0 body, 189 anchors, focal loss)",
+                rust: &rust,
+                python: &python,
+                peer_args: vec![
+                    project_root().join("scripts/bench/peer_ssd_step.py").into(),
+                    bench_train::peer_script("ref_lesson.py")?
+                        .parent()
+                        .expect("a script has a folder")
+                        .into(),
+                ],
+            })
         }
         Cmd::Bench(BenchCmd::Memory) => {
             let python = pyenv::peer_python()?;

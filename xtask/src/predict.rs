@@ -40,6 +40,10 @@ pub struct PredictArgs {
     /// Test-time augmentation: average over each image and its mirror image.
     #[arg(long)]
     tta: bool,
+    /// Detectors: report the objects scoring at least this (the lesson's show_nmf
+    /// draws from 0.25; the model keeps down to its own score threshold).
+    #[arg(long, default_value_t = 0.25)]
+    min_score: f32,
     #[arg(long, default_value_t = 32)]
     batch: usize,
     /// Torch and decoding threads (default: one per core).
@@ -133,7 +137,10 @@ fn predict(model: &Path, files: &[PathBuf], args: &PredictArgs) -> Result<Vec<Im
     if !status.success() {
         bail!("the trainer's predict exited with {status}");
     }
-    let predictions = csv_export::read_jsonl(&out)?;
+    let mut predictions = csv_export::read_jsonl(&out)?;
+    for p in &mut predictions {
+        p.objects.retain(|o| o.score >= args.min_score);
+    }
     if predictions.len() != files.len() {
         bail!(
             "the trainer answered for {} of {} images",
@@ -260,6 +267,14 @@ fn print_table(predictions: &[ImagePrediction]) {
         }
         if let Some(bbox) = p.bbox {
             said.push(format!("box {}", bbox.map(|v| format!("{v:.0}")).join(" ")));
+        }
+        for o in &p.objects {
+            said.push(format!(
+                "{} {:.2} at {}",
+                o.class,
+                o.score,
+                o.bbox.map(|v| format!("{v:.0}")).join(" ")
+            ));
         }
         match &p.error {
             Some(reason) => println!("{file:<width$}  {:>11}  SKIPPED: {reason}", "-"),

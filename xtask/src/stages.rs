@@ -3,8 +3,8 @@
 
 use anyhow::{bail, Context, Result};
 use pipeline::params::{
-    AnnotationSource, AnnotationsParams, AugmentGridParams, DrawOrder, DrawParams, ExecParams,
-    PlotLrFindParams, TrainParams,
+    AnnotationSource, AnnotationsParams, AugmentGridParams, DrawOrder, DrawParams, EvaluateParams,
+    ExecParams, PlotLrFindParams, TrainParams,
 };
 use pipeline::{StageKind, StageSpec};
 use std::path::Path;
@@ -20,16 +20,179 @@ pub fn execute(spec: &StageSpec) -> Result<()> {
         StageKind::PlotMetrics => {
             viz::plot::plot_metrics(spec.input("metrics")?, spec.output("png")?).map_err(Into::into)
         }
+        StageKind::Evaluate => evaluate(spec),
         StageKind::LrFind | StageKind::Train | StageKind::Predict => in_trainer(spec),
     }
+}
+
+/// A detector's predictions scored the way the field scores them: VOC mean average
+/// precision at IoU 0.5 (both the VOC 2007 11-point figure and the all-point area),
+/// difficult objects neither rewarded nor penalised. Inputs: `predictions` and
+/// `images` (the predict stage's), `mbb` + `classes` and `difficult` +
+/// `difficult_classes` (the annotations stage's). Outputs: `ap` (per-class table,
+/// then the mean), `summary` (JSON) and `pr` (precision-recall curves).
+fn evaluate(spec: &StageSpec) -> Result<()> {
+    use multibox::annotations::{ground_truths, read_boxes};
+    use multibox::detections::{read_detections, read_image_list};
+    let params: EvaluateParams = spec.params()?;
+    let objects = read_boxes(spec.input("mbb")?, spec.input("classes")?)?;
+    let difficult = read_boxes(spec.input("difficult")?, spec.input("difficult_classes")?)?;
+    let images = read_image_list(spec.input("images")?)?;
+    let predictions = spec.input("predictions")?;
+    let detections = read_detections(predictions)?;
+    let mut classes: Vec<String> = objects
+        .iter()
+        .chain(&difficult)
+        .flat_map(|i| i.classes.iter().cloned())
+        .collect();
+    classes.sort();
+    classes.dedup();
+    let names: Vec<&str> = images.iter().map(String::as_str).collect();
+    let truths = ground_truths(&names, &objects, &difficult, &classes)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let image_index: std::collections::HashMap<&str, usize> =
+        names.iter().enumerate().map(|(i, &n)| (n, i)).collect();
+    let class_index: std::collections::HashMap<&str, usize> = classes
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.as_str(), i))
+        .collect();
+    let scored = detections
+        .iter()
+        .enumerate()
+        .map(|(row, d)| {
+            let place = || format!("{}: detection {}", predictions.display(), row + 1);
+            Ok(multibox::map::ScoredBox {
+                image: *image_index.get(d.file_name.as_str()).with_context(|| {
+                    format!(
+                        "{}: image {} is not in the scored images",
+                        place(),
+                        d.file_name
+                    )
+                })?,
+                class: *class_index.get(d.class.as_str()).with_context(|| {
+                    format!("{}: class {:?} is not in the annotations", place(), d.class)
+                })?,
+                score: d.score,
+                bbox: d.bbox,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let result = multibox::map::evaluate(&truths, &scored, classes.len(), params.iou_threshold)?;
+
+    let ap_text = |ap: Option<f64>| ap.map(|v| format!("{v:.4}")).unwrap_or_default();
+    let table = spec.output("ap")?;
+    csv_export::create_parent(table)?;
+    csv_export::write_atomic(table, |out| {
+        csv_export::write_record(
+            out,
+            &[
+                "class",
+                "objects",
+                "difficult",
+                "true_positives",
+                "false_positives",
+                "ap_11pt",
+                "ap_all",
+            ],
+        )?;
+        for c in &result.classes {
+            csv_export::write_record(
+                out,
+                &[
+                    &classes[c.class],
+                    &c.positives.to_string(),
+                    &c.difficult.to_string(),
+                    &c.true_positives.to_string(),
+                    &c.false_positives.to_string(),
+                    &ap_text(c.ap_voc07),
+                    &ap_text(c.ap_all_points),
+                ],
+            )?;
+        }
+        let sum = |f: fn(&multibox::map::ClassAp) -> usize| {
+            result.classes.iter().map(f).sum::<usize>().to_string()
+        };
+        csv_export::write_record(
+            out,
+            &[
+                "mean",
+                &sum(|c| c.positives),
+                &sum(|c| c.difficult),
+                &sum(|c| c.true_positives),
+                &sum(|c| c.false_positives),
+                &ap_text(result.map_voc07),
+                &ap_text(result.map_all_points),
+            ],
+        )
+    })?;
+    let summary = serde_json::json!({
+        "iou_threshold": params.iou_threshold,
+        "images": images.len(),
+        "detections": detections.len(),
+        "map_11pt": result.map_voc07,
+        "map_all": result.map_all_points,
+    });
+    let summary_path = spec.output("summary")?;
+    csv_export::write_atomic(summary_path, |out| {
+        out.write_all(serde_json::to_string_pretty(&summary)?.as_bytes())
+    })?;
+    let curves: Vec<viz::plot::PrCurve> = result
+        .classes
+        .iter()
+        .filter_map(|c| {
+            Some(viz::plot::PrCurve {
+                name: classes[c.class].clone(),
+                ap: c.ap_all_points?,
+                points: c.curve.iter().map(|p| (p.recall, p.precision)).collect(),
+            })
+        })
+        .collect();
+    let title = format!(
+        "precision-recall at IoU {}: mAP {} (11-point), {} (all points)",
+        params.iou_threshold,
+        ap_text(result.map_voc07),
+        ap_text(result.map_all_points)
+    );
+    viz::plot::plot_pr_curves(&curves, &title, spec.output("pr")?)?;
+
+    println!(
+        "{:<14} {:>7} {:>9} {:>6} {:>6} {:>8} {:>8}",
+        "class", "objects", "difficult", "tp", "fp", "AP 11pt", "AP all"
+    );
+    for c in &result.classes {
+        println!(
+            "{:<14} {:>7} {:>9} {:>6} {:>6} {:>8} {:>8}",
+            classes[c.class],
+            c.positives,
+            c.difficult,
+            c.true_positives,
+            c.false_positives,
+            ap_text(c.ap_voc07),
+            ap_text(c.ap_all_points)
+        );
+    }
+    println!(
+        "{}: mAP@{} {} (VOC 2007 11-point), {} (all points) over {} images, {} detections",
+        spec.name,
+        params.iou_threshold,
+        ap_text(result.map_voc07),
+        ap_text(result.map_all_points),
+        images.len(),
+        detections.len()
+    );
+    Ok(())
 }
 
 /// The lesson's first cells: annotations (COCO JSON, or VOC XML with
 /// `source = "xml"`) -> each image's largest object -> `lrg.csv`, `bb.csv`, and,
 /// when the stage names an output `lrg_bb`, the two joined for the next lesson's
-/// combined model.
+/// combined model; when it names `mbb`, every object for the detector (`mbb`,
+/// `mc`, `mbb_classes`, and the difficult boxes `mbb_difficult`,
+/// `mbb_difficult_classes` that evaluation ignores).
 fn annotations(spec: &StageSpec) -> Result<()> {
     let params: AnnotationsParams = spec.params()?;
+    let mut xml_split = None;
     let dataset = match params.source {
         AnnotationSource::Json => voc_annotations::load_coco_json(spec.input("json")?)?,
         AnnotationSource::Xml => {
@@ -46,9 +209,34 @@ fn annotations(spec: &StageSpec) -> Result<()> {
             if list != voc_dir.join("ImageSets/Main").join(format!("{split}.txt")) {
                 bail!("stage {}: the split list must be <VOC2007>/ImageSets/Main/<split>.txt beside Annotations, not {}", spec.name, list.display());
             }
-            voc_annotations::load_voc_xml(voc_dir, &split)?
+            let dataset = voc_annotations::load_voc_xml(voc_dir, &split)?;
+            xml_split = Some((voc_dir.to_path_buf(), split.into_owned()));
+            dataset
         }
     };
+    if spec.outputs.contains_key("mbb") {
+        let difficult = match &xml_split {
+            None => multibox::difficult::difficult_from_coco_json(spec.input("json")?, &dataset)?,
+            Some((voc_dir, split)) => {
+                multibox::difficult::difficult_from_voc_xml(voc_dir, split, &dataset)?
+            }
+        };
+        let objects = multibox::annotations::multi_objects(&dataset, &difficult)?;
+        objects.write_csvs(&multibox::annotations::CsvPaths {
+            mbb: spec.output("mbb")?.to_path_buf(),
+            mc: spec.output("mc")?.to_path_buf(),
+            mbb_classes: spec.output("mbb_classes")?.to_path_buf(),
+            difficult_boxes: spec.output("mbb_difficult")?.to_path_buf(),
+            difficult_classes: spec.output("mbb_difficult_classes")?.to_path_buf(),
+        })?;
+        let boxes: usize = objects.objects.iter().map(|i| i.boxes.len()).sum();
+        let hard: usize = objects.difficult.iter().map(|i| i.boxes.len()).sum();
+        eprintln!(
+            "{} images with {boxes} objects in mbb.csv ({:.2} per image), {hard} difficult boxes kept apart for evaluation",
+            objects.objects.len(),
+            boxes as f64 / objects.objects.len().max(1) as f64
+        );
+    }
     let largest = largest_object::largest_objects(&dataset)?;
     largest.write_csvs(spec.output("lrg")?, spec.output("bb")?)?;
     if let Some(joined) = spec.outputs.get("lrg_bb") {
@@ -88,6 +276,7 @@ fn draw(spec: &StageSpec) -> Result<()> {
             rows: params.rows,
             order,
             on_bad_image,
+            min_score: params.min_score,
         },
     )?;
     eprintln!("drew {}", drawn.what);
@@ -313,4 +502,104 @@ fn exec(spec: &StageSpec) -> Result<()> {
         bail!("stage {}: {program} exited with {status}", spec.name);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+    use std::path::PathBuf;
+
+    fn spec(
+        dir: &Path,
+        kind: StageKind,
+        inputs: &[(&str, &str)],
+        outputs: &[(&str, &str)],
+    ) -> StageSpec {
+        let paths = |pairs: &[(&str, &str)]| -> BTreeMap<String, PathBuf> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), dir.join(v)))
+                .collect()
+        };
+        StageSpec {
+            name: kind.name().into(),
+            kind,
+            inputs: paths(inputs),
+            outputs: paths(outputs),
+            params: serde_json::json!({}),
+            work_dir: dir.join("work"),
+            data_dir: dir.to_path_buf(),
+            fingerprint: String::new(),
+        }
+    }
+
+    /// Two images, three dogs (and a difficult one) and a cat: the counted dog
+    /// detections rank hit, miss, hit (recall 1/3, 1/3, 2/3; precision 1, 1/2, 2/3),
+    /// so AP is (4 x 1 + 3 x 2/3) / 11 with 11 points and 1/3 + 1/3 x 2/3 over all
+    /// points; the detection on the difficult dog is ignored; the cat is never found
+    /// (AP 0), and the mean is over both classes.
+    #[test]
+    fn evaluate_scores_detections_the_voc_way() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let write = |name: &str, text: &str| std::fs::write(d.join(name), text).unwrap();
+        write(
+            "mbb.csv",
+            "fn,bbox\na.jpg,0 0 9 9 20 20 29 29\nb.jpg,0 0 9 9 50 50 59 59\n",
+        );
+        write("mbb_classes.csv", "fn,clas\na.jpg,dog dog\nb.jpg,cat dog\n");
+        write("mbb_difficult.csv", "fn,bbox\nb.jpg,30 30 39 39\n");
+        write("mbb_difficult_classes.csv", "fn,clas\nb.jpg,dog\n");
+        write("images.csv", "fn\na.jpg\nb.jpg\n");
+        write(
+            "detections.csv",
+            "fn,cat,score,bbox\na.jpg,dog,0.9,0 0 9 9\nb.jpg,dog,0.8,70 70 79 79\n\
+             b.jpg,dog,0.75,30 30 39 39\na.jpg,dog,0.7,20 20 29 29\n",
+        );
+        let stage = spec(
+            d,
+            StageKind::Evaluate,
+            &[
+                ("predictions", "detections.csv"),
+                ("images", "images.csv"),
+                ("mbb", "mbb.csv"),
+                ("classes", "mbb_classes.csv"),
+                ("difficult", "mbb_difficult.csv"),
+                ("difficult_classes", "mbb_difficult_classes.csv"),
+            ],
+            &[("ap", "ap.csv"), ("summary", "map.json"), ("pr", "pr.png")],
+        );
+        execute(&stage).unwrap();
+        let summary: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(d.join("map.json")).unwrap()).unwrap();
+        let dog_11pt = (4.0 + 3.0 * 2.0 / 3.0) / 11.0;
+        let dog_all = 1.0 / 3.0 + 1.0 / 3.0 * 2.0 / 3.0;
+        let close = |v: &serde_json::Value, want: f64| (v.as_f64().unwrap() - want).abs() < 1e-9;
+        assert!(close(&summary["map_11pt"], dog_11pt / 2.0), "{summary}");
+        assert!(close(&summary["map_all"], dog_all / 2.0), "{summary}");
+        let table = std::fs::read_to_string(d.join("ap.csv")).unwrap();
+        assert_eq!(
+            table,
+            format!(
+                "class,objects,difficult,true_positives,false_positives,ap_11pt,ap_all\n\
+                 cat,1,0,0,0,0.0000,0.0000\ndog,3,1,2,1,{dog_11pt:.4},{dog_all:.4}\n\
+                 mean,4,1,2,1,{:.4},{:.4}\n",
+                dog_11pt / 2.0,
+                dog_all / 2.0
+            )
+        );
+        assert!(d.join("pr.png").is_file());
+
+        // A detection of an image that was not scored is named, with its row.
+        write(
+            "detections.csv",
+            "fn,cat,score,bbox\nc.jpg,dog,0.9,0 0 9 9\n",
+        );
+        let e = format!("{:#}", execute(&stage).unwrap_err());
+        assert!(
+            e.contains("detections.csv: detection 1") && e.contains("c.jpg"),
+            "{e}"
+        );
+    }
 }

@@ -177,12 +177,13 @@ pub fn trainer_binary(libtorch: &Libtorch) -> Result<PathBuf> {
 
 /// Builds model-zoo's `bench_step` example (the Rust side of `bench_train`).
 pub fn bench_step_binary(libtorch: &Libtorch) -> Result<PathBuf> {
-    let binary = target_dir().join("release/examples/bench_step");
-    cargo_build_release(
-        libtorch,
-        &["-p", "model-zoo", "--example", "bench_step"],
-        &binary,
-    )?;
+    release_example(libtorch, "model-zoo", "bench_step")
+}
+
+/// Builds the example `name` of `package` (release) against `libtorch`.
+pub fn release_example(libtorch: &Libtorch, package: &str, name: &str) -> Result<PathBuf> {
+    let binary = target_dir().join("release/examples").join(name);
+    cargo_build_release(libtorch, &["-p", package, "--example", name], &binary)?;
     Ok(binary)
 }
 

@@ -13,6 +13,16 @@ pub struct ClassScore {
     pub prob: f32,
 }
 
+/// One object a detector found.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DetectedObject {
+    pub class: String,
+    /// The class's probability (the sigmoid of its score).
+    pub score: f32,
+    /// `[top, left, bottom, right]` in the image's pixels (as viewed).
+    pub bbox: [f32; 4],
+}
+
 /// The model's answer for one image, or why there is none.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ImagePrediction {
@@ -30,6 +40,9 @@ pub struct ImagePrediction {
     /// Box models: `[top, left, bottom, right]` in the image's pixels (as viewed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bbox: Option<[f32; 4]>,
+    /// Detectors: every object found, best score first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub objects: Vec<DetectedObject>,
     /// Set when the image could not be read or decoded: the reason. Such an image has
     /// no prediction; it is skipped and counted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -45,6 +58,7 @@ impl ImagePrediction {
             height: 0,
             classes: Vec::new(),
             bbox: None,
+            objects: Vec::new(),
             error: Some(reason),
         }
     }
@@ -94,29 +108,46 @@ pub const PREDICTIONS_HEADER: [&str; 7] =
 
 /// Writes the predictions as CSV, one row per image: the best class and its
 /// probability, the box as `top left bottom right` (empty when the model does not
-/// predict that), and the reason an image was skipped.
+/// predict that), and the reason an image was skipped. A detector's image gets one
+/// row per object found (class, score, box), or one empty row when it found none.
 pub fn write_predictions_csv(path: &Path, predictions: &[ImagePrediction]) -> io::Result<()> {
     crate::write_atomic(path, |out| {
         crate::write_record(out, &PREDICTIONS_HEADER)?;
         for p in predictions {
-            let (class, prob) = match p.best_class() {
-                Some(c) => (c.class.clone(), format!("{:.4}", c.prob)),
-                None => (String::new(), String::new()),
-            };
-            let bbox = p.bbox.map(|b| crate::format_bbox(&b)).unwrap_or_default();
+            let mut rows: Vec<(String, String, String)> = p
+                .objects
+                .iter()
+                .map(|o| {
+                    (
+                        o.class.clone(),
+                        format!("{:.4}", o.score),
+                        crate::format_bbox(&o.bbox),
+                    )
+                })
+                .collect();
+            if rows.is_empty() {
+                let (class, prob) = match p.best_class() {
+                    Some(c) => (c.class.clone(), format!("{:.4}", c.prob)),
+                    None => (String::new(), String::new()),
+                };
+                let bbox = p.bbox.map(|b| crate::format_bbox(&b)).unwrap_or_default();
+                rows.push((class, prob, bbox));
+            }
             let file = p.file.to_string_lossy();
-            crate::write_record(
-                out,
-                &[
-                    &file,
-                    &p.width.to_string(),
-                    &p.height.to_string(),
-                    &class,
-                    &prob,
-                    &bbox,
-                    p.error.as_deref().unwrap_or(""),
-                ],
-            )?;
+            for (class, prob, bbox) in rows {
+                crate::write_record(
+                    out,
+                    &[
+                        &file,
+                        &p.width.to_string(),
+                        &p.height.to_string(),
+                        &class,
+                        &prob,
+                        &bbox,
+                        p.error.as_deref().unwrap_or(""),
+                    ],
+                )?;
+            }
         }
         Ok(())
     })
@@ -138,6 +169,7 @@ mod tests {
                     prob: 0.75,
                 }],
                 bbox: Some([1.5, 2.0, 300.0, 400.0]),
+                objects: Vec::new(),
                 error: None,
             },
             ImagePrediction::skipped("bad.jpg".into(), "cannot decode".into()),
@@ -155,7 +187,7 @@ mod tests {
     }
 
     #[test]
-    fn csv_has_one_row_per_image() {
+    fn csv_has_one_row_per_image_or_per_detected_object() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("p.csv");
         let predictions = vec![
@@ -165,14 +197,32 @@ mod tests {
                 height: 20,
                 classes: Vec::new(),
                 bbox: Some([1.0, 2.0, 3.0, 4.0]),
+                objects: Vec::new(),
                 error: None,
             },
             ImagePrediction::skipped("z.jpg".into(), "missing".into()),
+            ImagePrediction {
+                file: "d.jpg".into(),
+                width: 10,
+                height: 20,
+                classes: Vec::new(),
+                bbox: None,
+                objects: ["dog", "cat"]
+                    .iter()
+                    .map(|&class| DetectedObject {
+                        class: class.into(),
+                        score: 0.5,
+                        bbox: [1.0, 2.0, 3.0, 4.0],
+                    })
+                    .collect(),
+                error: None,
+            },
         ];
         write_predictions_csv(&path, &predictions).unwrap();
         assert_eq!(
             std::fs::read_to_string(&path).unwrap(),
-            "file,width,height,class,prob,bbox,error\n\"x,y.jpg\",10,20,,,1 2 3 4,\nz.jpg,0,0,,,,missing\n"
+            "file,width,height,class,prob,bbox,error\n\"x,y.jpg\",10,20,,,1 2 3 4,\nz.jpg,0,0,,,,missing\n\
+             d.jpg,10,20,dog,0.5000,1 2 3 4,\nd.jpg,10,20,cat,0.5000,1 2 3 4,\n"
         );
     }
 }

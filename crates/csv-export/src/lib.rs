@@ -26,7 +26,8 @@ mod image_predictions;
 
 pub use image_path::{check_file_name, image_path, FileNameError, ImagesDir};
 pub use image_predictions::{
-    read_jsonl, write_jsonl, write_predictions_csv, ClassScore, ImagePrediction, PREDICTIONS_HEADER,
+    read_jsonl, write_jsonl, write_predictions_csv, ClassScore, DetectedObject, ImagePrediction,
+    PREDICTIONS_HEADER,
 };
 
 use std::fmt::Write as _;
@@ -132,11 +133,11 @@ pub fn write_bb(path: &Path, rows: &[BbRow]) -> Result<(), CsvError> {
     })
 }
 
-/// Writes a two-column CSV (header plus rows) atomically, quoting as pandas does.
-pub fn write_rows<'a>(
+/// Writes an `N`-column CSV (header plus rows) atomically, quoting as pandas does.
+pub fn write_rows<'a, const N: usize>(
     path: &Path,
-    header: [&str; 2],
-    rows: impl IntoIterator<Item = [&'a str; 2]>,
+    header: [&str; N],
+    rows: impl IntoIterator<Item = [&'a str; N]>,
 ) -> Result<(), CsvError> {
     write_atomic(path, |out| {
         write_record(out, &header)?;

@@ -7,7 +7,8 @@
 //!
 //! usage: bench_step [lite0] [BATCH] [STEPS] [THREADS]
 
-use model_zoo::{Arch, HeadSpec, Net, HEAD_GROUP};
+use model_zoo::step_bench::{median_step_seconds, print_inference, print_step, set_body_trainable};
+use model_zoo::{Arch, HeadSpec, Net};
 use std::time::Instant;
 use tch::nn::{self, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
@@ -32,25 +33,10 @@ fn main() {
     }
 
     let BboxBench { vs, net, x, y } = BboxBench::new(Arch::ResNet34, batch);
-    let named = vs.variables();
-    let set_body_trainable = |trainable: bool| {
-        for (name, var) in &named {
-            if net.group_of(name) != HEAD_GROUP
-                && var.requires_grad() != trainable
-                && var.is_floating_point()
-            {
-                // Running statistics never require grad; only parameters change here.
-                if !name.contains("running_") {
-                    let _ = var.shallow_clone().set_requires_grad(trainable);
-                }
-            }
-        }
-    };
-
     // Head only: the body runs frozen, in eval mode and without autograd.
-    set_body_trainable(false);
+    set_body_trainable(&vs, &net, false);
     let mut opt = nn::Adam::default().build(&vs, 1e-3).unwrap();
-    let head_only = time_steps(steps, || {
+    let head_only = median_step_seconds(steps, || {
         opt.zero_grad();
         let features = tch::no_grad(|| net.features(&x, &[false, false]));
         let loss = net
@@ -59,11 +45,11 @@ fn main() {
         loss.backward();
         opt.step();
     });
-    report("frozen body (head only)", batch, head_only);
+    print_step("frozen body (head only)", batch, head_only);
 
-    set_body_trainable(true);
+    set_body_trainable(&vs, &net, true);
     let mut opt = nn::Adam::default().build(&vs, 1e-3).unwrap();
-    let full = time_steps(steps, || {
+    let full = median_step_seconds(steps, || {
         opt.zero_grad();
         let loss = net
             .forward(&x, &[true, true, true])
@@ -71,17 +57,11 @@ fn main() {
         loss.backward();
         opt.step();
     });
-    report("full fine-tune", batch, full);
+    print_step("full fine-tune", batch, full);
 
     let started = Instant::now();
     let _ = tch::no_grad(|| net.forward(&x, &[false; 3]));
-    let seconds = started.elapsed().as_secs_f64();
-    println!(
-        "{:24} bs={batch} {:8.1} ms  {:7.1} img/s",
-        "inference",
-        seconds * 1e3,
-        batch as f64 / seconds
-    );
+    print_inference(batch, started.elapsed().as_secs_f64());
 }
 
 /// The lesson's bbox model on `arch` (Flatten, Linear to 4 numbers) with a
@@ -113,7 +93,7 @@ impl BboxBench {
 fn lite0_unfrozen(batch: i64, steps: usize) {
     let BboxBench { vs, net, x, y } = BboxBench::new(Arch::EfficientNetLite0, batch);
     let mut opt = nn::Adam::default().build(&vs, 1e-3).unwrap();
-    let median = time_steps(steps, || {
+    let median = median_step_seconds(steps, || {
         opt.zero_grad();
         let loss = net
             .forward(&x, &[true; 3])
@@ -135,26 +115,4 @@ fn peak_rss_mb() -> f64 {
     // SAFETY: RUSAGE_SELF with a valid pointer.
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
     usage.ru_maxrss as f64 / 1024.0
-}
-
-/// Median of `steps` timed runs after one warm-up, as the peer measures.
-fn time_steps(steps: usize, mut step: impl FnMut()) -> f64 {
-    let mut times: Vec<f64> = (0..=steps)
-        .map(|_| {
-            let started = Instant::now();
-            step();
-            started.elapsed().as_secs_f64()
-        })
-        .skip(1)
-        .collect();
-    times.sort_by(f64::total_cmp);
-    times[times.len() / 2]
-}
-
-fn report(name: &str, batch: i64, median: f64) {
-    println!(
-        "{name:24} bs={batch} median step {:8.1} ms  {:7.1} img/s",
-        median * 1e3,
-        batch as f64 / median
-    );
 }

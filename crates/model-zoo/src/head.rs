@@ -22,9 +22,11 @@ pub enum HeadSpec {
     /// (4 box numbers then the class scores).
     FlattenMlp { hidden: i64, outputs: i64 },
     /// The next lesson's single-shot multibox head ([`crate::SsdHead`]):
-    /// `grids` output grids of `anchors_per_cell` anchors, `classes` object
+    /// `grids` stride-2 output grids (and, with `feature_grid`, one on the
+    /// feature map first) of `anchors_per_cell` anchors, `classes` object
     /// classes; outputs `[N, anchors, 4 + classes + 1]`.
     Ssd {
+        feature_grid: bool,
         grids: i64,
         anchors_per_cell: i64,
         classes: i64,
@@ -86,10 +88,18 @@ impl Head {
                 lin2: linear(vs / 7, hidden, outputs),
             },
             HeadSpec::Ssd {
+                feature_grid,
                 grids,
                 anchors_per_cell,
                 classes,
-            } => Head::Ssd(SsdHead::new(vs, channels, grids, anchors_per_cell, classes)),
+            } => Head::Ssd(SsdHead::new(
+                vs,
+                channels,
+                feature_grid,
+                grids,
+                anchors_per_cell,
+                classes,
+            )),
         }
     }
 

@@ -21,6 +21,7 @@ mod head;
 mod load;
 mod resnet;
 mod ssd_head;
+pub mod step_bench;
 
 use std::str::FromStr;
 use tch::{nn, Tensor};

@@ -22,7 +22,10 @@
 //! every head here puts the box first; then the class logits with the
 //! background column last), so a `Net` keeps one output.
 //!
-//! The lesson builds an unused `out0` (on the 7x7 map); it is left out.
+//! The lesson builds an `out0` on the 7x7 map and leaves it unused; with
+//! `feature_grid` the head uses it, as a first, finer grid (7x7 for Lite0 at
+//! 224 px: anchors a little over half the size of the 4x4 grid's, for the
+//! small objects VOC has many of).
 
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
@@ -90,6 +93,8 @@ struct OutConv {
 #[derive(Debug)]
 pub struct SsdHead {
     start: StdConv,
+    /// `out0`, on `start`'s output, when the head predicts on the feature map itself.
+    feature_out: Option<OutConv>,
     downs: Vec<StdConv>,
     outs: Vec<OutConv>,
     classes: i64,
@@ -97,10 +102,13 @@ pub struct SsdHead {
 
 impl SsdHead {
     /// Variables live under `vs` with the lesson's module names (`sconv0`,
-    /// `sconv1.conv`, `out1.oconv1`, ...).
+    /// `sconv1.conv`, `out1.oconv1`, ...; `out0` with `feature_grid`). `grids`
+    /// counts the stride-2 grids ([`ssd_grid_sides`]); `feature_grid` adds one
+    /// on the feature map's own side, first.
     pub fn new(
         vs: &nn::Path,
         channels: i64,
+        feature_grid: bool,
         grids: i64,
         anchors_per_cell: i64,
         classes: i64,
@@ -137,6 +145,7 @@ impl SsdHead {
         };
         SsdHead {
             start: StdConv::new(vs / "sconv0", channels, SSD_CHANNELS, 1),
+            feature_out: feature_grid.then(|| out_conv(0)),
             downs: (1..=grids)
                 .map(|i| StdConv::new(vs / format!("sconv{i}"), SSD_CHANNELS, SSD_CHANNELS, 2))
                 .collect(),
@@ -151,14 +160,22 @@ impl SsdHead {
         let mut x = self
             .start
             .forward(&features.relu().dropout(SSD_DROPOUT, train), train);
-        let mut per_grid = Vec::with_capacity(self.outs.len());
+        let mut per_grid = Vec::with_capacity(self.outs.len() + 1);
+        if let Some(out) = &self.feature_out {
+            per_grid.push(self.anchor_rows(&x, out));
+        }
         for (down, out) in self.downs.iter().zip(&self.outs) {
             x = down.forward(&x, train);
-            let boxes = Self::flatten(&x.apply(&out.boxes), 4);
-            let classes = Self::flatten(&x.apply(&out.classes), self.classes + 1);
-            per_grid.push(Tensor::cat(&[boxes, classes], 2));
+            per_grid.push(self.anchor_rows(&x, out));
         }
         Tensor::cat(&per_grid, 1)
+    }
+
+    /// One grid's `[N, cells * k, 4 + classes + 1]`.
+    fn anchor_rows(&self, x: &Tensor, out: &OutConv) -> Tensor {
+        let boxes = Self::flatten(&x.apply(&out.boxes), 4);
+        let classes = Self::flatten(&x.apply(&out.classes), self.classes + 1);
+        Tensor::cat(&[boxes, classes], 2)
     }
 
     /// The lesson's `flatten_conv`: `[N, k * n, h, w]` to `[N, h * w * k, n]`.

@@ -11,6 +11,7 @@
 //! | `anc_grids`, `anc_zooms`, `anc_ratios`, `anchors`, `grid_sizes`, `anchor_cnr` | [`anchors`] |
 //! | `map_to_ground_truth`, the 0.4 threshold, `actn_to_bb` | [`matching`] |
 //! | `nms`, `show_nmf`'s score threshold, boxes back to original pixels | [`nms`] |
+//! | the detections the predict stage writes and evaluation reads | [`detections`] |
 //! | VOC mAP@0.5 (11-point and all-point), per-class AP and PR curves | [`map`] |
 //!
 //! Box conventions: `[top, left, bottom, right]` everywhere. Annotation and
@@ -22,6 +23,7 @@
 pub mod anchors;
 pub mod annotations;
 pub mod boxes;
+pub mod detections;
 pub mod difficult;
 pub mod map;
 pub mod matching;

@@ -5,7 +5,7 @@ use serde::de::{DeserializeOwned, Deserializer, Visitor};
 use serde::{Deserialize, Serialize};
 
 use crate::params::{
-    AnnotationsParams, AugmentGridParams, DrawParams, ExecParams, PlotLrFindParams,
+    AnnotationsParams, AugmentGridParams, DrawParams, EvaluateParams, ExecParams, PlotLrFindParams,
     PlotMetricsParams, TrainParams,
 };
 
@@ -30,6 +30,8 @@ pub enum StageKind {
     Train,
     #[serde(rename = "predict")]
     Predict,
+    #[serde(rename = "evaluate")]
+    Evaluate,
 }
 
 const TRAINER_CODE: &[&str] = &[
@@ -42,7 +44,7 @@ const TRAINER_CODE: &[&str] = &[
 ];
 
 impl StageKind {
-    pub const ALL: [StageKind; 9] = [
+    pub const ALL: [StageKind; 10] = [
         StageKind::Exec,
         StageKind::Annotations,
         StageKind::Draw,
@@ -52,6 +54,7 @@ impl StageKind {
         StageKind::LrFind,
         StageKind::Train,
         StageKind::Predict,
+        StageKind::Evaluate,
     ];
 
     /// The name pipeline files use.
@@ -66,6 +69,7 @@ impl StageKind {
             StageKind::LrFind => "lr_find",
             StageKind::Train => "train",
             StageKind::Predict => "predict",
+            StageKind::Evaluate => "evaluate",
         }
     }
 
@@ -84,6 +88,7 @@ impl StageKind {
             StageKind::Annotations => &[
                 "voc-annotations",
                 "largest-object",
+                "multibox",
                 "csv-export",
                 "pipeline",
             ],
@@ -91,6 +96,7 @@ impl StageKind {
             StageKind::AugmentGrid => &["augment", "viz", "csv-export", "pipeline"],
             StageKind::PlotLrFind | StageKind::PlotMetrics => &["viz", "pipeline"],
             StageKind::LrFind | StageKind::Train | StageKind::Predict => TRAINER_CODE,
+            StageKind::Evaluate => &["multibox", "viz", "csv-export", "pipeline"],
         }
     }
 
@@ -104,6 +110,7 @@ impl StageKind {
             StageKind::AugmentGrid => fields_of::<AugmentGridParams>(),
             StageKind::PlotLrFind => fields_of::<PlotLrFindParams>(),
             StageKind::PlotMetrics => fields_of::<PlotMetricsParams>(),
+            StageKind::Evaluate => fields_of::<EvaluateParams>(),
             StageKind::LrFind | StageKind::Train | StageKind::Predict => fields_of::<TrainParams>(),
         }
     }
@@ -122,6 +129,17 @@ impl StageKind {
             StageKind::AugmentGrid => typed::<AugmentGridParams>(params).map(drop),
             StageKind::PlotLrFind => typed::<PlotLrFindParams>(params).map(drop),
             StageKind::PlotMetrics => typed::<PlotMetricsParams>(params).map(drop),
+            StageKind::Evaluate => {
+                let p = typed::<EvaluateParams>(params)?;
+                if (0.0..=1.0).contains(&p.iou_threshold) {
+                    Ok(())
+                } else {
+                    Err(ParamsError::Value(format!(
+                        "iou_threshold must be between 0 and 1, not {}",
+                        p.iou_threshold
+                    )))
+                }
+            }
             StageKind::LrFind | StageKind::Train | StageKind::Predict => {
                 typed::<TrainParams>(params)?
                     .check()
@@ -220,7 +238,7 @@ mod tests {
             .contains("known: exec"));
         assert_eq!(
             StageKind::Draw.param_keys(),
-            ["rows", "order", "on_bad_image"]
+            ["rows", "order", "on_bad_image", "min_score"]
         );
         assert!(StageKind::Train.param_keys().contains(&"schedule"));
         assert!(StageKind::PlotMetrics.param_keys().is_empty());

@@ -73,6 +73,14 @@ pub struct DrawParams {
     /// (`skip`, the default for pictures), or fails the stage (`fail`).
     #[serde(default = "skip")]
     pub on_bad_image: augment::BadImage,
+    /// Detections only: boxes scoring below this are not drawn (the lesson's
+    /// `show_nmf` draws from 0.25).
+    #[serde(default = "lesson_draw_score")]
+    pub min_score: f32,
+}
+
+fn lesson_draw_score() -> f32 {
+    0.25
 }
 
 fn four() -> usize {
@@ -122,6 +130,19 @@ pub struct PlotLrFindParams {
     pub skip_end: usize,
 }
 
+fn voc_iou_threshold() -> f64 {
+    0.5
+}
+
+/// `evaluate`: a detector's predictions scored by VOC mean average precision.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvaluateParams {
+    /// A detection is a true positive at IoU >= this with an unmatched object (VOC: 0.5).
+    #[serde(default = "voc_iou_threshold")]
+    pub iou_threshold: f64,
+}
+
 /// `plot-metrics`: takes no params.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -138,6 +159,9 @@ pub enum TaskKind {
     Bbox,
     /// Both from one head, from `lrg_bb.csv` (the annotations stage's joined CSV).
     Combined,
+    /// Every object: the next lesson's single-shot multibox detector, from
+    /// `mbb.csv` and `mbb_classes.csv`.
+    Ssd,
 }
 
 impl TaskKind {
@@ -147,6 +171,7 @@ impl TaskKind {
             TaskKind::Classify => Loss::CrossEntropy,
             TaskKind::Bbox => Loss::L1,
             TaskKind::Combined => Loss::L1PlusCrossEntropy,
+            TaskKind::Ssd => Loss::SsdFocal,
         }
     }
 }
@@ -163,6 +188,88 @@ pub enum Loss {
     L1,
     /// The combined model's: L1 of the box + `class_loss_weight` x cross-entropy.
     L1PlusCrossEntropy,
+    /// The detector's: L1 of the matched anchors' boxes + focal binary cross-entropy.
+    SsdFocal,
+}
+
+fn lesson_match_threshold() -> f32 {
+    0.4
+}
+fn focal_alpha() -> f64 {
+    0.25
+}
+fn focal_gamma() -> f64 {
+    2.0
+}
+fn one_f64() -> f64 {
+    1.0
+}
+
+/// `ssd` only: the detector's anchors, matching, loss and decoding (`[params.ssd]`);
+/// every field defaults to the lesson's value.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SsdParams {
+    /// Grids, zooms and aspect ratios: the lesson's 4x4, 2x2, 1x1 x 3 x 3 = 189 anchors.
+    #[serde(default)]
+    pub anchors: multibox::anchors::AnchorParams,
+    /// An anchor whose best IoU with an object is above this predicts it (0.4).
+    #[serde(default = "lesson_match_threshold")]
+    pub match_threshold: f32,
+    /// Focal loss weights (Lin et al. 2017): alpha 0.25, gamma 2.
+    #[serde(default = "focal_alpha")]
+    pub focal_alpha: f64,
+    #[serde(default = "focal_gamma")]
+    pub focal_gamma: f64,
+    /// Factor on the box L1 beside the class loss (the lesson adds them as they are: 1).
+    #[serde(default = "one_f64")]
+    pub box_weight: f64,
+    /// Score threshold and per-class non-maximum suppression of the detections
+    /// the epoch metric and the predict stage score and write.
+    #[serde(default)]
+    pub nms: multibox::nms::NmsParams,
+}
+
+impl Default for SsdParams {
+    fn default() -> Self {
+        SsdParams {
+            anchors: Default::default(),
+            match_threshold: lesson_match_threshold(),
+            focal_alpha: focal_alpha(),
+            focal_gamma: focal_gamma(),
+            box_weight: one_f64(),
+            nms: Default::default(),
+        }
+    }
+}
+
+impl SsdParams {
+    pub fn check(&self) -> Result<(), String> {
+        self.anchors.check().map_err(|e| e.to_string())?;
+        self.nms.check().map_err(|e| e.to_string())?;
+        if !(0.0..=1.0).contains(&self.match_threshold) {
+            return Err(format!(
+                "ssd.match_threshold must be between 0 and 1, not {}",
+                self.match_threshold
+            ));
+        }
+        for (what, v) in [
+            ("focal_alpha", self.focal_alpha),
+            ("focal_gamma", self.focal_gamma),
+            ("box_weight", self.box_weight),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(format!("ssd.{what} must be a number >= 0, not {v}"));
+            }
+        }
+        if self.focal_alpha > 1.0 {
+            return Err(format!(
+                "ssd.focal_alpha must be at most 1, not {}",
+                self.focal_alpha
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq)]
@@ -249,6 +356,9 @@ pub struct TrainParams {
     /// The lr_find kind's search range when its schedule has no `lr_find` step.
     #[serde(default)]
     pub lr_find: Option<LrFindStep>,
+    /// ssd only: anchors, loss and decoding (the lesson's when absent).
+    #[serde(default)]
+    pub ssd: Option<SsdParams>,
 }
 
 impl TrainParams {
@@ -274,6 +384,22 @@ impl TrainParams {
                 return Err(format!("class_loss_weight must be >= 0, not {w}"))
             }
             _ => {}
+        }
+        match &self.ssd {
+            Some(_) if self.task != TaskKind::Ssd => {
+                return Err(format!(
+                    "[params.ssd] applies to task ssd only, not {:?}",
+                    self.task
+                ))
+            }
+            Some(ssd) => ssd.check()?,
+            None => {}
+        }
+        if self.tta && self.task == TaskKind::Ssd {
+            return Err(
+                "tta is not available for task ssd (its flip would need the anchors mirrored)"
+                    .into(),
+            );
         }
         if self.batch == 0 || self.size < 32 {
             return Err("batch must be at least 1 and size at least 32".into());
@@ -372,6 +498,65 @@ impl Default for LrFindStep {
         LrFindStep {
             start: default_start(),
             end: default_end(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn train_params(value: serde_json::Value) -> Result<TrainParams, String> {
+        let params: TrainParams = serde_json::from_value(value).map_err(|e| e.to_string())?;
+        params.check().map(|()| params)
+    }
+
+    #[test]
+    fn ssd_params_default_to_the_lesson_and_are_checked() {
+        let params = train_params(serde_json::json!({"task": "ssd", "ssd": {}})).unwrap();
+        let ssd = params.ssd.unwrap();
+        assert_eq!(ssd, SsdParams::default());
+        assert_eq!(ssd.anchors.anchor_count(), 189);
+        assert_eq!(
+            (ssd.match_threshold, ssd.focal_alpha, ssd.focal_gamma),
+            (0.4, 0.25, 2.0)
+        );
+        assert_eq!(TaskKind::Ssd.loss(), Loss::SsdFocal);
+
+        for (value, says) in [
+            (
+                serde_json::json!({"task": "bbox", "ssd": {}}),
+                "task ssd only",
+            ),
+            (serde_json::json!({"task": "ssd", "tta": true}), "tta"),
+            (
+                serde_json::json!({"task": "ssd", "ssd": {"box_weight": -1.0}}),
+                "box_weight",
+            ),
+            (
+                serde_json::json!({"task": "ssd", "ssd": {"focal_alpha": 2.0}}),
+                "focal_alpha",
+            ),
+            (
+                serde_json::json!({"task": "ssd", "ssd": {"match_threshold": 1.5}}),
+                "match_threshold",
+            ),
+            (
+                serde_json::json!({"task": "ssd", "ssd": {"anchors": {"grids": []}}}),
+                "grids",
+            ),
+            (
+                serde_json::json!({"task": "ssd", "ssd": {"nms": {"top_k": 0}}}),
+                "top_k",
+            ),
+            (serde_json::json!({"task": "ssd", "loss": "l1"}), "SsdFocal"),
+            (
+                serde_json::json!({"task": "ssd", "ssd": {"zooms": [1.0]}}),
+                "unknown field",
+            ),
+        ] {
+            let e = train_params(value.clone()).unwrap_err();
+            assert!(e.contains(says), "{value}: {e}");
         }
     }
 }

@@ -14,6 +14,8 @@ pub struct Batch {
     pub classes: Vec<i64>,
     /// `[top, left, bottom, right]` in `size x size` input pixels (bbox), else empty.
     pub boxes: Vec<[f32; 4]>,
+    /// Every object of each image, boxes in input pixels (the detector), else empty.
+    pub objects: Vec<Vec<augment::Object>>,
     /// Position of each image in the dataset the source was built from.
     pub indices: Vec<usize>,
     /// (height, width) of each original image.

@@ -158,6 +158,7 @@ fn predict_batch(
                 height: h,
                 classes: Vec::new(),
                 bbox: None,
+                objects: Vec::new(),
                 error: None,
             }
         })
@@ -175,6 +176,24 @@ fn predict_batch(
                 .map(|(&i, &prob)| ClassScore {
                     class: classes[i as usize].clone(),
                     prob,
+                })
+                .collect();
+        }
+    }
+    if let (Some(output), Some((ssd, nms)), Some(classes)) =
+        (&out.detector, meta.task.detector(), meta.task.classes())
+    {
+        let found = ssd
+            .detect(output, nms)
+            .map_err(|e| TrainError::Data(e.to_string()))?;
+        for ((answer, detections), &orig) in answers.iter_mut().zip(found).zip(&batch.orig_sizes) {
+            answer.objects = detections
+                .into_iter()
+                .map(|d| csv_export::DetectedObject {
+                    class: classes[d.class].clone(),
+                    score: d.score,
+                    bbox: multibox::nms::to_original_pixels(d.bbox, orig, batch.size)
+                        .map(|v| (v * 10.0).round() / 10.0),
                 })
                 .collect();
         }

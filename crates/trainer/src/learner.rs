@@ -117,6 +117,8 @@ pub struct Prediction {
     pub class: Option<(usize, f32)>,
     /// Box in input pixels (`size x size`), for the tasks with boxes.
     pub bbox: Option<[f32; 4]>,
+    /// The detector's detections, boxes in `0..1` units of the input.
+    pub detections: Vec<multibox::nms::Detection>,
     /// The original image's (height, width).
     pub orig_size: (u32, u32),
 }
@@ -259,16 +261,7 @@ impl<M: LayeredModel> Learner<M> {
         let x = Tensor::from_slice(&batch.x)
             .view([batch.n as i64, 3, s, s])
             .to_device(device);
-        let classes = self
-            .task
-            .classes()
-            .map(|_| Tensor::from_slice(&batch.classes).to_device(device));
-        let boxes = self.task.has_boxes().then(|| {
-            Tensor::from_slice(batch.boxes.as_flattened())
-                .view([batch.n as i64, 4])
-                .to_device(device)
-        });
-        (x, Targets { classes, boxes })
+        (x, self.task.targets(batch, device))
     }
 
     /// One optimiser step on a batch; returns the batch loss (not yet checked for NaN).
@@ -530,6 +523,7 @@ impl<M: LayeredModel> Learner<M> {
     ) -> Result<(Vec<Prediction>, MetricSums), TrainError> {
         let mut sums = MetricSums::default();
         let mut predictions = Vec::with_capacity(if keep { data.n_items() } else { 0 });
+        let detector = self.task.detector();
         for batch in data.batches(0) {
             let batch = batch?;
             let (x, targets) = self.to_device(&batch);
@@ -556,12 +550,24 @@ impl<M: LayeredModel> Learner<M> {
                     Ok(boxes)
                 })
                 .transpose()?;
+            let mut detections = match (&detector, &out.detector, &targets.objects) {
+                (Some((ssd, nms)), Some(output), Some(objects)) => {
+                    let found = ssd
+                        .detect(output, nms)
+                        .map_err(|e| TrainError::Data(e.to_string()))?;
+                    sums.add_detections(&found, objects, batch.size);
+                    found
+                }
+                _ => Vec::new(),
+            };
+            detections.resize(batch.n, Vec::new());
             if keep {
-                for k in 0..batch.n {
+                for (k, detections) in detections.into_iter().enumerate() {
                     predictions.push(Prediction {
                         index: batch.indices[k],
                         class: classes.as_ref().map(|(c, p)| (c[k] as usize, p[k])),
                         bbox: boxes.as_ref().map(|b| b[k]),
+                        detections,
                         orig_size: batch.orig_sizes[k],
                     });
                 }

@@ -23,6 +23,8 @@ use crate::task::{iou, unsquash_box, Task};
 use crate::TrainError;
 use anyhow::{bail, Context, Result};
 use augment::Normalisation;
+use model_zoo::ssd_grid_sides;
+use multibox::detections::{write_detections, write_image_list, DetectionRow};
 use pipeline::params::{FitStep, OptimiserName, Step, TaskKind, TrainParams as Params};
 use pipeline::{StageKind, StageSpec};
 use serde::{Deserialize, Serialize};
@@ -164,6 +166,11 @@ fn build_learner(
 ) -> Result<(Learner<AnyModel>, String)> {
     let vs = nn::VarStore::new(device);
     let (model, head) = if arch == "tiny-cnn" {
+        if matches!(task, Task::Ssd { .. }) {
+            bail!(
+                "the tiny-cnn test network has no detector head; use an efficientnet-lite backbone"
+            );
+        }
         (
             AnyModel::Tiny(TinyCnn::new(&vs.root(), task.outputs())),
             "linear".to_string(),
@@ -188,6 +195,37 @@ fn build_learner(
                 },
                 "flatten_mlp",
             ),
+            Task::Ssd { classes, params } => {
+                let anchors = &params.anchors;
+                let feature_side = zoo_arch.feature_size(size as i64);
+                let wanted: Vec<i64> = anchors.grids.iter().map(|&g| g as i64).collect();
+                // A first grid of the feature map's own side is predicted on the map
+                // itself (the lesson's unused out0); the others after stride-2 convolutions.
+                let feature_grid = wanted.len() > 1 && wanted[0] == feature_side;
+                let grids = wanted.len() as i64 - i64::from(feature_grid);
+                let mut sides = ssd_grid_sides(feature_side, grids);
+                if feature_grid {
+                    sides.insert(0, feature_side);
+                }
+                if sides != wanted {
+                    let plain = ssd_grid_sides(feature_side, wanted.len() as i64);
+                    bail!(
+                        "ssd.anchors.grids = {wanted:?}, but on {arch}'s {feature_side}x{feature_side} \
+                         feature map at {size} px the head's grids are {plain:?} (stride-2 \
+                         convolutions), optionally after the map's own {feature_side}; set grids \
+                         to {plain:?} (or change size)"
+                    );
+                }
+                (
+                    model_zoo::HeadSpec::Ssd {
+                        feature_grid,
+                        grids,
+                        anchors_per_cell: anchors.anchors_per_cell() as i64,
+                        classes: classes.len() as i64,
+                    },
+                    "ssd",
+                )
+            }
         };
         (
             AnyModel::Zoo(model_zoo::Net::new(&vs.root(), zoo_arch, spec, size as i64)),
@@ -198,28 +236,33 @@ fn build_learner(
 }
 
 /// One CSV row, whatever the task.
+#[derive(Default)]
 struct Row {
     file_name: String,
     category: Option<String>,
     bbox: Option<[f32; 4]>,
+    /// The detector's: every object's box (inclusive pixels) and class name.
+    objects: Vec<([f32; 4], String)>,
 }
 
-fn read_rows(task: TaskKind, csv: &Path) -> Result<Vec<Row>> {
+/// The task's rows: from `csv` (and, for the detector, the per-box classes in
+/// `box_classes`, the stage's `classes` input).
+fn read_rows(task: TaskKind, csv: &Path, box_classes: Option<&PathBuf>) -> Result<Vec<Row>> {
     Ok(match task {
         TaskKind::Classify => csv_export::read_lrg(csv)?
             .into_iter()
             .map(|r| Row {
                 file_name: r.file_name,
                 category: Some(r.category),
-                bbox: None,
+                ..Row::default()
             })
             .collect(),
         TaskKind::Bbox => csv_export::read_bb(csv)?
             .into_iter()
             .map(|r| Row {
                 file_name: r.file_name,
-                category: None,
                 bbox: Some(r.bbox),
+                ..Row::default()
             })
             .collect(),
         TaskKind::Combined => csv_export::read_lrg_bb(csv)?
@@ -228,8 +271,22 @@ fn read_rows(task: TaskKind, csv: &Path) -> Result<Vec<Row>> {
                 file_name: r.file_name,
                 category: Some(r.category),
                 bbox: Some(r.bbox),
+                ..Row::default()
             })
             .collect(),
+        TaskKind::Ssd => {
+            let classes = box_classes.context(
+                "task ssd needs a `classes` input: the per-box classes (mbb_classes.csv) beside mbb.csv",
+            )?;
+            multibox::annotations::read_boxes(csv, classes)?
+                .into_iter()
+                .map(|image| Row {
+                    file_name: image.file_name,
+                    objects: image.boxes.into_iter().zip(image.classes).collect(),
+                    ..Row::default()
+                })
+                .collect()
+        }
     })
 }
 
@@ -342,6 +399,7 @@ impl DataSource for LoaderSource {
                     size: b.size as usize,
                     classes: b.classes,
                     boxes: b.boxes,
+                    objects: b.objects,
                     indices: b.indices,
                     orig_sizes: b.orig_sizes,
                 })
@@ -370,13 +428,17 @@ fn prepare(
 ) -> Result<Prepared> {
     let csv = spec.input("csv")?;
     let images = spec.input("images")?;
-    let rows = read_rows(params.task, csv)?;
+    let rows = read_rows(params.task, csv, spec.inputs.get("classes"))?;
     if rows.is_empty() {
         bail!("{}: no rows", csv.display());
     }
     let classes = || {
         classes.unwrap_or_else(|| {
-            let mut names: Vec<String> = rows.iter().filter_map(|r| r.category.clone()).collect();
+            let mut names: Vec<String> = rows
+                .iter()
+                .flat_map(|r| r.category.iter().chain(r.objects.iter().map(|(_, c)| c)))
+                .cloned()
+                .collect();
             names.sort();
             names.dedup();
             names
@@ -391,6 +453,10 @@ fn prepare(
                 .class_loss_weight
                 .unwrap_or(pipeline::params::LESSON_CLASS_LOSS_WEIGHT),
         },
+        TaskKind::Ssd => Task::Ssd {
+            classes: classes(),
+            params: params.ssd.clone().unwrap_or_default(),
+        },
     };
     let class_index: HashMap<&str, i64> = task
         .classes()
@@ -404,23 +470,33 @@ fn prepare(
     let images_dir = csv_export::ImagesDir::new(images);
     let mut items = Vec::with_capacity(rows.len());
     for row in &rows {
-        let class = match &row.category {
-            Some(c) => Some(*class_index.get(c.as_str()).with_context(|| {
+        let index_of = |c: &str| {
+            class_index.get(c).copied().with_context(|| {
                 format!(
                     "{}: class {c:?} of {} is not one the model knows",
                     csv.display(),
                     row.file_name
                 )
-            })?),
-            None => None,
+            })
         };
+        let class = row.category.as_deref().map(index_of).transpose()?;
+        let objects = row
+            .objects
+            .iter()
+            .map(|(bbox, c)| {
+                Ok(augment::Object {
+                    bbox: *bbox,
+                    class: index_of(c)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
         items.push(augment::Item {
             path: images_dir
                 .path(&row.file_name)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", csv.display()))?,
             class,
             bbox: row.bbox,
-            ..augment::Item::default()
+            objects,
         });
     }
     let (train_rows, val_rows) = split(&rows, spec.inputs.get("val"), val_fraction, seed)?;
@@ -790,6 +866,9 @@ pub fn write_metrics(path: &Path, task: &Task, records: &[EpochRecord]) -> Resul
 pub fn load_model(path: &Path, device: Device) -> Result<(Learner<AnyModel>, ModelMeta)> {
     let (tensors, meta) = checkpoint::load(path)?;
     let meta = model_meta(path, meta)?;
+    meta.task
+        .check()
+        .map_err(|e| anyhow::anyhow!("{}: its task: {e}", path.display()))?;
     let (learner, _) = build_learner(&meta.arch, meta.task.clone(), meta.size, device)?;
     checkpoint::copy_into(&learner.vs, &tensors, path)?;
     Ok((learner, meta))
@@ -824,6 +903,40 @@ fn model_meta(path: &Path, json: serde_json::Value) -> Result<ModelMeta> {
     Ok(meta)
 }
 
+/// The detector's predictions: `predictions` gets one row per detection
+/// (`fn,cat,score,bbox`, boxes in original image pixels, best score first per image),
+/// `images` the validation images scored (`fn`), those without a detection included.
+fn write_detector_predictions(
+    spec: &StageSpec,
+    data: &Prepared,
+    predictions: &[crate::learner::Prediction],
+    classes: &[String],
+    size: u32,
+) -> Result<()> {
+    let out = spec.output("predictions")?;
+    let images = spec.output("images")?;
+    csv_export::create_parent(out)?;
+    csv_export::create_parent(images)?;
+    let file_name =
+        |p: &crate::learner::Prediction| data.rows[data.val_rows[p.index]].file_name.as_str();
+    let rows: Vec<DetectionRow> = predictions
+        .iter()
+        .flat_map(|p| {
+            p.detections.iter().map(move |d| DetectionRow {
+                file_name: file_name(p).to_owned(),
+                class: classes[d.class].clone(),
+                score: d.score,
+                bbox: multibox::nms::to_original_pixels(d.bbox, p.orig_size, size)
+                    .map(|v| (v * 10.0).round() / 10.0),
+            })
+        })
+        .collect();
+    write_detections(out, &rows)?;
+    let names: Vec<&str> = predictions.iter().map(file_name).collect();
+    write_image_list(images, &names)?;
+    Ok(())
+}
+
 /// Predictions over the validation split, boxes in original image pixels.
 fn predict(spec: &StageSpec, params: &Params) -> Result<()> {
     let model_path = spec.input("model")?;
@@ -856,6 +969,25 @@ fn predict(spec: &StageSpec, params: &Params) -> Result<()> {
         None
     };
     let (predictions, val) = learner.predict(&data.valid, params.tta)?;
+    if let Task::Ssd { classes, .. } = &meta.task {
+        write_detector_predictions(spec, &data, &predictions, classes, meta.size)?;
+        let figures: Vec<String> = meta
+            .task
+            .metric_names()
+            .iter()
+            .zip(val.values(&meta.task))
+            .map(|(name, v)| format!("{name} {v:.4}"))
+            .collect();
+        println!(
+            "{}: {} validation images, {} detections, val_loss {:.4}, {} (input pixels, difficult objects not ignored; the evaluate stage scores VOC's way)",
+            spec.name,
+            predictions.len(),
+            val.detections.len(),
+            val.loss(),
+            figures.join(", ")
+        );
+        return note_unreadable(spec, &data);
+    }
     let out = spec.output("predictions")?;
     csv_export::create_parent(out)?;
     let mut orig_iou_sum = 0.0f64;

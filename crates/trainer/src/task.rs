@@ -1,8 +1,12 @@
 //! The tasks of the lessons, their losses and their metrics.
 
-use pipeline::params::TaskKind;
+use crate::data::Batch;
+use crate::ssd::{Focal, ImageObjects, Ssd, SsdLossParams};
+use multibox::map::{GroundTruth, ScoredBox, VOC_IOU_THRESHOLD};
+use multibox::nms::{Detection, NmsParams};
+use pipeline::params::{SsdParams, TaskKind};
 use serde::{Deserialize, Serialize};
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 /// Boxes are learnt in the lesson's units: pixels of a 224 x 224 input.
 pub const BOX_UNITS: f64 = 224.0;
@@ -21,6 +25,12 @@ pub enum Task {
         classes: Vec<String>,
         class_weight: f64,
     },
+    /// The next lesson's single-shot multibox detector: every object's class and
+    /// box from anchors on several grids (`model_zoo::SsdHead`, `crate::ssd`).
+    Ssd {
+        classes: Vec<String>,
+        params: SsdParams,
+    },
 }
 
 /// A model's raw output read as what the task predicts.
@@ -30,6 +40,8 @@ pub struct Outputs {
     pub class_log_probs: Option<Tensor>,
     /// `[top, left, bottom, right]` in 224-pixel units (n x 4), for the tasks with boxes.
     pub boxes: Option<Tensor>,
+    /// The detector's raw output `[n, anchors, 4 + classes + 1]`.
+    pub detector: Option<Tensor>,
 }
 
 impl Outputs {
@@ -51,6 +63,7 @@ impl Outputs {
         Outputs {
             class_log_probs,
             boxes,
+            detector: self.detector,
         }
     }
 }
@@ -62,6 +75,8 @@ pub struct Targets {
     pub classes: Option<Tensor>,
     /// Boxes in input pixels (n x 4), for the tasks with boxes.
     pub boxes: Option<Tensor>,
+    /// Every object of each image, boxes in `0..1` units of the input, for the detector.
+    pub objects: Option<Vec<ImageObjects>>,
 }
 
 impl Task {
@@ -71,6 +86,7 @@ impl Task {
             Task::Classify { .. } => "classifier",
             Task::Bbox => "box",
             Task::Combined { .. } => "class + box",
+            Task::Ssd { .. } => "detector",
         }
     }
 
@@ -80,22 +96,82 @@ impl Task {
             Task::Classify { .. } => TaskKind::Classify,
             Task::Bbox => TaskKind::Bbox,
             Task::Combined { .. } => TaskKind::Combined,
+            Task::Ssd { .. } => TaskKind::Ssd,
         }
     }
 
     /// The class names, for the tasks that classify.
     pub fn classes(&self) -> Option<&[String]> {
         match self {
-            Task::Classify { classes } | Task::Combined { classes, .. } => Some(classes),
+            Task::Classify { classes }
+            | Task::Combined { classes, .. }
+            | Task::Ssd { classes, .. } => Some(classes),
             Task::Bbox => None,
         }
     }
 
+    /// Whether the task predicts one box per image (the largest object's).
     pub fn has_boxes(&self) -> bool {
         matches!(self, Task::Bbox | Task::Combined { .. })
     }
 
-    /// Width of the model's output: the 4 box numbers first, then the class scores.
+    /// What `batch` should give, on `device`: the parts of [`Targets`] the task has.
+    pub fn targets(&self, batch: &Batch, device: Device) -> Targets {
+        let per_image_classes = matches!(self, Task::Classify { .. } | Task::Combined { .. });
+        let classes =
+            per_image_classes.then(|| Tensor::from_slice(&batch.classes).to_device(device));
+        let boxes = self.has_boxes().then(|| {
+            Tensor::from_slice(batch.boxes.as_flattened())
+                .view([batch.n as i64, 4])
+                .to_device(device)
+        });
+        // The lesson's `bbox / sz`: the detector learns boxes in 0..1 units.
+        let objects = matches!(self, Task::Ssd { .. }).then(|| {
+            let unit = 1.0 / batch.size as f32;
+            batch
+                .objects
+                .iter()
+                .map(|objects| ImageObjects {
+                    boxes: objects.iter().map(|o| o.bbox.map(|v| v * unit)).collect(),
+                    classes: objects.iter().map(|o| o.class as usize).collect(),
+                })
+                .collect()
+        });
+        Targets {
+            classes,
+            boxes,
+            objects,
+        }
+    }
+
+    /// The detector's loss and decoding with its decoding params, for the detector task.
+    pub fn detector(&self) -> Option<(Ssd, &NmsParams)> {
+        let Task::Ssd { classes, params } = self else {
+            return None;
+        };
+        let anchors = multibox::anchors::Anchors::new(&params.anchors)
+            .expect("anchor params are checked where a detector task is made (Task::check)");
+        let loss = SsdLossParams {
+            match_threshold: params.match_threshold,
+            focal: Focal {
+                alpha: params.focal_alpha,
+                gamma: params.focal_gamma,
+            },
+            box_weight: params.box_weight,
+        };
+        Some((Ssd::new(anchors, classes.len(), loss), &params.nms))
+    }
+
+    /// Refuses a task that cannot be built (a model file's metadata written by hand).
+    pub fn check(&self) -> Result<(), String> {
+        match self {
+            Task::Ssd { params, .. } => params.check(),
+            _ => Ok(()),
+        }
+    }
+
+    /// Width of the model's output for the one-row-per-image tasks: the 4 box numbers
+    /// first, then the class scores (the detector's rows are per anchor).
     pub fn outputs(&self) -> i64 {
         let boxes = if self.has_boxes() { 4 } else { 0 };
         boxes + self.classes().map_or(0, |c| c.len() as i64)
@@ -107,6 +183,10 @@ impl Task {
             Task::Classify { .. } => &["accuracy"],
             Task::Bbox => &["l1_px", "mean_iou", "iou50"],
             Task::Combined { .. } => &["accuracy", "l1_px", "mean_iou", "iou50"],
+            // VOC mAP at IoU 0.5 over the validation images, in input pixels; the
+            // difficult objects are not in the training CSV, so detections of them count
+            // as false positives (the evaluate stage scores original pixels and ignores them).
+            Task::Ssd { .. } => &["map50_11pt", "map50_all"],
         }
     }
 
@@ -117,11 +197,13 @@ impl Task {
             Task::Classify { .. } => Outputs {
                 class_log_probs: Some(output.log_softmax(-1, Kind::Float)),
                 boxes: None,
+                detector: None,
             },
             // The lesson's bbox head is linear: its outputs are the box.
             Task::Bbox => Outputs {
                 class_log_probs: None,
                 boxes: Some(output),
+                detector: None,
             },
             Task::Combined { .. } => Outputs {
                 class_log_probs: Some(
@@ -130,6 +212,12 @@ impl Task {
                         .log_softmax(-1, Kind::Float),
                 ),
                 boxes: Some(output.narrow(1, 0, 4).sigmoid() * BOX_UNITS),
+                detector: None,
+            },
+            Task::Ssd { .. } => Outputs {
+                class_log_probs: None,
+                boxes: None,
+                detector: Some(output),
             },
         }
     }
@@ -138,6 +226,13 @@ impl Task {
     /// (in 224-pixel units) plus the weighted cross-entropy of the classes, for the
     /// parts the task has.
     pub fn loss(&self, outputs: &Outputs, targets: &Targets, input_size: usize) -> Tensor {
+        if let (Some((ssd, _)), Some(output), Some(objects)) = (
+            self.detector(),
+            outputs.detector.as_ref(),
+            targets.objects.as_ref(),
+        ) {
+            return ssd.loss(output, objects);
+        }
         let class_weight = match self {
             Task::Combined { class_weight, .. } => *class_weight,
             _ => 1.0,
@@ -159,7 +254,7 @@ impl Task {
             (Some(b), Some(c)) => b + c,
             (Some(b), None) => b,
             (None, Some(c)) => c,
-            (None, None) => unreachable!("every task predicts boxes or classes"),
+            (None, None) => unreachable!("every task predicts boxes, classes or detections"),
         }
     }
 }
@@ -189,6 +284,11 @@ pub struct MetricSums {
     pub abs_err_sum: f64,
     pub iou_sum: f64,
     pub iou50: usize,
+    /// The detector's detections and objects so far, in input pixels, numbered by
+    /// image in the order they were added.
+    pub detections: Vec<ScoredBox>,
+    pub truths: Vec<GroundTruth>,
+    pub detected_images: usize,
 }
 
 impl MetricSums {
@@ -218,6 +318,40 @@ impl MetricSums {
         }
     }
 
+    /// Adds a batch's detections (`0..1` boxes) against its objects (`0..1` boxes),
+    /// scaled to `size`-pixel inputs.
+    pub fn add_detections(
+        &mut self,
+        detections: &[Vec<Detection>],
+        truths: &[ImageObjects],
+        size: usize,
+    ) {
+        let pixels = |b: [f32; 4]| b.map(|v| v * size as f32);
+        for (found, truth) in detections.iter().zip(truths) {
+            let image = self.detected_images;
+            self.detections.extend(found.iter().map(|d| ScoredBox {
+                image,
+                class: d.class,
+                score: d.score,
+                bbox: pixels(d.bbox),
+            }));
+            self.truths
+                .extend(
+                    truth
+                        .boxes
+                        .iter()
+                        .zip(&truth.classes)
+                        .map(|(&b, &class)| GroundTruth {
+                            image,
+                            class,
+                            bbox: pixels(b),
+                            difficult: false,
+                        }),
+                );
+            self.detected_images += 1;
+        }
+    }
+
     /// Mean loss, weighted by batch size as fastai 0.7's `validate` does.
     pub fn loss(&self) -> f64 {
         self.loss_sum / self.items.max(1) as f64
@@ -236,6 +370,22 @@ impl MetricSums {
             Task::Classify { .. } => vec![accuracy],
             Task::Bbox => boxes.to_vec(),
             Task::Combined { .. } => [&[accuracy][..], &boxes].concat(),
+            Task::Ssd { classes, .. } => {
+                // A detection box can come out inverted only from NaN weights; score
+                // such a pass as NaN rather than fail the epoch.
+                match multibox::map::evaluate(
+                    &self.truths,
+                    &self.detections,
+                    classes.len(),
+                    VOC_IOU_THRESHOLD,
+                ) {
+                    Ok(map) => vec![
+                        map.map_voc07.unwrap_or(f64::NAN),
+                        map.map_all_points.unwrap_or(f64::NAN),
+                    ],
+                    Err(_) => vec![f64::NAN, f64::NAN],
+                }
+            }
         }
     }
 }
@@ -286,6 +436,7 @@ mod tests {
         Outputs {
             class_log_probs: None,
             boxes: Some(Tensor::from_slice(&values).view([1, 4])),
+            detector: None,
         }
     }
 
@@ -340,6 +491,7 @@ mod tests {
         let targets = Targets {
             classes: Some(Tensor::from_slice(&[1i64])),
             boxes: Some(Tensor::from_slice(&[168.0f32, 168.0, 392.0, 56.0]).view([1, 4])),
+            objects: None,
         };
         let loss = task.loss(&outputs, &targets, 448).double_value(&[]);
         let want = (28.0 + 28.0 + 28.0 + 28.0) / 4.0 + 20.0 * 3f64.ln();
@@ -351,6 +503,7 @@ mod tests {
         let class_only = Targets {
             classes: targets.classes,
             boxes: None,
+            objects: None,
         };
         let ce = classify
             .loss(&classify.decode(&raw.narrow(1, 4, 3)), &class_only, 448)
@@ -378,6 +531,7 @@ mod tests {
         let targets = Targets {
             classes: None,
             boxes: Some(Tensor::from_slice(&[64.0f32, 64.0, 64.0, 64.0]).view([1, 4])),
+            objects: None,
         };
         // 64 px of a 448 input are 32 px of 224.
         let loss = Task::Bbox.loss(&out, &targets, 448).double_value(&[]);

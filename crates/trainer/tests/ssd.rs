@@ -113,7 +113,7 @@ impl Detector {
         }
         Detector {
             body,
-            head: SsdHead::new(&(vs / "head"), 64, 3, anchors_per_cell, classes),
+            head: SsdHead::new(&(vs / "head"), 64, false, 3, anchors_per_cell, classes),
         }
     }
 

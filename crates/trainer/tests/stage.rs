@@ -362,3 +362,159 @@ fn unreadable_images_are_skipped_and_noted_for_the_runner() {
         "{note}"
     );
 }
+
+/// A train or predict spec for the detector over the fixture's mbb.csv, with
+/// `outputs` as (name, path) pairs.
+fn detector_spec(
+    fx: &Fixture,
+    kind: &str,
+    extra_inputs: &[(&str, &str)],
+    outputs: &[(&str, &str)],
+    params: serde_json::Value,
+) -> pipeline::StageSpec {
+    let mut inputs = serde_json::Map::new();
+    for (name, rel) in [
+        ("csv", "mbb.csv"),
+        ("classes", "mbb_classes.csv"),
+        ("images", "images"),
+    ]
+    .iter()
+    .chain(extra_inputs)
+    {
+        inputs.insert(name.to_string(), fx.path(rel).to_string_lossy().into());
+    }
+    let outputs: serde_json::Map<String, serde_json::Value> = outputs
+        .iter()
+        .map(|(name, rel)| (name.to_string(), fx.path(rel).to_string_lossy().into()))
+        .collect();
+    serde_json::from_value(serde_json::json!({
+        "name": kind, "kind": kind, "inputs": inputs, "outputs": outputs, "params": params,
+        "work_dir": fx.path(&format!("work/{kind}")), "data_dir": fx.path("."),
+    }))
+    .unwrap()
+}
+
+/// The detector's plumbing end to end, on an EfficientNet-Lite0 from scratch at
+/// 128 px (a 4x4 feature map: grids of 4x4 on the map itself, then 2x2 and 1x1
+/// after stride-2 convolutions, the lesson's 189 anchors): training
+/// writes the mAP columns, prediction writes every detection in original pixels
+/// and the list of scored images, and `trainer predict`'s path reports objects.
+/// How well the detector learns is tests/ssd.rs's question.
+#[test]
+fn detector_trains_predicts_and_writes_detections_in_original_pixels() {
+    let fx = Fixture::new(120);
+    let params = serde_json::json!({
+        "task": "ssd", "backbone": "efficientnet-lite0", "random_init": true, "size": 128,
+        "batch": 16, "workers": 1, "threads": 2,
+        "ssd": { "anchors": { "grids": [4, 2, 1] }, "box_weight": 10.0,
+                 "nms": { "score_threshold": 0.05 } },
+        "schedule": [{ "fit": { "lr": 3e-3, "cycles": 1, "cycle_len": 4 } }],
+    });
+    let train = detector_spec(
+        &fx,
+        "train",
+        &[],
+        &[("model", "out/ssd.safetensors"), ("metrics", "out/ssd.csv")],
+        params.clone(),
+    );
+    run(&train, false).unwrap();
+    let (header, rows) = read_csv(&fx.path("out/ssd.csv"));
+    assert_eq!(
+        header,
+        [
+            "epoch",
+            "trn_loss",
+            "val_loss",
+            "map50_11pt",
+            "map50_all",
+            "seconds"
+        ]
+    );
+    assert_eq!(rows.len(), 4);
+    let loss = |r: &Vec<String>, column: usize| r[column].parse::<f64>().unwrap();
+    assert!(rows
+        .iter()
+        .all(|r| loss(r, 1).is_finite() && loss(r, 2).is_finite()));
+    // The training loss, that is; a network from scratch evaluates on BatchNorm
+    // statistics of a few steps, so its validation loss says little yet.
+    assert!(
+        loss(&rows[3], 1) < 0.95 * loss(&rows[0], 1),
+        "the training loss did not fall: {rows:?}"
+    );
+    for r in &rows {
+        for column in [3, 4] {
+            let map: f64 = r[column].parse().unwrap();
+            assert!((0.0..=1.0).contains(&map), "mAP {map} in {r:?}");
+        }
+    }
+
+    let predict = detector_spec(
+        &fx,
+        "predict",
+        &[("model", "out/ssd.safetensors")],
+        &[
+            ("predictions", "out/detections.csv"),
+            ("images", "out/detections_images.csv"),
+        ],
+        serde_json::json!({"task": "ssd", "workers": 1}),
+    );
+    run(&predict, false).unwrap();
+    let images =
+        multibox::detections::read_image_list(&fx.path("out/detections_images.csv")).unwrap();
+    assert_eq!(images.len(), 24, "the validation fifth of 120");
+    let detections = multibox::detections::read_detections(&fx.path("out/detections.csv")).unwrap();
+    assert!(!detections.is_empty(), "nothing above score 0.05");
+    for d in &detections {
+        assert!(images.contains(&d.file_name), "{d:?}");
+        assert!(
+            ["blue", "green", "red"].contains(&d.class.as_str()),
+            "{d:?}"
+        );
+        assert!(d.score >= 0.05, "{d:?}");
+        let [top, left, bottom, right] = d.bbox;
+        assert!(
+            0.0 <= top && top <= bottom && bottom <= (H - 1) as f32,
+            "{d:?}"
+        );
+        assert!(
+            0.0 <= left && left <= right && right <= (W - 1) as f32,
+            "{d:?}"
+        );
+    }
+
+    // The same model on files, as `cargo xtask predict` runs it.
+    let (learner, meta) =
+        trainer::stage::load_model(&fx.path("out/ssd.safetensors"), tch::Device::Cpu).unwrap();
+    let files: Vec<_> = images
+        .iter()
+        .map(|f| fx.path(&format!("images/{f}")))
+        .collect();
+    // The stage's batch, so that both passes compute the same batches.
+    let options = trainer::infer::PredictOptions {
+        top: 1,
+        batch: 16,
+        workers: 1,
+        tta: false,
+    };
+    let answers =
+        trainer::infer::predict_images(&learner, &meta, &files, &options, &mut |_| {}).unwrap();
+    let from_files: usize = answers.iter().map(|a| a.objects.len()).sum();
+    assert_eq!(
+        from_files,
+        detections.len(),
+        "the stage and predict disagree"
+    );
+
+    // Anchor grids the head cannot make are refused, naming the ones it can.
+    let mut params = params;
+    params["ssd"]["anchors"]["grids"] = serde_json::json!([8, 4, 2]);
+    let spec = detector_spec(
+        &fx,
+        "train",
+        &[],
+        &[("model", "out/x.safetensors"), ("metrics", "out/x.csv")],
+        params,
+    );
+    let e = format!("{:#}", run(&spec, false).unwrap_err());
+    assert!(e.contains("[2, 1, 1]"), "{e}");
+}

@@ -330,6 +330,50 @@ pub fn bb_tiles(rows: &[BbRow], images: &mut ImageOpener) -> Result<Vec<Tile>> {
         .collect()
 }
 
+/// One image's objects to draw: boxes with their labels (empty for none).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObjectsRow {
+    pub file_name: String,
+    pub objects: Vec<([f32; 4], String)>,
+    pub caption: String,
+}
+
+/// Tiles with every object of an image (mbb.csv, a detector's detections): each
+/// box with its label, colours cycling so that neighbours can be told apart
+/// (the lesson's `show_ground_truth`).
+pub fn object_tiles(rows: &[ObjectsRow], images: &mut ImageOpener) -> Result<Vec<Tile>> {
+    rows.iter()
+        .map(|row| {
+            let annotations = row
+                .objects
+                .iter()
+                .enumerate()
+                .map(|(i, (bbox, label))| {
+                    let color = OBJECT_COLORS[i % OBJECT_COLORS.len()];
+                    if label.is_empty() {
+                        Annotation::bare_box(*bbox, color)
+                    } else {
+                        Annotation::labelled_box(*bbox, label.clone(), color)
+                    }
+                })
+                .collect();
+            tile(images, &row.file_name, annotations, row.caption.clone())
+        })
+        .collect()
+}
+
+/// Distinct, bright colours for the objects of one image.
+const OBJECT_COLORS: [Rgb<u8>; 8] = [
+    Rgb([255, 255, 255]),
+    Rgb([255, 200, 0]),
+    Rgb([0, 220, 255]),
+    Rgb([120, 255, 80]),
+    Rgb([255, 90, 200]),
+    Rgb([255, 120, 60]),
+    Rgb([170, 140, 255]),
+    Rgb([255, 255, 120]),
+];
+
 /// Tiles for lrg.csv rows: the largest object's class at the top-left corner.
 pub fn lrg_tiles(rows: &[LrgRow], images: &mut ImageOpener) -> Result<Vec<Tile>> {
     rows.iter()

@@ -10,7 +10,7 @@ use crate::artifacts::{
 use crate::draw::{draw_annotations, Annotation, PREDICTION_COLOR};
 use crate::grid::{
     bb_tiles, bbox_prediction_tiles, class_prediction_tiles, combined_prediction_tiles,
-    lrg_bb_tiles, lrg_tiles, render_grid, render_grid_titled, GridLayout,
+    lrg_bb_tiles, lrg_tiles, object_tiles, render_grid, render_grid_titled, GridLayout, ObjectsRow,
 };
 use crate::images::{unreadable_image, ImageOpener, OnBadImage};
 use crate::order::{worst_first, RowOrder, WorstFirst};
@@ -42,6 +42,11 @@ pub enum ArtifactKind {
     LrFindJson,
     /// COCO-style annotations (`images`, `annotations`, `categories`)
     CocoJson,
+    /// mbb.csv (or mbb_difficult.csv): `fn,bbox` with every box of an image; told
+    /// from bb.csv by its name, which starts with `mbb`
+    Mbb,
+    /// A detector's predictions: `fn,cat,score,bbox`, one row per detection
+    Detections,
 }
 
 /// Rows shown under "first rows".
@@ -74,7 +79,9 @@ pub fn detect_kind(path: &Path) -> Result<ArtifactKind> {
     let names: Vec<&str> = header.iter().map(String::as_str).collect();
     match names.as_slice() {
         ["fn", "cat"] => Ok(ArtifactKind::Lrg),
+        ["fn", "bbox"] if is_mbb(path) => Ok(ArtifactKind::Mbb),
         ["fn", "bbox"] => Ok(ArtifactKind::Bb),
+        ["fn", "cat", "score", "bbox"] => Ok(ArtifactKind::Detections),
         ["fn", "cat", "bbox"] => Ok(ArtifactKind::LrgBb),
         ["fn", "bbox", "true_bbox", "iou"] => Ok(ArtifactKind::BboxPredictions),
         ["fn", "cat", "true_cat", "prob"] => Ok(ArtifactKind::ClassPredictions),
@@ -92,6 +99,24 @@ pub fn detect_kind(path: &Path) -> Result<ArtifactKind> {
             ),
         }),
     }
+}
+
+/// Whether a `fn,bbox` CSV holds every object per image: `mbb*.csv`.
+fn is_mbb(path: &Path) -> bool {
+    path.file_stem()
+        .is_some_and(|stem| stem.to_string_lossy().starts_with("mbb"))
+}
+
+/// The per-box classes beside a multi-box CSV (`mbb.csv` -> `mbb_classes.csv`).
+fn box_classes_beside(csv: &Path) -> Option<PathBuf> {
+    let stem = csv.file_stem()?.to_string_lossy();
+    Some(csv.with_file_name(format!("{stem}_classes.csv"))).filter(|p| p.is_file())
+}
+
+/// The scored images beside a detections CSV (`ssd.csv` -> `ssd_images.csv`).
+pub fn scored_images_beside(csv: &Path) -> Option<PathBuf> {
+    let stem = csv.file_stem()?.to_string_lossy();
+    Some(csv.with_file_name(format!("{stem}_images.csv"))).filter(|p| p.is_file())
 }
 
 /// `(min, mean, max)` of the finite values, `None` if there are none.
@@ -139,6 +164,23 @@ pub fn summarize(path: &Path) -> Result<String> {
         ArtifactKind::Bb => {
             let rows = csv_export::read_bb(path)?;
             box_sizes(&mut out, rows.iter().map(|r| r.bbox));
+        }
+        ArtifactKind::Mbb => {
+            let rows = multibox::annotations::read_mbb(path)?;
+            let boxes: usize = rows.iter().map(|r| r.boxes.len()).sum();
+            let _ = writeln!(
+                out,
+                "{boxes} boxes, {:.2} per image",
+                boxes as f64 / rows.len().max(1) as f64
+            );
+            box_sizes(&mut out, rows.iter().flat_map(|r| r.boxes.iter().copied()));
+        }
+        ArtifactKind::Detections => {
+            let rows = multibox::detections::read_detections(path)?;
+            class_counts(&mut out, rows.iter().map(|r| r.class.as_str()));
+            if let Some((min, mean, max)) = min_mean_max(rows.iter().map(|r| r.score as f64)) {
+                let _ = writeln!(out, "scores: min {min:.3}, mean {mean:.3}, max {max:.3}");
+            }
         }
         ArtifactKind::LrgBb => {
             let rows = csv_export::read_lrg_bb(path)?;
@@ -262,6 +304,8 @@ fn kind_name(kind: ArtifactKind) -> &'static str {
         ArtifactKind::LrFind => "lr_find curve",
         ArtifactKind::LrFindJson => "lr_find result",
         ArtifactKind::CocoJson => "COCO-style annotations",
+        ArtifactKind::Mbb => "every object's box, mbb.csv",
+        ArtifactKind::Detections => "a detector's detections",
     }
 }
 
@@ -546,13 +590,15 @@ pub struct Drawn {
 }
 
 /// How [`draw_artifact_with_options`] draws a CSV.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DrawOptions {
     /// How many rows to draw (the grid has at most 4 columns).
     pub rows: usize,
     /// The CSV's first rows, or (prediction CSVs only) the worst predictions.
     pub order: RowOrder,
     pub on_bad_image: OnBadImage,
+    /// Detections only: those scoring below this are not drawn.
+    pub min_score: f32,
 }
 
 impl DrawOptions {
@@ -562,6 +608,7 @@ impl DrawOptions {
             rows,
             order: RowOrder::First,
             on_bad_image: OnBadImage::default(),
+            min_score: 0.25,
         }
     }
 }
@@ -630,6 +677,35 @@ pub fn draw_artifact_with_options(
         ArtifactKind::LrgBb => {
             let chosen = Chosen::first(csv_export::read_lrg_bb(path)?, count, |r| &r.file_name);
             let tiles = lrg_bb_tiles(&chosen.rows, &mut images)?;
+            (chosen.names(), tiles)
+        }
+        ArtifactKind::Mbb => {
+            let rows = match box_classes_beside(path) {
+                Some(classes) => multibox::annotations::read_boxes(path, &classes)?
+                    .into_iter()
+                    .map(|i| ObjectsRow {
+                        objects: i.boxes.into_iter().zip(i.classes).collect(),
+                        caption: i.file_name.clone(),
+                        file_name: i.file_name,
+                    })
+                    .collect(),
+                None => multibox::annotations::read_mbb(path)?
+                    .into_iter()
+                    .map(|r| ObjectsRow {
+                        objects: r.boxes.into_iter().map(|b| (b, String::new())).collect(),
+                        caption: r.file_name.clone(),
+                        file_name: r.file_name,
+                    })
+                    .collect(),
+            };
+            let chosen = Chosen::first(rows, count, |r| &r.file_name);
+            let tiles = object_tiles(&chosen.rows, &mut images)?;
+            (chosen.names(), tiles)
+        }
+        ArtifactKind::Detections => {
+            let rows = detection_rows(path, options.min_score)?;
+            let chosen = Chosen::first(rows, count, |r| &r.file_name);
+            let tiles = object_tiles(&chosen.rows, &mut images)?;
             (chosen.names(), tiles)
         }
         ArtifactKind::BboxPredictions => {
@@ -716,6 +792,39 @@ pub fn draw_artifact_with_options(
         unreadable: summary.unreadable,
         file_names,
     })
+}
+
+/// A detections CSV as one row per image, in the order of the scored images
+/// beside it (images where nothing was found included) or else of first
+/// appearance; only detections scoring at least `min_score`, labelled with
+/// their class and score.
+fn detection_rows(path: &Path, min_score: f32) -> Result<Vec<ObjectsRow>> {
+    let detections = multibox::detections::read_detections(path)?;
+    let mut order: Vec<String> = match scored_images_beside(path) {
+        Some(list) => multibox::detections::read_image_list(&list)?,
+        None => Vec::new(),
+    };
+    let mut by_image: BTreeMap<&str, Vec<([f32; 4], String)>> = BTreeMap::new();
+    for d in &detections {
+        if !by_image.contains_key(d.file_name.as_str()) && !order.contains(&d.file_name) {
+            order.push(d.file_name.clone());
+        }
+        let objects = by_image.entry(d.file_name.as_str()).or_default();
+        if d.score >= min_score {
+            objects.push((d.bbox, format!("{} {:.2}", d.class, d.score)));
+        }
+    }
+    Ok(order
+        .into_iter()
+        .map(|file_name| {
+            let objects = by_image.remove(file_name.as_str()).unwrap_or_default();
+            ObjectsRow {
+                caption: format!("{file_name}  {} found", objects.len()),
+                file_name,
+                objects,
+            }
+        })
+        .collect())
 }
 
 /// What the worst order ranks `kind`'s rows by; `None` for kinds it does not rank.
@@ -1325,6 +1434,48 @@ mod tests {
             .filter(|&(x, y)| *grid.get_pixel(x, y) == WHITE)
             .count();
         assert!(label_white > 20, "{label_white} white label pixels");
+    }
+
+    #[test]
+    fn draws_every_object_of_mbb_and_of_a_detectors_predictions() {
+        let dir = tempfile::tempdir().unwrap();
+        jpegs(dir.path(), &["a.jpg", "b.jpg", "c.jpg"]);
+        let write = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap();
+        write(
+            "mbb.csv",
+            "fn,bbox\na.jpg,10 20 100 150 5 5 30 30\nb.jpg,30 40 90 80\n",
+        );
+        write(
+            "mbb_classes.csv",
+            "fn,clas\na.jpg,horse person\nb.jpg,dog\n",
+        );
+        let mbb = dir.path().join("mbb.csv");
+        assert_eq!(detect_kind(&mbb).unwrap(), ArtifactKind::Mbb);
+        let out = look_path(dir.path(), "mbb.png");
+        let drawn = draw_artifact(&mbb, 12, dir.path(), &out).unwrap();
+        assert_eq!(drawn.file_names, ["a.jpg", "b.jpg"]);
+        let summary = summarize(&mbb).unwrap();
+        assert!(summary.contains("3 boxes, 1.50 per image"), "{summary}");
+
+        // Detections: the images in the scored list's order, c.jpg with nothing found,
+        // b.jpg's low score left out of the picture.
+        write(
+            "ssd.csv",
+            "fn,cat,score,bbox\nb.jpg,dog,0.9,30 40 90 80\nb.jpg,cat,0.1,0 0 9 9\na.jpg,horse,0.5,10 20 100 150\n",
+        );
+        write("ssd_images.csv", "fn\na.jpg\nb.jpg\nc.jpg\n");
+        let detections = dir.path().join("ssd.csv");
+        assert_eq!(detect_kind(&detections).unwrap(), ArtifactKind::Detections);
+        let rows = detection_rows(&detections, 0.25).unwrap();
+        let found: Vec<(&str, usize)> = rows
+            .iter()
+            .map(|r| (r.file_name.as_str(), r.objects.len()))
+            .collect();
+        assert_eq!(found, [("a.jpg", 1), ("b.jpg", 1), ("c.jpg", 0)]);
+        assert_eq!(rows[1].objects[0].1, "dog 0.90");
+        let out = look_path(dir.path(), "ssd.png");
+        let drawn = draw_artifact(&detections, 12, dir.path(), &out).unwrap();
+        assert_eq!(drawn.file_names, ["a.jpg", "b.jpg", "c.jpg"]);
     }
 
     #[test]

@@ -583,3 +583,64 @@ mod tests {
             .contains("empty.csv"));
     }
 }
+
+/// One class's precision-recall curve for [`plot_pr_curves`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct PrCurve {
+    pub name: String,
+    /// The AP the legend shows beside the name.
+    pub ap: f64,
+    /// `(recall, precision)` points, best score first.
+    pub points: Vec<(f64, f64)>,
+}
+
+/// Precision against recall for every class on one chart, the legend giving
+/// each class's AP (the evaluate stage's picture of a detector).
+pub fn plot_pr_curves(curves: &[PrCurve], title: &str, out: &Path) -> Result<()> {
+    if curves.is_empty() {
+        return Err(VizError::invalid(
+            out,
+            "no class has a precision-recall curve",
+        ));
+    }
+    render_png(out, (1000, 700), |root| {
+        let mut chart = ChartBuilder::on(root)
+            .caption(title, (FONT_FAMILY, 22))
+            .margin(12)
+            .x_label_area_size(45)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0.0..1.0, 0.0..1.02)
+            .map_err(|e| e.to_string())?;
+        chart
+            .configure_mesh()
+            .x_desc("recall")
+            .y_desc("precision")
+            .label_style((FONT_FAMILY, 14))
+            .axis_desc_style((FONT_FAMILY, 15))
+            .draw()
+            .map_err(|e| e.to_string())?;
+        for (i, curve) in curves.iter().enumerate() {
+            let color = Palette99::pick(i).to_rgba();
+            chart
+                .draw_series(LineSeries::new(
+                    curve.points.iter().copied(),
+                    color.stroke_width(2),
+                ))
+                .map_err(|e| e.to_string())?
+                .label(format!("{} {:.3}", curve.name, curve.ap))
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+                });
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .label_font((FONT_FAMILY, 13))
+            // Curves fall from the top left towards the right: the lower left stays clear.
+            .position(SeriesLabelPosition::LowerLeft)
+            .draw()
+            .map_err(|e| e.to_string())?;
+        Ok(())
+    })
+}

@@ -1,5 +1,6 @@
 //! Small synthetic JPEGs for the stage tests: one coloured rectangle per image (its
-//! colour the class, its extent the box), with their lrg.csv, bb.csv and lrg_bb.csv, and stage specs
+//! colour the class, its extent the box), with their lrg.csv, bb.csv, lrg_bb.csv, mbb.csv and
+//! mbb_classes.csv, and stage specs
 //! over them.
 
 use image::{Rgb, RgbImage};
@@ -75,6 +76,21 @@ impl Fixture {
             })
             .collect();
         csv_export::write_lrg_bb(&dir.path().join("lrg_bb.csv"), &joined).unwrap();
+        // The detector's files: every object (here the one rectangle) with its class.
+        let objects: Vec<multibox::annotations::ImageBoxes> = joined
+            .iter()
+            .map(|r| multibox::annotations::ImageBoxes {
+                file_name: r.file_name.clone(),
+                boxes: vec![r.bbox],
+                classes: vec![r.category.clone()],
+            })
+            .collect();
+        multibox::annotations::write_boxes(
+            &dir.path().join("mbb.csv"),
+            &dir.path().join("mbb_classes.csv"),
+            &objects,
+        )
+        .unwrap();
         Fixture { dir, boxes }
     }
 

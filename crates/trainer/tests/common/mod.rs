@@ -69,6 +69,7 @@ pub fn source(
             size,
             classes: chunk.iter().map(|s| s.class).collect(),
             boxes: chunk.iter().map(|s| s.bbox).collect(),
+            objects: Vec::new(),
             indices: (b * batch..b * batch + chunk.len()).collect(),
             orig_sizes: vec![(size as u32, size as u32); chunk.len()],
         })
