@@ -264,13 +264,13 @@ impl MbConvBlock {
 }
 
 /// Stochastic depth: drops the residual branch per sample, rescaling the kept ones.
+/// The rescaling is folded into the per-sample mask, so the feature map takes one
+/// multiplication (and its backward one), not two.
 fn drop_connect(x: &Tensor, rate: f64) -> Tensor {
     let keep = 1.0 - rate;
     let batch = x.size()[0];
-    let mask = (Tensor::rand([batch, 1, 1, 1], (Kind::Float, x.device())) + keep)
-        .floor()
-        .to_kind(x.kind());
-    x / keep * mask
+    let scale = (Tensor::rand([batch, 1, 1, 1], (Kind::Float, x.device())) + keep).floor() / keep;
+    x * scale.to_kind(x.kind())
 }
 
 pub struct EfficientNetLite {
