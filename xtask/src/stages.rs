@@ -304,41 +304,63 @@ fn augment_grid(spec: &StageSpec) -> Result<()> {
         augment,
         on_bad_image,
     } = spec.params()?;
-    let labelled: Vec<(String, Option<[f32; 4]>, String)> = match viz::inspect::detect_kind(csv)? {
+    // (file, the largest box, every object's box and label, caption). An object's
+    // `class` in the loader is its index in its image's list, so that its label
+    // follows it through the augmentation, which may drop it.
+    type Labelled = (String, Option<[f32; 4]>, Vec<([f32; 4], String)>, String);
+    let labelled: Vec<Labelled> = match viz::inspect::detect_kind(csv)? {
         viz::inspect::ArtifactKind::Bb => csv_export::read_bb(csv)?
             .into_iter()
-            .map(|r| (r.file_name.clone(), Some(r.bbox), r.file_name))
+            .map(|r| (r.file_name.clone(), Some(r.bbox), Vec::new(), r.file_name))
             .collect(),
         viz::inspect::ArtifactKind::Lrg => csv_export::read_lrg(csv)?
             .into_iter()
-            .map(|r| (r.file_name, None, r.category))
+            .map(|r| (r.file_name, None, Vec::new(), r.category))
             .collect(),
+        viz::inspect::ArtifactKind::Mbb => {
+            let classes = spec.input("classes")?;
+            multibox::annotations::read_boxes(csv, classes)?
+                .into_iter()
+                .map(|i| {
+                    let objects = i.boxes.into_iter().zip(i.classes).collect();
+                    (i.file_name.clone(), None, objects, i.file_name)
+                })
+                .collect()
+        }
         other => bail!(
-            "stage {}: {} is a {other:?} file; augment-grid draws bb.csv or lrg.csv",
+            "stage {}: {} is a {other:?} file; augment-grid draws bb.csv, lrg.csv or mbb.csv",
             spec.name,
             csv.display()
         ),
     };
     let folder = csv_export::ImagesDir::new(images);
     let mut items: Vec<augment::Item> = Vec::new();
-    for (file, bbox, _) in labelled.iter().take(distinct) {
+    let mut object_labels: Vec<Vec<&str>> = Vec::new();
+    for (file, bbox, objects, _) in labelled.iter().take(distinct) {
         let path = folder
             .path(file)
             .map_err(|e| anyhow::anyhow!("{}: {e}", csv.display()))?;
-        items.extend(std::iter::repeat_n(
-            augment::Item {
-                path,
-                class: None,
-                bbox: *bbox,
-                ..augment::Item::default()
-            },
-            repeats,
-        ));
+        let item = augment::Item {
+            path,
+            class: None,
+            bbox: *bbox,
+            objects: objects
+                .iter()
+                .enumerate()
+                .map(|(k, (bbox, _))| augment::Object {
+                    bbox: *bbox,
+                    class: k as i64,
+                })
+                .collect(),
+        };
+        items.extend(std::iter::repeat_n(item, repeats));
+        let labels: Vec<&str> = objects.iter().map(|(_, label)| label.as_str()).collect();
+        object_labels.extend(std::iter::repeat_n(labels, repeats));
     }
     let captions: Vec<&str> = labelled
         .iter()
         .take(distinct)
-        .flat_map(|(_, _, caption)| std::iter::repeat_n(caption.as_str(), repeats))
+        .flat_map(|(_, _, _, caption)| std::iter::repeat_n(caption.as_str(), repeats))
         .collect();
     let config = augment::LoaderConfig {
         size,
@@ -386,6 +408,10 @@ fn augment_grid(spec: &StageSpec) -> Result<()> {
                         .get(i)
                         .map(|b| viz::draw::Annotation::bare_box(*b, viz::draw::WHITE))
                         .into_iter()
+                        .chain(batch.objects.get(i).into_iter().flatten().map(|o| {
+                            let label = object_labels[item][o.class as usize];
+                            viz::draw::Annotation::labelled_box(o.bbox, label, viz::draw::WHITE)
+                        }))
                         .collect(),
                     caption: captions[item].to_string(),
                 },
