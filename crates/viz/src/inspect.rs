@@ -47,6 +47,8 @@ pub enum ArtifactKind {
     Mbb,
     /// A detector's predictions: `fn,cat,score,bbox`, one row per detection
     Detections,
+    /// The evaluate stage's per-class AP table, its mean last
+    ApTable,
 }
 
 /// Rows shown under "first rows".
@@ -82,6 +84,9 @@ pub fn detect_kind(path: &Path) -> Result<ArtifactKind> {
         ["fn", "bbox"] if is_mbb(path) => Ok(ArtifactKind::Mbb),
         ["fn", "bbox"] => Ok(ArtifactKind::Bb),
         ["fn", "cat", "score", "bbox"] => Ok(ArtifactKind::Detections),
+        ["class", "objects", "difficult", "true_positives", "false_positives", "ap_11pt", "ap_all"] => {
+            Ok(ArtifactKind::ApTable)
+        }
         ["fn", "cat", "bbox"] => Ok(ArtifactKind::LrgBb),
         ["fn", "bbox", "true_bbox", "iou"] => Ok(ArtifactKind::BboxPredictions),
         ["fn", "cat", "true_cat", "prob"] => Ok(ArtifactKind::ClassPredictions),
@@ -287,6 +292,21 @@ pub fn summarize(path: &Path) -> Result<String> {
                 }
             }
         }
+        ArtifactKind::ApTable => {
+            if let Some(mean) = table
+                .rows
+                .iter()
+                .find(|r| r.first().is_some_and(|c| c == "mean"))
+            {
+                let _ = writeln!(
+                    out,
+                    "mAP {} (11-point), {} (all points) over {} objects",
+                    mean.get(5).map_or("?", String::as_str),
+                    mean.get(6).map_or("?", String::as_str),
+                    mean.get(1).map_or("?", String::as_str)
+                );
+            }
+        }
         ArtifactKind::LrFindJson | ArtifactKind::CocoJson => unreachable!("handled above"),
     }
     Ok(out)
@@ -306,6 +326,7 @@ fn kind_name(kind: ArtifactKind) -> &'static str {
         ArtifactKind::CocoJson => "COCO-style annotations",
         ArtifactKind::Mbb => "every object's box, mbb.csv",
         ArtifactKind::Detections => "a detector's detections",
+        ArtifactKind::ApTable => "VOC AP per class (the evaluate stage's)",
     }
 }
 
@@ -763,6 +784,12 @@ pub fn draw_artifact_with_options(
                 "nothing to draw for this JSON; use show-image for one image of the dataset",
             ));
         }
+        ArtifactKind::ApTable => {
+            return Err(VizError::invalid(
+                path,
+                "the evaluate stage draws these APs as plots/pr_curves.png",
+            ));
+        }
     };
     if tiles.is_empty() {
         return Err(VizError::invalid(path, "no rows to draw"));
@@ -988,6 +1015,11 @@ mod tests {
                 ArtifactKind::Metrics,
             ),
             ("iteration,lr,loss,smooth_loss\n", ArtifactKind::LrFind),
+            ("fn,cat,score,bbox\n", ArtifactKind::Detections),
+            (
+                "class,objects,difficult,true_positives,false_positives,ap_11pt,ap_all\n",
+                ArtifactKind::ApTable,
+            ),
         ];
         for (header, kind) in cases {
             assert_eq!(
