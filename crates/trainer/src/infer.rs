@@ -192,8 +192,7 @@ fn predict_batch(
                 .map(|d| csv_export::DetectedObject {
                     class: classes[d.class].clone(),
                     score: d.score,
-                    bbox: multibox::nms::to_original_pixels(d.bbox, orig, batch.size)
-                        .map(|v| (v * 10.0).round() / 10.0),
+                    bbox: crate::task::detection_in_original_pixels(d.bbox, orig, batch.size),
                 })
                 .collect();
         }

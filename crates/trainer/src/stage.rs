@@ -19,7 +19,7 @@ use crate::learner::{
 };
 use crate::model::{LayeredModel, TinyCnn};
 use crate::optim::{Method, OptimiserConfig};
-use crate::task::{iou, unsquash_box, Task};
+use crate::task::{detection_in_original_pixels, iou, unsquash_box, Task};
 use crate::TrainError;
 use anyhow::{bail, Context, Result};
 use augment::Normalisation;
@@ -926,8 +926,7 @@ fn write_detector_predictions(
                 file_name: file_name(p).to_owned(),
                 class: classes[d.class].clone(),
                 score: d.score,
-                bbox: multibox::nms::to_original_pixels(d.bbox, p.orig_size, size)
-                    .map(|v| (v * 10.0).round() / 10.0),
+                bbox: detection_in_original_pixels(d.bbox, p.orig_size, size),
             })
         })
         .collect();

@@ -270,6 +270,13 @@ pub fn unsquash_box(bbox: [f32; 4], orig_size: (u32, u32), size: u32) -> [f32; 4
     std::array::from_fn(|i| ((bbox[i] * scale[i] * 10.0).round() / 10.0).clamp(0.0, max[i]))
 }
 
+/// A detection's `0..1` box as a box in the original `(height, width)` image, rounded
+/// to 0.1 px as [`unsquash_box`] rounds (what the predict stage and `trainer predict`
+/// write).
+pub fn detection_in_original_pixels(bbox: [f32; 4], orig_size: (u32, u32), size: u32) -> [f32; 4] {
+    multibox::nms::to_original_pixels(bbox, orig_size, size).map(|v| (v * 10.0).round() / 10.0)
+}
+
 /// Intersection over union of two `[top, left, bottom, right]` boxes taken as continuous
 /// rectangles (area `(bottom - top) * (right - left)`, the area convention of the
 /// largest-object step); degenerate or inverted boxes have no area.
