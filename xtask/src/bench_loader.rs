@@ -13,38 +13,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+
+use crate::flags::BenchLoaderArgs;
 use augment::{
     AugmentDraw, AugmentParams, BadImage, Item, JpegDecoder, JpegScale, Loader, LoaderConfig,
 };
-
-#[derive(clap::Args, Debug, Clone)]
-pub struct BenchLoaderArgs {
-    /// VOC 2007 folder (holding VOCdevkit/); relative paths start at the project root.
-    #[arg(long, default_value = "../shared/voc2007")]
-    pub voc: PathBuf,
-    /// Folder of peer_loader.py; relative paths start at the project root.
-    #[arg(long, default_value = "../shared/bench")]
-    pub bench_dir: PathBuf,
-    /// The first N images of ImageSets/Main/train.txt that exist.
-    #[arg(long, default_value_t = 1000)]
-    pub images: usize,
-    #[arg(long, default_value_t = 64)]
-    pub batch: usize,
-    #[arg(long, default_value_t = 224)]
-    pub size: u32,
-    /// DataLoader workers of the peers, and the loader's thread count for the ratio.
-    #[arg(long, default_value_t = 2)]
-    pub workers: usize,
-    /// Loader thread counts to time (the `--workers` count is always added).
-    #[arg(long, value_delimiter = ',', default_value = "1,2")]
-    pub threads: Vec<usize>,
-    /// Peers to run (cv2, tv2, pil, albu); empty to skip them.
-    #[arg(long, value_delimiter = ',', default_value = "cv2,tv2,pil,albu")]
-    pub peers: Vec<String>,
-    /// Timed epochs per loader thread count (the median is reported).
-    #[arg(long, default_value_t = 3)]
-    pub repeats: usize,
-}
 
 pub fn run(python: &Path, args: &BenchLoaderArgs) -> Result<()> {
     let root = crate::cache::project_root();

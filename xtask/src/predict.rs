@@ -5,12 +5,12 @@
 //! and xtask prints them, exports them and draws them with viz.
 
 use anyhow::{bail, Context, Result};
-use clap::Args;
 use csv_export::ImagePrediction;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::cache::{cache_dir, project_root};
+use crate::flags::PredictArgs;
 use pipeline::{Pipeline, StageKind, Vars};
 
 /// Extensions a folder walk picks up: what the loader decodes. A file named on the
@@ -20,54 +20,17 @@ const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "jpe", "jfif", "png", "webp",
 /// The contact sheet shows this many images at most (it is one PNG).
 const SHEET_MAX: usize = 60;
 
-#[derive(Args, Debug)]
-pub struct PredictArgs {
-    /// Image files, or folders walked recursively for images.
-    #[arg(required = true)]
-    paths: Vec<PathBuf>,
-    /// The model file (default: the newest model a pipeline's train stage wrote).
-    #[arg(long, conflicts_with = "pipeline")]
-    model: Option<PathBuf>,
-    /// Use the model of this pipeline's last run (pipelines/<NAME>.toml).
-    #[arg(long)]
-    pipeline: Option<String>,
-    /// With --pipeline: the dataset it ran on (default: the newest run of any dataset).
-    #[arg(long)]
-    data: Option<PathBuf>,
-    /// Classes to report per image (classifiers).
-    #[arg(long, default_value_t = 1)]
-    top: usize,
-    /// Test-time augmentation: average over each image and its mirror image.
-    #[arg(long)]
-    tta: bool,
-    /// Detectors: report the objects scoring at least this (the lesson's show_nmf
-    /// draws from 0.25; the model keeps down to its own score threshold).
-    #[arg(long, default_value_t = 0.25)]
-    min_score: f32,
-    #[arg(long, default_value_t = 32)]
-    batch: usize,
-    /// Torch and decoding threads (default: one per core).
-    #[arg(long)]
-    threads: Option<usize>,
-    /// Write the predictions as CSV (one row per image, the best class).
-    #[arg(long)]
-    csv: Option<PathBuf>,
-    /// Write the predictions as JSON lines (every class asked for with --top).
-    #[arg(long)]
-    jsonl: Option<PathBuf>,
-    /// Draw each image with its prediction into this folder (one PNG per image).
-    #[arg(long)]
-    draw: Option<PathBuf>,
-    /// Draw a contact sheet of the first images into this PNG.
-    #[arg(long)]
-    grid: Option<PathBuf>,
-    /// Write an HTML page with every drawing embedded.
-    #[arg(long)]
-    html: Option<PathBuf>,
+/// The command; exit code 2 when some images could not be read (they are
+/// named and skipped).
+pub fn run(args: &PredictArgs) -> Result<()> {
+    if predict_files(args)? > 0 {
+        std::process::exit(2);
+    }
+    Ok(())
 }
 
-/// Runs the command; returns how many images were skipped (unreadable).
-pub fn run(args: &PredictArgs) -> Result<usize> {
+/// Predicts; returns how many images were skipped (unreadable).
+fn predict_files(args: &PredictArgs) -> Result<usize> {
     let model = match &args.model {
         Some(model) => model.clone(),
         None => default_model(args.pipeline.as_deref(), args.data.as_deref())?,

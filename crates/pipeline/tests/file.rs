@@ -148,6 +148,18 @@ fn refuses_bad_pipelines_naming_the_file_and_line() {
         ),
         // A missing required param.
         (train.into(), "t.toml:1:", "missing field `task`"),
+        // A backbone that does not exist: refused at load, with the ones that do.
+        (
+            format!("{train}params = {{ task = 'bbox', backbone = 'resnet35' }}"),
+            "t.toml:4:",
+            "unknown variant `resnet35`",
+        ),
+        // A step that would do nothing.
+        (
+            format!("{train}params = {{ task = 'bbox', schedule = [{{ unfreeze = false }}] }}"),
+            "t.toml:4:",
+            "unfreeze takes `true`",
+        ),
     ];
     for (text, place, phrase) in cases {
         let err = parse(&text).unwrap_err();

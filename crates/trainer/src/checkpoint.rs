@@ -30,9 +30,10 @@ impl HostTensor {
             Kind::Uint8 => Dtype::U8,
             Kind::Bool => Dtype::BOOL,
             other => {
-                return Err(TrainError::Checkpoint(format!(
-                    "tensor `{name}` has kind {other:?}, which checkpoints do not store"
-                )))
+                return Err(TrainError::TensorKind {
+                    name: name.into(),
+                    kind: format!("{other:?}"),
+                })
             }
         };
         let host = tensor.detach().to_device(Device::Cpu).contiguous();
@@ -89,7 +90,6 @@ pub fn save<M: serde::Serialize>(
 /// Tensors (on the CPU) and the metadata JSON of a file written by `save`.
 pub fn load(path: &Path) -> Result<(HashMap<String, Tensor>, serde_json::Value), TrainError> {
     let bytes = std::fs::read(path).map_err(|e| TrainError::io(path, e))?;
-    let bad = |e: String| TrainError::Checkpoint(format!("{}: {e}", path.display()));
     let safetensors = |source| TrainError::Safetensors {
         path: path.into(),
         source,
@@ -115,9 +115,11 @@ pub fn load(path: &Path) -> Result<(HashMap<String, Tensor>, serde_json::Value),
             Dtype::U8 => Kind::Uint8,
             Dtype::BOOL => Kind::Bool,
             other => {
-                return Err(bad(format!(
-                    "tensor `{name}` has unsupported dtype {other:?}"
-                )))
+                return Err(TrainError::TensorDtype {
+                    path: path.into(),
+                    name,
+                    dtype: format!("{other:?}"),
+                })
             }
         };
         let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
@@ -140,16 +142,19 @@ pub fn copy_into(
     let names: Vec<String> = names.into_iter().cloned().collect();
     for name in names {
         let var = variables.get_mut(&name).expect("name from the same map");
-        let saved = tensors.get(&name).ok_or_else(|| {
-            TrainError::Checkpoint(format!("{}: variable `{name}` missing", source.display()))
-        })?;
+        let saved = tensors
+            .get(&name)
+            .ok_or_else(|| TrainError::MissingVariable {
+                path: source.into(),
+                name: name.clone(),
+            })?;
         if saved.size() != var.size() {
-            return Err(TrainError::Checkpoint(format!(
-                "{}: variable `{name}` has shape {:?}, the model expects {:?}",
-                source.display(),
-                saved.size(),
-                var.size()
-            )));
+            return Err(TrainError::VariableShape {
+                path: source.into(),
+                name,
+                saved: saved.size(),
+                expected: var.size(),
+            });
         }
         tch::no_grad(|| var.f_copy_(saved))?;
     }

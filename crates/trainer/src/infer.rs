@@ -183,9 +183,7 @@ fn predict_batch(
     if let (Some(output), Some((ssd, nms)), Some(classes)) =
         (&out.detector, meta.task.detector(), meta.task.classes())
     {
-        let found = ssd
-            .detect(output, nms)
-            .map_err(|e| TrainError::Data(e.to_string()))?;
+        let found = ssd.detect(output, nms)?;
         for ((answer, detections), &orig) in answers.iter_mut().zip(found).zip(&batch.orig_sizes) {
             answer.objects = detections
                 .into_iter()

@@ -226,11 +226,10 @@ impl<M: LayeredModel> Learner<M> {
         match lrs.len() {
             1 => Ok(vec![lrs[0]; self.n_groups()]),
             n if n == self.n_groups() => Ok(lrs.to_vec()),
-            n => Err(TrainError::Config(format!(
-                "{n} learning rates given for a model with {} layer groups (give 1 or {})",
-                self.n_groups(),
-                self.n_groups()
-            ))),
+            given => Err(TrainError::LrCount {
+                given,
+                groups: self.n_groups(),
+            }),
         }
     }
 
@@ -362,7 +361,7 @@ impl<M: LayeredModel> Learner<M> {
             .iter()
             .filter(|p| p.smooth_loss.is_finite())
             .min_by(|a, b| a.smooth_loss.total_cmp(&b.smooth_loss))
-            .ok_or_else(|| TrainError::Config("lr_find: no batch gave a finite loss".into()))?;
+            .ok_or(TrainError::NoFiniteLoss)?;
         let min_loss_lr = min_point.lr;
         Ok(LrFindResult {
             min_loss_lr,
@@ -415,9 +414,7 @@ impl<M: LayeredModel> Learner<M> {
         let base_lrs = self.group_lrs(&config.lrs)?;
         let batches = train.n_batches();
         if batches == 0 {
-            return Err(TrainError::Config(
-                "the training set yields no batches".into(),
-            ));
+            return Err(TrainError::NoBatches);
         }
         let schedule = config.schedule(batches);
         let mut optimiser = self.new_optimiser();
@@ -429,9 +426,7 @@ impl<M: LayeredModel> Learner<M> {
             optimiser_steps: 0,
         };
         if let Some(resume) = resume {
-            optimiser
-                .load_state(&resume.optimiser_tensors, resume.position.optimiser_steps)
-                .map_err(TrainError::Checkpoint)?;
+            optimiser.load_state(&resume.optimiser_tensors, resume.position.optimiser_steps)?;
             position = resume.position;
         }
         let mut smoothed =
@@ -552,9 +547,7 @@ impl<M: LayeredModel> Learner<M> {
                 .transpose()?;
             let mut detections = match (&detector, &out.detector, &targets.objects) {
                 (Some((ssd, nms)), Some(output), Some(objects)) => {
-                    let found = ssd
-                        .detect(output, nms)
-                        .map_err(|e| TrainError::Data(e.to_string()))?;
+                    let found = ssd.detect(output, nms)?;
                     sums.add_detections(&found, objects, batch.size);
                     found
                 }

@@ -41,8 +41,30 @@ pub enum TrainError {
     },
     #[error("torch: {0}")]
     Torch(#[from] tch::TchError),
+    /// Saving: a tensor of a kind safetensors files do not hold.
+    #[error("checkpoint: tensor `{name}` has kind {kind}, which checkpoints do not store")]
+    TensorKind { name: String, kind: String },
+    /// Loading: a tensor of a dtype torch here does not take.
+    #[error("checkpoint {}: tensor `{name}` has unsupported dtype {dtype}", path.display())]
+    TensorDtype {
+        path: PathBuf,
+        name: String,
+        dtype: String,
+    },
+    /// Loading into a model: a variable the file lacks.
+    #[error("{}: variable `{name}` missing", path.display())]
+    MissingVariable { path: PathBuf, name: String },
+    /// Loading into a model: a variable of another shape (another task or size).
+    #[error("{}: variable `{name}` has shape {saved:?}, the model expects {expected:?}", path.display())]
+    VariableShape {
+        path: PathBuf,
+        name: String,
+        saved: Vec<i64>,
+        expected: Vec<i64>,
+    },
+    /// Resuming: the checkpoint's optimiser buffers do not fit the optimiser.
     #[error("checkpoint: {0}")]
-    Checkpoint(String),
+    OptimiserState(#[from] optim::StateError),
     /// The file is not safetensors, or its tensors cannot be read.
     #[error("checkpoint {}: {source}", path.display())]
     Safetensors {
@@ -60,10 +82,27 @@ pub enum TrainError {
     /// The loader could not build a batch (an unreadable image under `on_bad_image = "fail"`).
     #[error("data: {0}")]
     Load(#[from] augment::LoadError),
-    #[error("data: {0}")]
-    Data(String),
-    #[error("{0}")]
-    Config(String),
+    /// The detector's output could not be decoded into boxes.
+    #[error("detections: {0}")]
+    Decode(#[from] multibox::nms::DecodeError),
+    /// The per-epoch metrics CSV beside a checkpoint.
+    #[error("writing the metrics {}: {source}", path.display())]
+    Metrics {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "{given} learning rates given for a model with {groups} layer groups (give 1 or {groups})"
+    )]
+    LrCount { given: usize, groups: usize },
+    #[error("lr_find: no batch gave a finite loss")]
+    NoFiniteLoss,
+    #[error("the training set yields no batches")]
+    NoBatches,
+    /// An epoch-end callback asked the fit to stop (tests that interrupt and resume).
+    #[error("stopped by the caller after {epochs_done} epochs")]
+    Stopped { epochs_done: usize },
     #[error(
         "training loss became {loss} at epoch {epoch}, batch {iteration} of the fit; stopped \
          (the last good checkpoint is kept; try a lower learning rate)"

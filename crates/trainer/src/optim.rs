@@ -218,20 +218,20 @@ impl Optimiser {
         &mut self,
         tensors: &HashMap<String, Tensor>,
         steps: u64,
-    ) -> Result<(), String> {
+    ) -> Result<(), StateError> {
         let method = self.config.method;
         for slot in &mut self.slots {
             for (buffer, name) in slot.buffers.iter_mut().zip(method.buffer_names()) {
                 let key = method.state_key(name, &slot.param.name);
                 let saved = tensors
                     .get(&key)
-                    .ok_or_else(|| format!("optimiser state `{key}` missing"))?;
+                    .ok_or_else(|| StateError::Missing { key: key.clone() })?;
                 if saved.size() != buffer.size() {
-                    return Err(format!(
-                        "optimiser state `{key}` has shape {:?}, expected {:?}",
-                        saved.size(),
-                        buffer.size()
-                    ));
+                    return Err(StateError::Shape {
+                        key,
+                        saved: saved.size(),
+                        expected: buffer.size(),
+                    });
                 }
                 tch::no_grad(|| buffer.copy_(saved));
             }
@@ -239,6 +239,20 @@ impl Optimiser {
         self.steps = steps;
         Ok(())
     }
+}
+
+/// A checkpoint's optimiser buffers that do not fit the optimiser.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// Another method's checkpoint (SGD's has no second moments).
+    #[error("optimiser state `{key}` missing")]
+    Missing { key: String },
+    #[error("optimiser state `{key}` has shape {saved:?}, expected {expected:?}")]
+    Shape {
+        key: String,
+        saved: Vec<i64>,
+        expected: Vec<i64>,
+    },
 }
 
 #[cfg(test)]
@@ -366,6 +380,6 @@ mod tests {
             OptimiserConfig::default(),
         );
         let e = adam.load_state(&state, steps).unwrap_err();
-        assert!(e.contains("adam.exp_avg.p"), "{e}");
+        assert!(e.to_string().contains("adam.exp_avg.p"), "{e}");
     }
 }

@@ -15,7 +15,7 @@
 use crate::checkpoint;
 use crate::data::{cv_indices, Batch, DataSource};
 use crate::learner::{
-    EpochEnd, EpochRecord, FitConfig, FitPosition, FitResume, Learner, LrFindResult,
+    EpochEnd, EpochRecord, FitConfig, FitPosition, FitResume, Learner, LrFindResult, Prediction,
 };
 use crate::model::{LayeredModel, TinyCnn};
 use crate::optim::{Method, OptimiserConfig};
@@ -23,9 +23,12 @@ use crate::task::{detection_in_original_pixels, iou, unsquash_box, Task};
 use crate::TrainError;
 use anyhow::{bail, Context, Result};
 use augment::Normalisation;
+use csv_export::{BboxPrediction, ClassPrediction, CombinedPrediction, ValidationPredictions};
 use model_zoo::ssd_grid_sides;
 use multibox::detections::{write_detections, write_image_list, DetectionRow};
-use pipeline::params::{FitStep, OptimiserName, Step, TaskKind, TrainParams as Params};
+use pipeline::params::{
+    Backbone, FitStep, LrFindStep, OptimiserName, Step, TaskKind, TrainParams as Params,
+};
 use pipeline::{StageKind, StageSpec};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
@@ -68,10 +71,8 @@ pub struct ModelMeta {
     /// The input normalisation the model was trained with (prediction applies it too).
     #[serde(default = "imagenet")]
     pub normalisation: Normalisation,
-    pub arch: String,
-    /// `classifier` (fastai's default head), `flatten_linear` (the lesson's bbox head) or
-    /// `flatten_mlp` (the next lesson's combined head).
-    pub head: String,
+    /// The head follows from the task (`Task`), so it is not stored.
+    pub arch: Backbone,
     pub task: Task,
     pub size: u32,
     /// How the validation set was drawn, so `predict` scores the same images.
@@ -144,95 +145,93 @@ pub fn cores() -> usize {
         .unwrap_or(1)
 }
 
+/// The zoo's network for a backbone; `None` for the test network, which the
+/// trainer builds itself.
+fn zoo_arch(backbone: Backbone) -> Option<model_zoo::Arch> {
+    match backbone {
+        Backbone::ResNet34 => Some(model_zoo::Arch::ResNet34),
+        Backbone::EfficientNetLite0 => Some(model_zoo::Arch::EfficientNetLite0),
+        Backbone::EfficientNetLite1 => Some(model_zoo::Arch::EfficientNetLite1),
+        Backbone::EfficientNetLite2 => Some(model_zoo::Arch::EfficientNetLite2),
+        Backbone::TinyCnn => None,
+    }
+}
+
 /// The input normalisation the backbone's pretrained weights expect (ImageNet's for
 /// the test network, which has none).
-fn backbone_normalisation(backbone: &str) -> Result<Normalisation> {
-    if backbone == "tiny-cnn" {
-        return Ok(Normalisation::IMAGENET);
+fn backbone_normalisation(backbone: Backbone) -> Normalisation {
+    match zoo_arch(backbone) {
+        Some(arch) => {
+            let (mean, std) = arch.input_normalization();
+            Normalisation { mean, std }
+        }
+        None => Normalisation::IMAGENET,
     }
-    let (mean, std) = backbone.parse::<model_zoo::Arch>()?.input_normalization();
-    Ok(Normalisation { mean, std })
 }
 
 /// Width of the combined model's hidden layer (the next lesson's 256).
 const COMBINED_HIDDEN: i64 = 256;
 
-/// Builds the network for `arch` with the task's head on `device`.
+/// Builds the network for `backbone` with the task's head on `device`.
 fn build_learner(
-    arch: &str,
+    backbone: Backbone,
     task: Task,
     size: u32,
     device: Device,
-) -> Result<(Learner<AnyModel>, String)> {
+) -> Result<Learner<AnyModel>> {
     let vs = nn::VarStore::new(device);
-    let (model, head) = if arch == "tiny-cnn" {
-        if matches!(task, Task::Ssd { .. }) {
-            bail!(
-                "the tiny-cnn test network has no detector head; use an efficientnet-lite backbone"
-            );
+    let model = match zoo_arch(backbone) {
+        None => {
+            if matches!(task, Task::Ssd { .. }) {
+                bail!(
+                    "the tiny-cnn test network has no detector head; use an efficientnet-lite backbone"
+                );
+            }
+            AnyModel::Tiny(TinyCnn::new(&vs.root(), task.outputs()))
         }
-        (
-            AnyModel::Tiny(TinyCnn::new(&vs.root(), task.outputs())),
-            "linear".to_string(),
-        )
-    } else {
-        let zoo_arch: model_zoo::Arch = arch.parse()?;
-        let (spec, head) = match &task {
-            Task::Classify { classes } => (
-                model_zoo::HeadSpec::Classifier {
+        Some(zoo_arch) => {
+            let spec = match &task {
+                Task::Classify { classes } => model_zoo::HeadSpec::Classifier {
                     classes: classes.len() as i64,
                 },
-                "classifier",
-            ),
-            Task::Bbox => (
-                model_zoo::HeadSpec::FlattenLinear { outputs: 4 },
-                "flatten_linear",
-            ),
-            Task::Combined { .. } => (
-                model_zoo::HeadSpec::FlattenMlp {
+                Task::Bbox => model_zoo::HeadSpec::FlattenLinear { outputs: 4 },
+                Task::Combined { .. } => model_zoo::HeadSpec::FlattenMlp {
                     hidden: COMBINED_HIDDEN,
                     outputs: task.outputs(),
                 },
-                "flatten_mlp",
-            ),
-            Task::Ssd { classes, params } => {
-                let anchors = &params.anchors;
-                let feature_side = zoo_arch.feature_size(size as i64);
-                let wanted: Vec<i64> = anchors.grids.iter().map(|&g| g as i64).collect();
-                // A first grid of the feature map's own side is predicted on the map
-                // itself (the lesson's unused out0); the others after stride-2 convolutions.
-                let feature_grid = wanted.len() > 1 && wanted[0] == feature_side;
-                let grids = wanted.len() as i64 - i64::from(feature_grid);
-                let mut sides = ssd_grid_sides(feature_side, grids);
-                if feature_grid {
-                    sides.insert(0, feature_side);
-                }
-                if sides != wanted {
-                    let plain = ssd_grid_sides(feature_side, wanted.len() as i64);
-                    bail!(
-                        "ssd.anchors.grids = {wanted:?}, but on {arch}'s {feature_side}x{feature_side} \
+                Task::Ssd { classes, params } => {
+                    let anchors = &params.anchors;
+                    let feature_side = zoo_arch.feature_size(size as i64);
+                    let wanted: Vec<i64> = anchors.grids.iter().map(|&g| g as i64).collect();
+                    // A first grid of the feature map's own side is predicted on the map
+                    // itself (the lesson's unused out0); the others after stride-2 convolutions.
+                    let feature_grid = wanted.len() > 1 && wanted[0] == feature_side;
+                    let grids = wanted.len() as i64 - i64::from(feature_grid);
+                    let mut sides = ssd_grid_sides(feature_side, grids);
+                    if feature_grid {
+                        sides.insert(0, feature_side);
+                    }
+                    if sides != wanted {
+                        let plain = ssd_grid_sides(feature_side, wanted.len() as i64);
+                        bail!(
+                        "ssd.anchors.grids = {wanted:?}, but on {backbone}'s {feature_side}x{feature_side} \
                          feature map at {size} px the head's grids are {plain:?} (stride-2 \
                          convolutions), optionally after the map's own {feature_side}; set grids \
                          to {plain:?} (or change size)"
                     );
-                }
-                (
+                    }
                     model_zoo::HeadSpec::Ssd {
                         feature_grid,
                         grids,
                         anchors_per_cell: anchors.anchors_per_cell() as i64,
                         classes: classes.len() as i64,
-                    },
-                    "ssd",
-                )
-            }
-        };
-        (
-            AnyModel::Zoo(model_zoo::Net::new(&vs.root(), zoo_arch, spec, size as i64)),
-            head.to_string(),
-        )
+                    }
+                }
+            };
+            AnyModel::Zoo(model_zoo::Net::new(&vs.root(), zoo_arch, spec, size as i64))
+        }
     };
-    Ok((Learner::new(vs, model, task, size as usize), head))
+    Ok(Learner::new(vs, model, task, size as usize))
 }
 
 /// One CSV row, whatever the task.
@@ -604,7 +603,7 @@ fn train(
     after_checkpoint: &mut dyn FnMut(usize) -> Result<(), TrainError>,
 ) -> Result<()> {
     let lr_find_kind = spec.kind == StageKind::LrFind;
-    let normalisation = backbone_normalisation(&params.backbone)?;
+    let normalisation = backbone_normalisation(params.backbone);
     let data = prepare(
         spec,
         params,
@@ -613,11 +612,157 @@ fn train(
         params.val_fraction,
         params.seed,
     )?;
+    let mut learner = pretrained_learner(spec, params, &data)?;
+    let meta = ModelMeta {
+        format: MODEL_FORMAT,
+        normalisation,
+        arch: params.backbone,
+        task: data.task.clone(),
+        size: params.size,
+        val_fraction: params.val_fraction,
+        seed: params.seed,
+        metrics: Vec::new(),
+        resume: None,
+    };
+    let mut checkpointer = Checkpointer {
+        path: checkpoint_path(spec),
+        run_key: run_key(spec),
+        metrics: (!lr_find_kind)
+            .then(|| spec.output("metrics").map(Path::to_path_buf))
+            .transpose()?,
+        meta,
+    };
+    let mut resume_from = if resume {
+        checkpointer.resume_point(&learner)?
+    } else {
+        None
+    };
+
+    // The lesson's calls on its learner, in order; those a resumed run already
+    // made are replayed (freezing) or skipped (fits, lr_find).
+    let mut epochs_done = 0usize;
+    let mut lr_finds = 0usize;
+    for (step_index, step) in schedule(params, lr_find_kind).iter().enumerate() {
+        let done_before = resume_from
+            .as_ref()
+            .is_some_and(|r| step_index < r.point.step);
+        match step {
+            Step::FreezeTo(n) => learner.freeze_to(*n),
+            Step::Unfreeze(_) => learner.unfreeze(),
+            Step::LrFind(_) if done_before => lr_finds += 1,
+            Step::LrFind(range) => {
+                // The lr_find kind's first search is its output; any other is kept for a look.
+                let output = lr_find_kind && lr_finds == 0;
+                lr_find(
+                    spec,
+                    &mut learner,
+                    &data,
+                    range,
+                    epochs_done,
+                    step_index,
+                    output,
+                )?;
+                lr_finds += 1;
+            }
+            Step::Fit(fit) => {
+                let config = fit_config(fit)?;
+                if done_before {
+                    epochs_done += config.epochs();
+                    continue;
+                }
+                let resume = resume_from
+                    .take_if(|r| r.point.step == step_index)
+                    .map(|r| {
+                        epochs_done = r.point.epochs_done - r.point.fit.epochs_done;
+                        FitResume {
+                            position: r.point.fit,
+                            optimiser_tensors: r.tensors,
+                        }
+                    });
+                let first_epoch = epochs_done;
+                let mut on_epoch_end = |end: EpochEnd<'_>| -> Result<(), TrainError> {
+                    let run_epochs_done = checkpointer.save(step_index, first_epoch, end)?;
+                    after_checkpoint(run_epochs_done)
+                };
+                learner.fit(
+                    &data.train,
+                    &data.valid,
+                    &config,
+                    first_epoch,
+                    resume,
+                    &mut on_epoch_end,
+                )?;
+                epochs_done = first_epoch + config.epochs();
+            }
+        }
+    }
+    if !lr_find_kind {
+        let meta = ModelMeta {
+            resume: None,
+            ..checkpointer.meta
+        };
+        let tensors: Vec<(String, Tensor)> = learner.vs.variables().into_iter().collect();
+        checkpoint::save(spec.output("model")?, &tensors, &meta)?;
+        write_metrics(spec.output("metrics")?, &meta.task, &meta.metrics)?;
+    }
+    note_unreadable(spec, &data)
+}
+
+/// One `learn.lr_find()`: the curve and the suggestion into the stage's
+/// outputs (`output`), or into its work folder.
+fn lr_find(
+    spec: &StageSpec,
+    learner: &mut Learner<AnyModel>,
+    data: &Prepared,
+    range: &LrFindStep,
+    epochs_done: usize,
+    step_index: usize,
+    output: bool,
+) -> Result<()> {
+    let found = learner.lr_find(&data.train, &[range.start], range.end, epochs_done)?;
+    let (curve, json) = if output {
+        (
+            spec.output("curve")?.to_path_buf(),
+            spec.output("suggestion")?.to_path_buf(),
+        )
+    } else {
+        (
+            spec.work_dir.join(format!("lr_find_{step_index}.csv")),
+            spec.work_dir.join(format!("lr_find_{step_index}.json")),
+        )
+    };
+    write_lr_find(&curve, &json, &found)?;
+    println!(
+        "lr_find: lowest smoothed loss at lr {:.2e}; suggested lr {:.2e} (a tenth of it); curve in {}",
+        found.min_loss_lr,
+        found.suggested_lr,
+        curve.display()
+    );
+    Ok(())
+}
+
+/// The params' schedule; the lr_find kind searches (its `lr_find` range, or
+/// the default) after the schedule's steps when the schedule has no search.
+fn schedule(params: &Params, lr_find_kind: bool) -> Vec<Step> {
+    let mut schedule = params.schedule.clone();
+    if lr_find_kind && !schedule.iter().any(|s| matches!(s, Step::LrFind(_))) {
+        schedule.push(Step::LrFind(params.lr_find.clone().unwrap_or_default()));
+    }
+    schedule
+}
+
+/// The lesson's `ConvLearner.pretrained`: the network for the task, the
+/// optimiser, the body's ImageNet weights and the body frozen (everything
+/// trainable and from its initialisation under `random_init`).
+fn pretrained_learner(
+    spec: &StageSpec,
+    params: &Params,
+    data: &Prepared,
+) -> Result<Learner<AnyModel>> {
     let device = device();
     // Seeds the initialisation of the head (and of everything under random_init).
     tch::manual_seed(params.seed as i64);
-    let (mut learner, head) =
-        build_learner(&params.backbone, data.task.clone(), params.size, device)?;
+    let mut learner = build_learner(params.backbone, data.task.clone(), params.size, device)?;
     let method = match params.optimiser {
         OptimiserName::Adam => Method::ADAM,
         OptimiserName::Sgd => Method::Sgd {
@@ -634,7 +779,13 @@ fn train(
             tracing::info!("random_init: every layer starts from its initialisation, all groups trainable");
         }
         (Some(weights), false) => {
-            let arch: model_zoo::Arch = params.backbone.parse()?;
+            let Some(arch) = zoo_arch(params.backbone) else {
+                bail!(
+                    "stage {}: {} has no pretrained weights; set random_init = true",
+                    spec.name,
+                    params.backbone
+                );
+            };
             let report = model_zoo::load_backbone(&mut learner.vs, arch, weights)?;
             tracing::info!("{}: {} backbone variables loaded", weights.display(), report.loaded);
             // fastai's ConvLearner.pretrained starts with the body frozen.
@@ -655,143 +806,88 @@ fn train(
         device,
         tch::get_num_threads()
     );
+    Ok(learner)
+}
 
-    let run_key = run_key(spec);
-    let ckpt = checkpoint_path(spec);
-    let mut meta = ModelMeta {
-        format: MODEL_FORMAT,
-        normalisation,
-        arch: params.backbone.clone(),
-        head,
-        task: data.task.clone(),
-        size: params.size,
-        val_fraction: params.val_fraction,
-        seed: params.seed,
-        metrics: Vec::new(),
-        resume: None,
-    };
-    let mut resume_from: Option<(ResumePoint, HashMap<String, Tensor>)> = None;
-    if resume && ckpt.exists() {
-        let (tensors, saved) = checkpoint::load(&ckpt)?;
+/// Where an interrupted run of the same params and inputs stands: the
+/// schedule step, the fit's position and the optimiser's buffers.
+struct ResumeFrom {
+    point: ResumePoint,
+    tensors: HashMap<String, Tensor>,
+}
+
+/// Writes the checkpoint (weights, optimiser state, metadata with the
+/// position) and the metrics CSV after every epoch, and finds them again on
+/// resume.
+struct Checkpointer {
+    path: PathBuf,
+    /// Identifies the run: a checkpoint with another key is not resumed.
+    run_key: String,
+    /// The train kind's per-epoch metrics CSV (none for lr_find).
+    metrics: Option<PathBuf>,
+    meta: ModelMeta,
+}
+
+impl Checkpointer {
+    /// Loads this run's checkpoint into the learner, if there is one; a
+    /// checkpoint of another run is ignored with a warning.
+    fn resume_point(&mut self, learner: &Learner<AnyModel>) -> Result<Option<ResumeFrom>> {
+        if !self.path.exists() {
+            return Ok(None);
+        }
+        let (tensors, saved) = checkpoint::load(&self.path)?;
         let saved: ModelMeta = serde_json::from_value(saved)
-            .with_context(|| format!("{}: bad metadata", ckpt.display()))?;
+            .with_context(|| format!("{}: bad metadata", self.path.display()))?;
         match saved.resume {
-            Some(point) if point.run_key == run_key => {
-                checkpoint::copy_into(&learner.vs, &tensors, &ckpt)?;
+            Some(point) if point.run_key == self.run_key => {
+                checkpoint::copy_into(&learner.vs, &tensors, &self.path)?;
                 eprintln!(
                     "resuming from {} after {} epochs",
-                    ckpt.display(),
+                    self.path.display(),
                     point.epochs_done
                 );
-                meta.metrics = saved.metrics;
-                resume_from = Some((point, tensors));
+                self.meta.metrics = saved.metrics;
+                Ok(Some(ResumeFrom { point, tensors }))
             }
-            _ => tracing::warn!(
-                "{}: a checkpoint of another run (params or inputs differ); starting afresh",
-                ckpt.display()
-            ),
+            _ => {
+                tracing::warn!(
+                    "{}: a checkpoint of another run (params or inputs differ); starting afresh",
+                    self.path.display()
+                );
+                Ok(None)
+            }
         }
     }
 
-    let mut schedule = params.schedule.clone();
-    if lr_find_kind && !schedule.iter().any(|s| matches!(s, Step::LrFind(_))) {
-        schedule.push(Step::LrFind(params.lr_find.clone().unwrap_or_default()));
-    }
-    let mut epochs_done = 0usize;
-    let mut lr_finds = 0usize;
-    for (step_index, step) in schedule.iter().enumerate() {
-        let resume_step = resume_from.as_ref().map(|(p, _)| p.step);
-        let done_before = resume_step.is_some_and(|s| step_index < s);
-        match step {
-            Step::FreezeTo(n) => learner.freeze_to(*n),
-            Step::Unfreeze(true) => learner.unfreeze(),
-            Step::Unfreeze(false) => {}
-            Step::LrFind(_) if done_before => lr_finds += 1,
-            Step::LrFind(range) => {
-                let found = learner.lr_find(&data.train, &[range.start], range.end, epochs_done)?;
-                let (curve, json) = if lr_find_kind && lr_finds == 0 {
-                    (
-                        spec.output("curve")?.to_path_buf(),
-                        spec.output("suggestion")?.to_path_buf(),
-                    )
-                } else {
-                    (
-                        spec.work_dir.join(format!("lr_find_{step_index}.csv")),
-                        spec.work_dir.join(format!("lr_find_{step_index}.json")),
-                    )
-                };
-                write_lr_find(&curve, &json, &found)?;
-                println!(
-                    "lr_find: lowest smoothed loss at lr {:.2e}; suggested lr {:.2e} (a tenth of it); curve in {}",
-                    found.min_loss_lr,
-                    found.suggested_lr,
-                    curve.display()
-                );
-                lr_finds += 1;
-            }
-            Step::Fit(fit) => {
-                let config = fit_config(fit)?;
-                if done_before {
-                    epochs_done += config.epochs();
-                    continue;
+    /// Saves after an epoch of the fit at schedule step `step` that started at
+    /// the run's epoch `first_epoch`; returns the run's epochs done.
+    fn save(
+        &mut self,
+        step: usize,
+        first_epoch: usize,
+        end: EpochEnd<'_>,
+    ) -> Result<usize, TrainError> {
+        self.meta.metrics.push(end.record.clone());
+        let epochs_done = first_epoch + end.position.epochs_done;
+        self.meta.resume = Some(ResumePoint {
+            run_key: self.run_key.clone(),
+            step,
+            epochs_done,
+            fit: end.position.clone(),
+        });
+        let mut tensors: Vec<(String, Tensor)> = end.vs.variables().into_iter().collect();
+        tensors.extend(end.optimiser.state_tensors());
+        checkpoint::save(&self.path, &tensors, &self.meta)?;
+        if let Some(path) = &self.metrics {
+            write_metrics(path, &self.meta.task, &self.meta.metrics).map_err(|source| {
+                TrainError::Metrics {
+                    path: path.clone(),
+                    source,
                 }
-                let resume = match resume_from.take() {
-                    Some((point, tensors)) if point.step == step_index => {
-                        epochs_done = point.epochs_done - point.fit.epochs_done;
-                        Some(FitResume {
-                            position: point.fit,
-                            optimiser_tensors: tensors,
-                        })
-                    }
-                    other => {
-                        resume_from = other;
-                        None
-                    }
-                };
-                let first_epoch = epochs_done;
-                let metrics_path = if lr_find_kind {
-                    None
-                } else {
-                    Some(spec.output("metrics")?.to_path_buf())
-                };
-                let mut on_epoch_end = |end: EpochEnd<'_>| -> Result<(), TrainError> {
-                    meta.metrics.push(end.record.clone());
-                    let run_epochs_done = first_epoch + end.position.epochs_done;
-                    meta.resume = Some(ResumePoint {
-                        run_key: run_key.clone(),
-                        step: step_index,
-                        epochs_done: run_epochs_done,
-                        fit: end.position.clone(),
-                    });
-                    let mut tensors: Vec<(String, Tensor)> =
-                        end.vs.variables().into_iter().collect();
-                    tensors.extend(end.optimiser.state_tensors());
-                    checkpoint::save(&ckpt, &tensors, &meta)?;
-                    if let Some(path) = &metrics_path {
-                        write_metrics(path, &meta.task, &meta.metrics)
-                            .map_err(|e| TrainError::Data(format!("{e:#}")))?;
-                    }
-                    after_checkpoint(run_epochs_done)
-                };
-                learner.fit(
-                    &data.train,
-                    &data.valid,
-                    &config,
-                    first_epoch,
-                    resume,
-                    &mut on_epoch_end,
-                )?;
-                epochs_done = first_epoch + config.epochs();
-            }
+            })?;
         }
+        Ok(epochs_done)
     }
-    if !lr_find_kind {
-        meta.resume = None;
-        let tensors: Vec<(String, Tensor)> = learner.vs.variables().into_iter().collect();
-        checkpoint::save(spec.output("model")?, &tensors, &meta)?;
-        write_metrics(spec.output("metrics")?, &meta.task, &meta.metrics)?;
-    }
-    note_unreadable(spec, &data)
 }
 
 /// Tells the runner (through `note.txt` in the work folder, which it shows in the
@@ -810,54 +906,38 @@ fn note_unreadable(spec: &StageSpec, data: &Prepared) -> Result<()> {
     Ok(())
 }
 
-fn write_lr_find(curve: &Path, json: &Path, found: &LrFindResult) -> Result<()> {
-    csv_export::create_parent(curve)?;
-    csv_export::create_parent(json)?;
-    csv_export::write_atomic(curve, |out| {
-        csv_export::write_record(out, &["iteration", "lr", "loss", "smooth_loss"])?;
-        for p in &found.points {
-            csv_export::write_record(
-                out,
-                &[
-                    &p.iteration.to_string(),
-                    &p.lr.to_string(),
-                    &p.loss.to_string(),
-                    &p.smooth_loss.to_string(),
-                ],
-            )?;
-        }
-        Ok(())
-    })?;
-    let body =
-        serde_json::json!({"suggested_lr": found.suggested_lr, "min_loss_lr": found.min_loss_lr});
-    csv_export::write_atomic(json, |out| {
-        out.write_all(serde_json::to_string_pretty(&body)?.as_bytes())
-    })?;
-    Ok(())
+fn write_lr_find(curve: &Path, json: &Path, found: &LrFindResult) -> std::io::Result<()> {
+    let points: Vec<csv_export::LrFindPoint> = found
+        .points
+        .iter()
+        .map(|p| csv_export::LrFindPoint {
+            iteration: p.iteration as u64,
+            lr: p.lr,
+            loss: p.loss,
+            smooth_loss: p.smooth_loss,
+        })
+        .collect();
+    csv_export::write_lr_find(curve, &points)?;
+    csv_export::LrSuggestion {
+        suggested_lr: found.suggested_lr,
+        min_loss_lr: found.min_loss_lr,
+    }
+    .write(json)
 }
 
 /// The metrics CSV: `epoch,trn_loss,val_loss,<metrics...>,seconds`.
-pub fn write_metrics(path: &Path, task: &Task, records: &[EpochRecord]) -> Result<()> {
-    csv_export::create_parent(path)?;
-    csv_export::write_atomic(path, |out| {
-        let mut header = vec!["epoch", "trn_loss", "val_loss"];
-        header.extend(task.metric_names());
-        header.push("seconds");
-        csv_export::write_record(out, &header)?;
-        for r in records {
-            let mut fields = vec![
-                r.epoch.to_string(),
-                r.trn_loss.to_string(),
-                r.val_loss.to_string(),
-            ];
-            fields.extend(r.metrics.iter().map(|v| v.to_string()));
-            fields.push(format!("{:.3}", r.seconds));
-            let refs: Vec<&str> = fields.iter().map(String::as_str).collect();
-            csv_export::write_record(out, &refs)?;
-        }
-        Ok(())
-    })?;
-    Ok(())
+pub fn write_metrics(path: &Path, task: &Task, records: &[EpochRecord]) -> std::io::Result<()> {
+    let epochs: Vec<csv_export::EpochMetrics> = records
+        .iter()
+        .map(|r| csv_export::EpochMetrics {
+            epoch: r.epoch,
+            trn_loss: r.trn_loss,
+            val_loss: r.val_loss,
+            metrics: r.metrics.clone(),
+            seconds: r.seconds,
+        })
+        .collect();
+    csv_export::write_metrics(path, task.metric_names(), &epochs)
 }
 
 /// Loads a model file the train stage wrote; any other safetensors file (a backbone's
@@ -869,7 +949,7 @@ pub fn load_model(path: &Path, device: Device) -> Result<(Learner<AnyModel>, Mod
     meta.task
         .check()
         .map_err(|e| anyhow::anyhow!("{}: its task: {e}", path.display()))?;
-    let (learner, _) = build_learner(&meta.arch, meta.task.clone(), meta.size, device)?;
+    let learner = build_learner(meta.arch, meta.task.clone(), meta.size, device)?;
     checkpoint::copy_into(&learner.vs, &tensors, path)?;
     Ok((learner, meta))
 }
@@ -909,7 +989,7 @@ fn model_meta(path: &Path, json: serde_json::Value) -> Result<ModelMeta> {
 fn write_detector_predictions(
     spec: &StageSpec,
     data: &Prepared,
-    predictions: &[crate::learner::Prediction],
+    predictions: &[Prediction],
     classes: &[String],
     size: u32,
 ) -> Result<()> {
@@ -917,8 +997,7 @@ fn write_detector_predictions(
     let images = spec.output("images")?;
     csv_export::create_parent(out)?;
     csv_export::create_parent(images)?;
-    let file_name =
-        |p: &crate::learner::Prediction| data.rows[data.val_rows[p.index]].file_name.as_str();
+    let file_name = |p: &Prediction| data.rows[data.val_rows[p.index]].file_name.as_str();
     let rows: Vec<DetectionRow> = predictions
         .iter()
         .flat_map(|p| {
@@ -937,6 +1016,81 @@ fn write_detector_predictions(
 }
 
 /// Predictions over the validation split, boxes in original image pixels.
+/// The validation predictions as the task's CSV rows: classes with their
+/// truth and probability, boxes in original pixels with their truth and IoU.
+/// `None` for the detector, whose rows are objects ([`write_detector_predictions`]).
+fn validation_rows(
+    data: &Prepared,
+    predictions: &[Prediction],
+    meta: &ModelMeta,
+) -> Option<ValidationPredictions> {
+    let row = |p: &Prediction| &data.rows[data.val_rows[p.index]];
+    let class = |p: &Prediction| {
+        let (class, prob) = p.class.expect("a class for a task with classes");
+        let classes = meta.task.classes().expect("a task with classes");
+        let truth = row(p).category.clone().unwrap_or_default();
+        (classes[class].clone(), truth, prob)
+    };
+    let bbox = |p: &Prediction| {
+        let orig = unsquash_box(
+            p.bbox.expect("a box for a task with boxes"),
+            p.orig_size,
+            meta.size,
+        );
+        let truth = row(p).bbox.expect("a true box for a task with boxes");
+        (orig, truth, iou(orig, truth))
+    };
+    Some(match &meta.task {
+        Task::Classify { .. } => ValidationPredictions::Classes(
+            predictions
+                .iter()
+                .map(|p| {
+                    let (category, true_category, prob) = class(p);
+                    ClassPrediction {
+                        file_name: row(p).file_name.clone(),
+                        category,
+                        true_category,
+                        prob,
+                    }
+                })
+                .collect(),
+        ),
+        Task::Bbox => ValidationPredictions::Boxes(
+            predictions
+                .iter()
+                .map(|p| {
+                    let (bbox, true_bbox, iou) = bbox(p);
+                    BboxPrediction {
+                        file_name: row(p).file_name.clone(),
+                        bbox,
+                        true_bbox,
+                        iou,
+                    }
+                })
+                .collect(),
+        ),
+        Task::Combined { .. } => ValidationPredictions::Combined(
+            predictions
+                .iter()
+                .map(|p| {
+                    let (category, true_category, prob) = class(p);
+                    let (bbox, true_bbox, iou) = bbox(p);
+                    CombinedPrediction {
+                        file_name: row(p).file_name.clone(),
+                        category,
+                        true_category,
+                        prob,
+                        bbox,
+                        true_bbox,
+                        iou,
+                    }
+                })
+                .collect(),
+        ),
+        Task::Ssd { .. } => return None,
+    })
+}
+
 fn predict(spec: &StageSpec, params: &Params) -> Result<()> {
     let model_path = spec.input("model")?;
     let (mut learner, meta) = load_model(model_path, device())?;
@@ -968,7 +1122,9 @@ fn predict(spec: &StageSpec, params: &Params) -> Result<()> {
         None
     };
     let (predictions, val) = learner.predict(&data.valid, params.tta)?;
-    if let Task::Ssd { classes, .. } = &meta.task {
+    let Some(rows) = validation_rows(&data, &predictions, &meta) else {
+        // The detector: every object, in its own CSVs (scored by the evaluate stage).
+        let classes = meta.task.classes().unwrap_or_default();
         write_detector_predictions(spec, &data, &predictions, classes, meta.size)?;
         let figures: Vec<String> = meta
             .task
@@ -986,42 +1142,14 @@ fn predict(spec: &StageSpec, params: &Params) -> Result<()> {
             figures.join(", ")
         );
         return note_unreadable(spec, &data);
-    }
-    let out = spec.output("predictions")?;
-    csv_export::create_parent(out)?;
-    let mut orig_iou_sum = 0.0f64;
-    let task_classes = meta.task.classes();
-    csv_export::write_atomic(out, |w| {
-        // Columns per part of the task: classes, then boxes (in original pixels).
-        let mut header = vec!["fn"];
-        if task_classes.is_some() {
-            header.extend(["cat", "true_cat", "prob"]);
-        }
-        if meta.task.has_boxes() {
-            header.extend(["bbox", "true_bbox", "iou"]);
-        }
-        csv_export::write_record(w, &header)?;
-        for p in &predictions {
-            let row = &data.rows[data.val_rows[p.index]];
-            let mut fields = vec![row.file_name.clone()];
-            if let (Some((class, prob)), Some(classes)) = (p.class, task_classes) {
-                fields.push(classes[class].clone());
-                fields.push(row.category.clone().unwrap_or_default());
-                fields.push(format!("{prob:.6}"));
-            }
-            if let (Some(bbox), Some(truth)) = (p.bbox, row.bbox) {
-                let orig = unsquash_box(bbox, p.orig_size, meta.size);
-                let overlap = iou(orig, truth);
-                orig_iou_sum += overlap as f64;
-                fields.push(csv_export::format_bbox(&orig));
-                fields.push(csv_export::format_bbox(&truth));
-                fields.push(format!("{overlap:.4}"));
-            }
-            let fields: Vec<&str> = fields.iter().map(String::as_str).collect();
-            csv_export::write_record(w, &fields)?;
-        }
-        Ok(())
-    })?;
+    };
+    rows.write(spec.output("predictions")?)?;
+    let orig_ious: Vec<f32> = match &rows {
+        ValidationPredictions::Classes(_) => Vec::new(),
+        ValidationPredictions::Boxes(rows) => rows.iter().map(|r| r.iou).collect(),
+        ValidationPredictions::Combined(rows) => rows.iter().map(|r| r.iou).collect(),
+    };
+    let orig_iou_sum: f64 = orig_ious.iter().map(|&v| v as f64).sum();
     let figures = |sums: &crate::task::MetricSums| {
         let mut text = format!("val_loss {:.4}", sums.loss());
         for (name, v) in meta.task.metric_names().iter().zip(sums.values(&meta.task)) {

@@ -210,7 +210,7 @@ fn resumed_fit_ends_where_an_uninterrupted_one_does() {
         tensors.extend(end.optimiser.state_tensors());
         checkpoint::save(&ckpt, &tensors, &end.position)?;
         if end.position.epochs_done == 2 {
-            return Err(TrainError::Config("interrupted".into()));
+            return Err(TrainError::Stopped { epochs_done: 2 });
         }
         Ok(())
     };

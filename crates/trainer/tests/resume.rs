@@ -50,15 +50,14 @@ fn a_run_interrupted_after_any_epoch_resumes_bit_for_bit() {
     for stop_after in [1, 2, 3] {
         let err = run_observed(&interrupted, stop_after > 1, &mut |epochs_done| {
             if epochs_done == stop_after {
-                return Err(TrainError::Config(format!(
-                    "interrupted after {epochs_done}"
-                )));
+                return Err(TrainError::Stopped { epochs_done });
             }
             Ok(())
         })
         .unwrap_err();
         assert!(
-            format!("{err:#}").contains(&format!("interrupted after {stop_after}")),
+            format!("{err:#}")
+                .contains(&format!("stopped by the caller after {stop_after} epochs")),
             "{err:#}"
         );
     }

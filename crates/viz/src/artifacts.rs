@@ -1,59 +1,18 @@
-//! Readers for the artifacts the training stages write (see the shared
-//! contracts): metrics CSV, lr_find CSV + JSON, bbox, class and combined
-//! (class and box) prediction CSVs.
+//! Readers for the artifacts the training stages write: metrics CSV, lr_find
+//! CSV + JSON, bbox, class and combined (class and box) prediction CSVs. The
+//! row types and headers are csv-export's, which the trainer writes with.
 //! Every error names the file, and the line where one applies.
 
 use crate::{Result, VizError};
-use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-/// One row of a bbox predictions CSV (`fn,bbox,true_bbox,iou`), boxes in original image pixels.
-#[derive(Debug, Clone, PartialEq)]
-pub struct BboxPrediction {
-    pub file_name: String,
-    pub bbox: [f32; 4],
-    pub true_bbox: [f32; 4],
-    pub iou: f32,
-}
-
-/// One row of a class predictions CSV (`fn,cat,true_cat,prob`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct ClassPrediction {
-    pub file_name: String,
-    pub category: String,
-    pub true_category: String,
-    pub prob: f32,
-}
-
-/// One row of a combined (class and box) predictions CSV
-/// (`fn,cat,true_cat,prob,bbox,true_bbox,iou`), boxes in original image pixels.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CombinedPrediction {
-    pub file_name: String,
-    pub category: String,
-    pub true_category: String,
-    /// The probability of the predicted class.
-    pub prob: f32,
-    pub bbox: [f32; 4],
-    pub true_bbox: [f32; 4],
-    pub iou: f32,
-}
-
-/// One lr_find step (`iteration,lr,loss,smooth_loss`).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct LrFindPoint {
-    pub iteration: u64,
-    pub lr: f64,
-    pub loss: f64,
-    pub smooth_loss: f64,
-}
-
-/// The lr_find JSON: `{"suggested_lr": f64, "min_loss_lr": f64}`.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct LrSuggestion {
-    pub suggested_lr: f64,
-    pub min_loss_lr: f64,
-}
+pub use csv_export::{
+    BboxPrediction, ClassPrediction, CombinedPrediction, LrFindPoint, LrSuggestion,
+};
+use csv_export::{
+    BBOX_PREDICTIONS_HEADER, CLASS_PREDICTIONS_HEADER, COMBINED_PREDICTIONS_HEADER, LR_FIND_HEADER,
+    METRICS_LEADING_COLUMNS, METRICS_SECONDS_COLUMN,
+};
 
 /// A metrics CSV (`epoch,trn_loss,val_loss,<metrics...>,seconds`): every
 /// column numeric; an empty cell reads as NaN (e.g. no validation that epoch).
@@ -63,9 +22,6 @@ pub struct MetricsTable {
     pub columns: Vec<String>,
     pub rows: Vec<Vec<f64>>,
 }
-
-/// Columns of a metrics CSV that are not metrics.
-const NON_METRIC_COLUMNS: [&str; 4] = ["epoch", "trn_loss", "val_loss", "seconds"];
 
 impl MetricsTable {
     pub fn column(&self, name: &str) -> Option<Vec<f64>> {
@@ -77,7 +33,7 @@ impl MetricsTable {
         self.columns
             .iter()
             .map(String::as_str)
-            .filter(|c| !NON_METRIC_COLUMNS.contains(c))
+            .filter(|c| !METRICS_LEADING_COLUMNS.contains(c) && *c != METRICS_SECONDS_COLUMN)
             .collect()
     }
 }
@@ -189,7 +145,7 @@ fn file_name_field(path: &Path, line: u64, text: &str) -> Result<String> {
 }
 
 pub fn read_bbox_predictions(path: &Path) -> Result<Vec<BboxPrediction>> {
-    records(path, &["fn", "bbox", "true_bbox", "iou"])?
+    records(path, &BBOX_PREDICTIONS_HEADER)?
         .into_iter()
         .map(|(line, r)| {
             Ok(BboxPrediction {
@@ -203,7 +159,7 @@ pub fn read_bbox_predictions(path: &Path) -> Result<Vec<BboxPrediction>> {
 }
 
 pub fn read_class_predictions(path: &Path) -> Result<Vec<ClassPrediction>> {
-    records(path, &["fn", "cat", "true_cat", "prob"])?
+    records(path, &CLASS_PREDICTIONS_HEADER)?
         .into_iter()
         .map(|(line, r)| {
             Ok(ClassPrediction {
@@ -217,27 +173,24 @@ pub fn read_class_predictions(path: &Path) -> Result<Vec<ClassPrediction>> {
 }
 
 pub fn read_combined_predictions(path: &Path) -> Result<Vec<CombinedPrediction>> {
-    records(
-        path,
-        &["fn", "cat", "true_cat", "prob", "bbox", "true_bbox", "iou"],
-    )?
-    .into_iter()
-    .map(|(line, r)| {
-        Ok(CombinedPrediction {
-            file_name: file_name_field(path, line, &r[0])?,
-            category: r[1].to_string(),
-            true_category: r[2].to_string(),
-            prob: parse_f64(path, line, "prob", &r[3])? as f32,
-            bbox: bbox_field(path, line, "bbox", &r[4])?,
-            true_bbox: bbox_field(path, line, "true_bbox", &r[5])?,
-            iou: parse_f64(path, line, "iou", &r[6])? as f32,
+    records(path, &COMBINED_PREDICTIONS_HEADER)?
+        .into_iter()
+        .map(|(line, r)| {
+            Ok(CombinedPrediction {
+                file_name: file_name_field(path, line, &r[0])?,
+                category: r[1].to_string(),
+                true_category: r[2].to_string(),
+                prob: parse_f64(path, line, "prob", &r[3])? as f32,
+                bbox: bbox_field(path, line, "bbox", &r[4])?,
+                true_bbox: bbox_field(path, line, "true_bbox", &r[5])?,
+                iou: parse_f64(path, line, "iou", &r[6])? as f32,
+            })
         })
-    })
-    .collect()
+        .collect()
 }
 
 pub fn read_lr_find(path: &Path) -> Result<Vec<LrFindPoint>> {
-    records(path, &["iteration", "lr", "loss", "smooth_loss"])?
+    records(path, &LR_FIND_HEADER)?
         .into_iter()
         .map(|(line, r)| {
             let iteration = r[0].trim().parse().map_err(|_| {
@@ -278,7 +231,7 @@ pub fn read_metrics(path: &Path) -> Result<MetricsTable> {
         .iter()
         .map(str::to_string)
         .collect();
-    for required in ["epoch", "trn_loss", "val_loss"] {
+    for required in METRICS_LEADING_COLUMNS {
         if !columns.iter().any(|c| c == required) {
             return Err(parse_error(
                 path,
@@ -358,6 +311,75 @@ mod tests {
                 iou: 0.81
             }]
         );
+    }
+
+    /// What the trainer writes (csv-export's writers) reads back here as the
+    /// same rows, at the precision the writers keep.
+    #[test]
+    fn the_training_stages_csvs_round_trip_through_their_writers() {
+        let dir = tempfile::tempdir().unwrap();
+        let combined = vec![CombinedPrediction {
+            file_name: "000012.jpg".into(),
+            category: "car".into(),
+            true_category: "car, red".into(),
+            prob: 0.5,
+            bbox: [96.0, 155.5, 269.0, 350.0],
+            true_bbox: [90.0, 150.0, 270.0, 349.5],
+            iou: 0.8125,
+        }];
+        let path = dir.path().join("predictions/combined.csv");
+        csv_export::ValidationPredictions::Combined(combined.clone())
+            .write(&path)
+            .unwrap();
+        assert_eq!(read_combined_predictions(&path).unwrap(), combined);
+        let classes: Vec<ClassPrediction> = vec![ClassPrediction {
+            file_name: "a.jpg".into(),
+            category: "dog".into(),
+            true_category: "cat".into(),
+            prob: 0.25,
+        }];
+        csv_export::ValidationPredictions::Classes(classes.clone())
+            .write(&path)
+            .unwrap();
+        assert_eq!(read_class_predictions(&path).unwrap(), classes);
+
+        let points = vec![
+            LrFindPoint {
+                iteration: 0,
+                lr: 1e-5,
+                loss: 2.5,
+                smooth_loss: 2.5,
+            },
+            LrFindPoint {
+                iteration: 1,
+                lr: 1.5e-5,
+                loss: 2.25,
+                smooth_loss: 2.375,
+            },
+        ];
+        let curve = dir.path().join("lr_find.csv");
+        csv_export::write_lr_find(&curve, &points).unwrap();
+        assert_eq!(read_lr_find(&curve).unwrap(), points);
+        let suggestion = LrSuggestion {
+            suggested_lr: 1e-3,
+            min_loss_lr: 1e-2,
+        };
+        let json = dir.path().join("lr_find.json");
+        suggestion.write(&json).unwrap();
+        assert_eq!(read_lr_suggestion(&json).unwrap(), suggestion);
+
+        let metrics = dir.path().join("metrics.csv");
+        let epoch = csv_export::EpochMetrics {
+            epoch: 0,
+            trn_loss: 1.5,
+            val_loss: 1.25,
+            metrics: vec![0.75],
+            seconds: 12.5,
+        };
+        csv_export::write_metrics(&metrics, &["accuracy"], &[epoch]).unwrap();
+        let table = read_metrics(&metrics).unwrap();
+        assert_eq!(table.metric_columns(), vec!["accuracy"]);
+        assert_eq!(table.rows, vec![vec![0.0, 1.5, 1.25, 0.75, 12.5]]);
     }
 
     #[test]

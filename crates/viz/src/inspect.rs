@@ -5,7 +5,7 @@
 use crate::artifacts::{
     read_bbox_predictions, read_class_predictions, read_combined_predictions, read_header,
     read_lr_find, read_lr_suggestion, read_metrics, read_string_table, BboxPrediction,
-    ClassPrediction, CombinedPrediction, LrSuggestion,
+    ClassPrediction, CombinedPrediction, LrSuggestion, StringTable,
 };
 use crate::draw::{draw_annotations, Annotation, PREDICTION_COLOR};
 use crate::grid::{
@@ -79,23 +79,41 @@ pub fn detect_kind(path: &Path) -> Result<ArtifactKind> {
     }
     let header = read_header(path)?;
     let names: Vec<&str> = header.iter().map(String::as_str).collect();
-    match names.as_slice() {
-        ["fn", "cat"] => Ok(ArtifactKind::Lrg),
-        ["fn", "bbox"] if is_mbb(path) => Ok(ArtifactKind::Mbb),
-        ["fn", "bbox"] => Ok(ArtifactKind::Bb),
-        ["fn", "cat", "score", "bbox"] => Ok(ArtifactKind::Detections),
-        ["class", "objects", "difficult", "true_positives", "false_positives", "ap_11pt", "ap_all"] => {
-            Ok(ArtifactKind::ApTable)
-        }
-        ["fn", "cat", "bbox"] => Ok(ArtifactKind::LrgBb),
-        ["fn", "bbox", "true_bbox", "iou"] => Ok(ArtifactKind::BboxPredictions),
-        ["fn", "cat", "true_cat", "prob"] => Ok(ArtifactKind::ClassPredictions),
-        ["fn", "cat", "true_cat", "prob", "bbox", "true_bbox", "iou"] => {
-            Ok(ArtifactKind::CombinedPredictions)
-        }
-        ["iteration", "lr", "loss", "smooth_loss"] => Ok(ArtifactKind::LrFind),
-        ["epoch", "trn_loss", "val_loss", ..] => Ok(ArtifactKind::Metrics),
-        _ => Err(VizError::Parse {
+    // Each kind by the header its writer writes (a metrics CSV by its leading
+    // columns: the task's metrics follow).
+    let by_header: [(&[&str], ArtifactKind); 10] = [
+        (&csv_export::LRG_HEADER, ArtifactKind::Lrg),
+        (&csv_export::BB_HEADER, ArtifactKind::Bb),
+        (
+            &multibox::detections::DETECTIONS_HEADER,
+            ArtifactKind::Detections,
+        ),
+        (&multibox::map::AP_TABLE_HEADER, ArtifactKind::ApTable),
+        (&csv_export::LRG_BB_HEADER, ArtifactKind::LrgBb),
+        (
+            &csv_export::BBOX_PREDICTIONS_HEADER,
+            ArtifactKind::BboxPredictions,
+        ),
+        (
+            &csv_export::CLASS_PREDICTIONS_HEADER,
+            ArtifactKind::ClassPredictions,
+        ),
+        (
+            &csv_export::COMBINED_PREDICTIONS_HEADER,
+            ArtifactKind::CombinedPredictions,
+        ),
+        (&csv_export::LR_FIND_HEADER, ArtifactKind::LrFind),
+        (&csv_export::METRICS_LEADING_COLUMNS, ArtifactKind::Metrics),
+    ];
+    let found = by_header.iter().find(|(columns, kind)| match kind {
+        ArtifactKind::Metrics => names.starts_with(columns),
+        _ => names == *columns,
+    });
+    match found {
+        // mbb.csv shares bb.csv's header; its name tells them apart.
+        Some((_, ArtifactKind::Bb)) if is_mbb(path) => Ok(ArtifactKind::Mbb),
+        Some(&(_, kind)) => Ok(kind),
+        None => Err(VizError::Parse {
             path: path.to_path_buf(),
             line: 1,
             message: format!(
@@ -141,7 +159,8 @@ pub fn summarize(path: &Path) -> Result<String> {
     let kind = detect_kind(path)?;
     let mut out = String::new();
     let _ = writeln!(out, "{} ({})", path.display(), kind_name(kind));
-    match kind {
+    // Every CSV shows its size and first rows, then what its kind says.
+    let table_summary: TableSummary = match kind {
         ArtifactKind::LrFindJson => {
             let s = read_lr_suggestion(path)?;
             let _ = writeln!(
@@ -155,161 +174,188 @@ pub fn summarize(path: &Path) -> Result<String> {
             summarize_dataset(&mut out, path)?;
             return Ok(out);
         }
-        _ => {}
-    }
+        ArtifactKind::Lrg => lrg_summary,
+        ArtifactKind::Bb => bb_summary,
+        ArtifactKind::Mbb => mbb_summary,
+        ArtifactKind::Detections => detections_summary,
+        ArtifactKind::LrgBb => lrg_bb_summary,
+        ArtifactKind::BboxPredictions => bbox_predictions_summary,
+        ArtifactKind::ClassPredictions => class_predictions_summary,
+        ArtifactKind::CombinedPredictions => combined_predictions_summary,
+        ArtifactKind::Metrics => metrics_summary,
+        ArtifactKind::LrFind => lr_find_summary,
+        ArtifactKind::ApTable => ap_table_summary,
+    };
     let table = read_string_table(path)?;
     let _ = writeln!(out, "rows: {}", table.rows.len());
     let shown: Vec<Vec<String>> = table.rows.iter().take(FIRST_ROWS).cloned().collect();
     let _ = writeln!(out, "first rows:\n{}", aligned(&table.header, &shown));
-    match kind {
-        ArtifactKind::Lrg => {
-            let rows = csv_export::read_lrg(path)?;
-            class_counts(&mut out, rows.iter().map(|r| r.category.as_str()));
-        }
-        ArtifactKind::Bb => {
-            let rows = csv_export::read_bb(path)?;
-            box_sizes(&mut out, rows.iter().map(|r| r.bbox));
-        }
-        ArtifactKind::Mbb => {
-            let rows = multibox::annotations::read_mbb(path)?;
-            let boxes: usize = rows.iter().map(|r| r.boxes.len()).sum();
-            let _ = writeln!(
-                out,
-                "{boxes} boxes, {:.2} per image",
-                boxes as f64 / rows.len().max(1) as f64
-            );
-            box_sizes(&mut out, rows.iter().flat_map(|r| r.boxes.iter().copied()));
-        }
-        ArtifactKind::Detections => {
-            let rows = multibox::detections::read_detections(path)?;
-            class_counts(&mut out, rows.iter().map(|r| r.class.as_str()));
-            if let Some((min, mean, max)) = min_mean_max(rows.iter().map(|r| r.score as f64)) {
-                let _ = writeln!(out, "scores: min {min:.3}, mean {mean:.3}, max {max:.3}");
-            }
-        }
-        ArtifactKind::LrgBb => {
-            let rows = csv_export::read_lrg_bb(path)?;
-            class_counts(&mut out, rows.iter().map(|r| r.category.as_str()));
-            box_sizes(&mut out, rows.iter().map(|r| r.bbox));
-        }
-        ArtifactKind::BboxPredictions => {
-            let rows = read_bbox_predictions(path)?;
-            box_outcomes(
-                &mut out,
-                &rows.iter().map(BoxOutcome::from).collect::<Vec<_>>(),
-            );
-        }
-        ArtifactKind::ClassPredictions => {
-            let rows = read_class_predictions(path)?;
-            class_outcomes(
-                &mut out,
-                &rows.iter().map(ClassOutcome::from).collect::<Vec<_>>(),
-            );
-        }
-        ArtifactKind::CombinedPredictions => {
-            let rows = read_combined_predictions(path)?;
-            class_outcomes(
-                &mut out,
-                &rows.iter().map(ClassOutcome::from).collect::<Vec<_>>(),
-            );
-            box_outcomes(
-                &mut out,
-                &rows.iter().map(BoxOutcome::from).collect::<Vec<_>>(),
-            );
-            let both = rows
-                .iter()
-                .filter(|r| r.category == r.true_category && r.iou >= 0.5)
-                .count();
-            let _ = writeln!(
-                out,
-                "right class and IoU >= 0.5: {both} of {} ({:.1}%)",
-                rows.len(),
-                percent(both, rows.len())
-            );
-        }
-        ArtifactKind::Metrics => {
-            let metrics = read_metrics(path)?;
-            let all: Vec<Vec<String>> = table.rows.clone();
-            if table.rows.len() > FIRST_ROWS {
-                let _ = writeln!(out, "all epochs:\n{}", aligned(&table.header, &all));
-            }
-            let epochs = metrics.column("epoch").unwrap_or_default();
-            let val = metrics.column("val_loss").unwrap_or_default();
-            if let Some((index, loss)) = val
-                .iter()
-                .enumerate()
-                .filter(|(_, v)| v.is_finite())
-                .min_by(|a, b| a.1.total_cmp(b.1))
-            {
-                let _ = writeln!(out, "best val_loss {loss:.4} at epoch {}", epochs[index]);
-            }
-            if let Some(seconds) = metrics.column("seconds") {
-                let _ = writeln!(
-                    out,
-                    "total training time: {:.1} s",
-                    seconds.iter().filter(|s| s.is_finite()).sum::<f64>()
-                );
-            }
-            let _ = writeln!(
-                out,
-                "metric columns: {}",
-                metrics.metric_columns().join(", ")
-            );
-        }
-        ArtifactKind::LrFind => {
-            let points = read_lr_find(path)?;
-            if let (Some(first), Some(last)) = (points.first(), points.last()) {
-                let _ = writeln!(out, "lr from {:.2e} to {:.2e}", first.lr, last.lr);
-            }
-            if let Some(best) = points
-                .iter()
-                .filter(|p| p.smooth_loss.is_finite())
-                .min_by(|a, b| a.smooth_loss.total_cmp(&b.smooth_loss))
-            {
-                let _ = writeln!(
-                    out,
-                    "lowest smoothed loss {:.4} at lr {:.2e}",
-                    best.smooth_loss, best.lr
-                );
-            }
-            match lr_find_json_beside(path) {
-                Some(json) => {
-                    let s = read_lr_suggestion(&json)?;
-                    let _ = writeln!(
-                        out,
-                        "{}: suggested lr {:.3e}, min loss lr {:.3e}",
-                        json.display(),
-                        s.suggested_lr,
-                        s.min_loss_lr
-                    );
-                }
-                None => {
-                    let _ = writeln!(
-                        out,
-                        "no lr_find JSON beside it ({})",
-                        path.with_extension("json").display()
-                    );
-                }
-            }
-        }
-        ArtifactKind::ApTable => {
-            if let Some(mean) = table
-                .rows
-                .iter()
-                .find(|r| r.first().is_some_and(|c| c == "mean"))
-            {
-                let _ = writeln!(
-                    out,
-                    "mAP {} (11-point), {} (all points) over {} objects",
-                    mean.get(5).map_or("?", String::as_str),
-                    mean.get(6).map_or("?", String::as_str),
-                    mean.get(1).map_or("?", String::as_str)
-                );
-            }
-        }
-        ArtifactKind::LrFindJson | ArtifactKind::CocoJson => unreachable!("handled above"),
-    }
+    table_summary(&mut out, path, &table)?;
     Ok(out)
+}
+
+/// What one kind of CSV adds to its summary, from the file (typed) or the
+/// table already read.
+type TableSummary = fn(&mut String, &Path, &StringTable) -> Result<()>;
+
+fn lrg_summary(out: &mut String, path: &Path, _: &StringTable) -> Result<()> {
+    let rows = csv_export::read_lrg(path)?;
+    class_counts(out, rows.iter().map(|r| r.category.as_str()));
+    Ok(())
+}
+
+fn bb_summary(out: &mut String, path: &Path, _: &StringTable) -> Result<()> {
+    let rows = csv_export::read_bb(path)?;
+    box_sizes(out, rows.iter().map(|r| r.bbox));
+    Ok(())
+}
+
+fn mbb_summary(out: &mut String, path: &Path, _: &StringTable) -> Result<()> {
+    let rows = multibox::annotations::read_mbb(path)?;
+    let boxes: usize = rows.iter().map(|r| r.boxes.len()).sum();
+    let _ = writeln!(
+        out,
+        "{boxes} boxes, {:.2} per image",
+        boxes as f64 / rows.len().max(1) as f64
+    );
+    box_sizes(out, rows.iter().flat_map(|r| r.boxes.iter().copied()));
+    Ok(())
+}
+
+fn detections_summary(out: &mut String, path: &Path, _: &StringTable) -> Result<()> {
+    let rows = multibox::detections::read_detections(path)?;
+    class_counts(out, rows.iter().map(|r| r.class.as_str()));
+    if let Some((min, mean, max)) = min_mean_max(rows.iter().map(|r| r.score as f64)) {
+        let _ = writeln!(out, "scores: min {min:.3}, mean {mean:.3}, max {max:.3}");
+    }
+    Ok(())
+}
+
+fn lrg_bb_summary(out: &mut String, path: &Path, _: &StringTable) -> Result<()> {
+    let rows = csv_export::read_lrg_bb(path)?;
+    class_counts(out, rows.iter().map(|r| r.category.as_str()));
+    box_sizes(out, rows.iter().map(|r| r.bbox));
+    Ok(())
+}
+
+fn bbox_predictions_summary(out: &mut String, path: &Path, _: &StringTable) -> Result<()> {
+    let rows = read_bbox_predictions(path)?;
+    box_outcomes(out, &rows.iter().map(BoxOutcome::from).collect::<Vec<_>>());
+    Ok(())
+}
+
+fn class_predictions_summary(out: &mut String, path: &Path, _: &StringTable) -> Result<()> {
+    let rows = read_class_predictions(path)?;
+    class_outcomes(
+        out,
+        &rows.iter().map(ClassOutcome::from).collect::<Vec<_>>(),
+    );
+    Ok(())
+}
+
+fn combined_predictions_summary(out: &mut String, path: &Path, _: &StringTable) -> Result<()> {
+    let rows = read_combined_predictions(path)?;
+    class_outcomes(
+        out,
+        &rows.iter().map(ClassOutcome::from).collect::<Vec<_>>(),
+    );
+    box_outcomes(out, &rows.iter().map(BoxOutcome::from).collect::<Vec<_>>());
+    let both = rows
+        .iter()
+        .filter(|r| r.category == r.true_category && r.iou >= 0.5)
+        .count();
+    let _ = writeln!(
+        out,
+        "right class and IoU >= 0.5: {both} of {} ({:.1}%)",
+        rows.len(),
+        percent(both, rows.len())
+    );
+    Ok(())
+}
+
+fn metrics_summary(out: &mut String, path: &Path, table: &StringTable) -> Result<()> {
+    let metrics = read_metrics(path)?;
+    if table.rows.len() > FIRST_ROWS {
+        let _ = writeln!(out, "all epochs:\n{}", aligned(&table.header, &table.rows));
+    }
+    let epochs = metrics.column("epoch").unwrap_or_default();
+    let val = metrics.column("val_loss").unwrap_or_default();
+    if let Some((index, loss)) = val
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| v.is_finite())
+        .min_by(|a, b| a.1.total_cmp(b.1))
+    {
+        let _ = writeln!(out, "best val_loss {loss:.4} at epoch {}", epochs[index]);
+    }
+    if let Some(seconds) = metrics.column(csv_export::METRICS_SECONDS_COLUMN) {
+        let _ = writeln!(
+            out,
+            "total training time: {:.1} s",
+            seconds.iter().filter(|s| s.is_finite()).sum::<f64>()
+        );
+    }
+    let _ = writeln!(
+        out,
+        "metric columns: {}",
+        metrics.metric_columns().join(", ")
+    );
+    Ok(())
+}
+
+fn lr_find_summary(out: &mut String, path: &Path, _: &StringTable) -> Result<()> {
+    let points = read_lr_find(path)?;
+    if let (Some(first), Some(last)) = (points.first(), points.last()) {
+        let _ = writeln!(out, "lr from {:.2e} to {:.2e}", first.lr, last.lr);
+    }
+    if let Some(best) = points
+        .iter()
+        .filter(|p| p.smooth_loss.is_finite())
+        .min_by(|a, b| a.smooth_loss.total_cmp(&b.smooth_loss))
+    {
+        let _ = writeln!(
+            out,
+            "lowest smoothed loss {:.4} at lr {:.2e}",
+            best.smooth_loss, best.lr
+        );
+    }
+    match lr_find_json_beside(path) {
+        Some(json) => {
+            let s = read_lr_suggestion(&json)?;
+            let _ = writeln!(
+                out,
+                "{}: suggested lr {:.3e}, min loss lr {:.3e}",
+                json.display(),
+                s.suggested_lr,
+                s.min_loss_lr
+            );
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "no lr_find JSON beside it ({})",
+                path.with_extension("json").display()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn ap_table_summary(out: &mut String, _: &Path, table: &StringTable) -> Result<()> {
+    if let Some(mean) = table
+        .rows
+        .iter()
+        .find(|r| r.first().is_some_and(|c| c == "mean"))
+    {
+        let _ = writeln!(
+            out,
+            "mAP {} (11-point), {} (all points) over {} objects",
+            mean.get(5).map_or("?", String::as_str),
+            mean.get(6).map_or("?", String::as_str),
+            mean.get(1).map_or("?", String::as_str)
+        );
+    }
+    Ok(())
 }
 
 fn kind_name(kind: ArtifactKind) -> &'static str {

@@ -9,6 +9,8 @@ use std::collections::HashMap;
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
+pub use pipeline::{format_bytes, StageState};
+
 /// What the runner knows after a run; it fills this and calls [`write_report`].
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RunReport {
@@ -44,32 +46,13 @@ pub struct StageReport {
     pub peak_memory_bytes: Option<u64>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StageState {
-    Ran,
-    /// Up to date: its outputs were reused.
-    Skipped,
-    Failed,
-    NeverRun,
-}
-
-impl StageState {
-    fn label(self) -> &'static str {
-        match self {
-            StageState::Ran => "ran",
-            StageState::Skipped => "skipped",
-            StageState::Failed => "failed",
-            StageState::NeverRun => "never run",
-        }
-    }
-    fn css_class(self) -> &'static str {
-        match self {
-            StageState::Ran => "ran",
-            StageState::Skipped => "skipped",
-            StageState::Failed => "failed",
-            StageState::NeverRun => "never",
-        }
+/// The report's style for each state.
+fn css_class(state: StageState) -> &'static str {
+    match state {
+        StageState::Ran => "ran",
+        StageState::Skipped => "skipped",
+        StageState::Failed => "failed",
+        StageState::NeverRun => "never",
     }
 }
 
@@ -174,7 +157,7 @@ fn render_stages(html: &mut String, stages: &[StageReport]) {
             escape(&stage.name),
             escape(&stage.kind),
             escape(&depends),
-            stage.state.css_class(),
+            css_class(stage.state),
             stage.state.label(),
             seconds,
             memory,
@@ -182,16 +165,6 @@ fn render_stages(html: &mut String, stages: &[StageReport]) {
         );
     }
     html.push_str("</table>\n");
-}
-
-/// `1.23 GB`, `456 MB`: memory figures as a person reads them.
-pub fn format_bytes(bytes: u64) -> String {
-    let gb = bytes as f64 / 1e9;
-    if gb >= 1.0 {
-        format!("{gb:.2} GB")
-    } else {
-        format!("{:.0} MB", bytes as f64 / 1e6)
-    }
 }
 
 /// A CSV cell as the report shows it: numbers with a fractional part at four
@@ -300,7 +273,7 @@ fn dag_svg(stages: &[StageReport]) -> String {
             svg,
             "<g class=\"node {}\"><rect x=\"{x}\" y=\"{y}\" width=\"{node_w}\" height=\"{node_h}\" rx=\"6\"/>\
              <text x=\"{}\" y=\"{}\" class=\"name\">{}</text><text x=\"{}\" y=\"{}\" class=\"state\">{}{}</text></g>",
-            stage.state.css_class(),
+            css_class(stage.state),
             x + 8.0,
             y + 18.0,
             escape(&stage.name),

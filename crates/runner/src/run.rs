@@ -4,24 +4,96 @@
 //! (fingerprint) is written last, so a killed stage leaves no half-written
 //! output and simply runs again next time.
 
-use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::error::Error;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use crate::fingerprint::{code_hash, HashCache, StageRecord};
-use crate::stages;
-use pipeline::{Pipeline, Stage, StageKind, StageSpec};
-use viz::report::StageState;
+use crate::fingerprint::{CodeSources, Fingerprint, HashCache};
+use crate::peak_memory::StageMeter;
+use pipeline::{format_bytes, Pipeline, Stage, StageSpec, StageState};
+
+/// Why a stage's code failed, as its executor says it.
+pub type StageError = Box<dyn Error + Send + Sync>;
+
+/// What runs a stage: fills the spec's (staging) outputs, or fails. The
+/// caller's, since what a kind does is not the runner's business (xtask's
+/// `stages::execute`; a test's closure).
+pub type Execute<'a> = dyn FnMut(&StageSpec) -> Result<(), StageError> + 'a;
+
+/// Why one stage did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("stage {stage}: input {name} ({}) is missing or unreadable", path.display())]
+    Input {
+        stage: String,
+        name: String,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("stage {stage}: reading the code of its kind")]
+    Code {
+        stage: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{doing} {}", path.display())]
+    Io {
+        doing: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("stage {stage} finished but did not write its output {name} ({})", path.display())]
+    MissingOutput {
+        stage: String,
+        name: String,
+        path: PathBuf,
+    },
+    /// A full disk shows up as some tool's write error; this says which folder is full.
+    #[error("the output folder {} has only {free} bytes free: is the disk full?", out.display())]
+    DiskFull {
+        out: PathBuf,
+        free: u64,
+        #[source]
+        source: StageError,
+    },
+    #[error(transparent)]
+    Stage(StageError),
+}
+
+/// The error a run stops with: the first stage that failed.
+#[derive(Debug, thiserror::Error)]
+#[error("stage {stage} of pipeline {pipeline} failed")]
+pub struct StageFailed {
+    pub stage: String,
+    pub pipeline: String,
+    #[source]
+    pub source: RunError,
+}
+
+/// An error and its sources on one line, `outer: inner: innermost`.
+pub fn error_chain(error: &(dyn Error + 'static)) -> String {
+    let mut line = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        line.push_str(": ");
+        line.push_str(&e.to_string());
+        source = e.source();
+    }
+    line
+}
 
 /// Where a run keeps its own bookkeeping, inside the output dir.
-pub struct StateDir {
+struct StateDir {
     root: PathBuf,
 }
 
 impl StateDir {
-    pub fn new(out: &Path) -> StateDir {
+    fn new(out: &Path) -> StateDir {
         StateDir {
             root: out.join(".state"),
         }
@@ -40,52 +112,22 @@ impl StateDir {
     }
 }
 
-/// The parts of a fingerprint, kept so the runner can say what changed.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct Fingerprint {
-    pub kind: StageKind,
-    pub params: String,
-    pub code: String,
-    pub inputs: BTreeMap<String, String>,
-}
-
-impl Fingerprint {
-    fn digest(&self) -> String {
-        blake3::hash(&serde_json::to_vec(self).expect("serialisable"))
-            .to_hex()
-            .to_string()
-    }
-
-    /// What differs from an earlier fingerprint, in words.
-    fn changes_since(&self, old: &Fingerprint) -> String {
-        let mut what = Vec::new();
-        if self.params != old.params || self.kind != old.kind {
-            what.push("params changed".to_string());
-        }
-        if self.code != old.code {
-            what.push("code changed".to_string());
-        }
-        for (name, hash) in &self.inputs {
-            if old.inputs.get(name) != Some(hash) {
-                what.push(format!("input {name} changed"));
-            }
-        }
-        if what.is_empty() {
-            "inputs changed".into()
-        } else {
-            what.join(", ")
-        }
-    }
-}
-
-#[derive(Serialize, Deserialize)]
+/// What the runner stores beside a stage's outputs after it succeeds.
+#[derive(Serialize, Deserialize, Debug, Clone)]
 struct Record {
-    #[serde(flatten)]
-    summary: StageRecord,
+    fingerprint: String,
+    seconds: f64,
+    finished_unix: u64,
     parts: Fingerprint,
 }
 
-/// A stage's state before running.
+impl Record {
+    fn load(state: &StateDir, stage: &str) -> Option<Record> {
+        serde_json::from_slice(&std::fs::read(state.record(stage)).ok()?).ok()
+    }
+}
+
+/// A stage's state before running (`cargo xtask dag`).
 #[derive(Debug, Clone, PartialEq)]
 pub enum State {
     UpToDate,
@@ -107,41 +149,58 @@ impl std::fmt::Display for State {
 #[derive(Debug, Clone)]
 pub struct Outcome {
     pub stage: String,
-    /// `NeverRun`: not run this time (not selected, or an earlier stage failed).
     pub result: StageState,
     pub why: String,
     pub seconds: f64,
-    /// Peak resident memory of the stage's run (see `peak_memory`), bytes.
+    /// Peak resident memory of the stage's run (see [`crate::peak_memory`]), bytes.
     pub peak_memory_bytes: Option<u64>,
 }
 
-fn fingerprint(stage: &Stage, hashes: &mut HashCache) -> Result<Fingerprint> {
+pub struct RunOptions {
+    /// Run these stages even when up to date.
+    pub force: Vec<usize>,
+    /// Only consider these stages (None: all).
+    pub only: Option<Vec<usize>>,
+    pub data: PathBuf,
+    pub out: PathBuf,
+    pub code: CodeSources,
+}
+
+fn fingerprint(
+    stage: &Stage,
+    code: &CodeSources,
+    hashes: &mut HashCache,
+) -> Result<Fingerprint, RunError> {
     let mut inputs = BTreeMap::new();
     for (name, path) in &stage.inputs {
-        let hash = hashes.path_hash(path).with_context(|| {
-            format!(
-                "stage {}: input {name} ({}) is missing or unreadable",
-                stage.name,
-                path.display()
-            )
+        let hash = hashes.path_hash(path).map_err(|source| RunError::Input {
+            stage: stage.name.clone(),
+            name: name.clone(),
+            path: path.clone(),
+            source,
         })?;
         inputs.insert(name.clone(), hash);
     }
     Ok(Fingerprint {
         kind: stage.kind,
-        params: serde_json::to_string(&stage.params)?,
-        code: code_hash(stage.kind.code())?,
+        params: serde_json::to_string(&stage.params).expect("params are JSON values"),
+        code: code.hash(stage.kind).map_err(|source| RunError::Code {
+            stage: stage.name.clone(),
+            source,
+        })?,
         inputs,
     })
 }
 
-fn load_record(state: &StateDir, stage: &Stage) -> Option<Record> {
-    serde_json::from_slice(&std::fs::read(state.record(&stage.name)).ok()?).ok()
-}
-
 /// The state of one stage given the states of those before it.
-fn state_of(stage: &Stage, earlier: &[State], state: &StateDir, hashes: &mut HashCache) -> State {
-    let Some(record) = load_record(state, stage) else {
+fn state_of(
+    stage: &Stage,
+    earlier: &[State],
+    state: &StateDir,
+    code: &CodeSources,
+    hashes: &mut HashCache,
+) -> State {
+    let Some(record) = Record::load(state, &stage.name) else {
         return State::NeverRun;
     };
     if let Some(&u) = stage
@@ -154,38 +213,46 @@ fn state_of(stage: &Stage, earlier: &[State], state: &StateDir, hashes: &mut Has
     if let Some((name, path)) = stage.outputs.iter().find(|(_, p)| !p.exists()) {
         return State::Stale(format!("output {name} ({}) is missing", path.display()));
     }
-    match fingerprint(stage, hashes) {
-        Err(e) => State::Stale(format!("{e:#}")),
-        Ok(now) if now.digest() == record.summary.fingerprint => State::UpToDate,
+    match fingerprint(stage, code, hashes) {
+        Err(e) => State::Stale(error_chain(&e)),
+        Ok(now) if now.digest() == record.fingerprint => State::UpToDate,
         Ok(now) => State::Stale(now.changes_since(&record.parts)),
     }
 }
 
-/// Every stage's state, in pipeline order (for `cargo xtask dag`).
-pub fn states(pipeline: &Pipeline, out: &Path) -> Vec<State> {
+/// Every stage's state, in pipeline order.
+pub fn states(pipeline: &Pipeline, out: &Path, code: &CodeSources) -> Vec<State> {
     let state = StateDir::new(out);
     let mut hashes = state.hash_cache();
     let mut states = Vec::new();
     for stage in &pipeline.stages {
-        let s = state_of(stage, &states, &state, &mut hashes);
+        let s = state_of(stage, &states, &state, code, &mut hashes);
         states.push(s);
     }
+    // Only a cache: a run that cannot save it hashes again next time.
     let _ = hashes.save();
     states
 }
 
-pub struct RunOptions {
-    /// Run these stages even when up to date.
-    pub force: Vec<usize>,
-    /// Only consider these stages (None: all).
-    pub only: Option<Vec<usize>>,
-    pub data: PathBuf,
-    pub out: PathBuf,
+/// The last successful run's time of each stage, if any.
+pub fn last_seconds(pipeline: &Pipeline, out: &Path) -> Vec<Option<f64>> {
+    let state = StateDir::new(out);
+    pipeline
+        .stages
+        .iter()
+        .map(|s| Record::load(&state, &s.name).map(|r| r.seconds))
+        .collect()
 }
 
-/// Runs what is stale. Returns each stage's outcome; the error of a failed
-/// stage is returned after the outcomes are known, so a report can be written.
-pub fn run(pipeline: &Pipeline, options: &RunOptions) -> (Vec<Outcome>, Result<()>) {
+/// Runs what is stale, each stage through `execute`. Returns each stage's
+/// outcome, and the first failure after the outcomes are known, so that a
+/// report can be written either way. Says what it does on stderr, a line per
+/// stage.
+pub fn run(
+    pipeline: &Pipeline,
+    options: &RunOptions,
+    execute: &mut Execute,
+) -> (Vec<Outcome>, Result<(), StageFailed>) {
     let state = StateDir::new(&options.out);
     let mut hashes = state.hash_cache();
     let mut outcomes: Vec<Outcome> = Vec::new();
@@ -212,15 +279,9 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> (Vec<Outcome>, Result<(
             outcomes.push(outcome);
             continue;
         }
-        let meter = crate::peak_memory::StageMeter::start();
-        let result = run_stage(
-            stage,
-            options.force.contains(&index),
-            &state,
-            &mut hashes,
-            options,
-        );
-        match result {
+        let meter = StageMeter::start();
+        let force = options.force.contains(&index);
+        match run_stage(stage, force, &state, &mut hashes, options, execute) {
             Ok(Some(Ran { seconds, why, note })) => {
                 outcome.result = StageState::Ran;
                 // The stage's own note (e.g. unreadable images) goes beside why it ran.
@@ -232,10 +293,10 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> (Vec<Outcome>, Result<(
                 outcome.peak_memory_bytes = meter.peak_bytes();
                 let memory = outcome
                     .peak_memory_bytes
-                    .map(|b| format!(", peak memory {}", viz::report::format_bytes(b)))
+                    .map(|b| format!(", peak memory {}", format_bytes(b)))
                     .unwrap_or_default();
                 let note = note.map(|n| format!("; {n}")).unwrap_or_default();
-                eprintln!("[{}] ran in {:.1}s{memory}{note}", stage.name, seconds);
+                eprintln!("[{}] ran in {seconds:.1}s{memory}{note}", stage.name);
             }
             Ok(None) => {
                 outcome.result = StageState::Skipped;
@@ -245,12 +306,13 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> (Vec<Outcome>, Result<(
             Err(e) => {
                 outcome.result = StageState::Failed;
                 outcome.peak_memory_bytes = meter.peak_bytes();
-                outcome.why = format!("{e:#}");
-                eprintln!("[{}] FAILED: {e:#}", stage.name);
-                failure = Err(e.context(format!(
-                    "stage {} of pipeline {} failed",
-                    stage.name, pipeline.name
-                )));
+                outcome.why = error_chain(&e);
+                eprintln!("[{}] FAILED: {}", stage.name, outcome.why);
+                failure = Err(StageFailed {
+                    stage: stage.name.clone(),
+                    pipeline: pipeline.name.clone(),
+                    source: e,
+                });
             }
         }
         outcomes.push(outcome);
@@ -273,24 +335,24 @@ fn run_stage(
     state: &StateDir,
     hashes: &mut HashCache,
     options: &RunOptions,
-) -> Result<Option<Ran>> {
-    let now = fingerprint(stage, hashes)?;
+    execute: &mut Execute,
+) -> Result<Option<Ran>, RunError> {
+    let now = fingerprint(stage, &options.code, hashes)?;
     let digest = now.digest();
-    let record = load_record(state, stage);
+    let record = Record::load(state, &stage.name);
     let outputs_exist = stage.outputs.values().all(|p| p.exists());
     let why = match &record {
         _ if force => "forced".to_string(),
         None => "never run".to_string(),
         Some(_) if !outputs_exist => "an output is missing".to_string(),
-        Some(r) if r.summary.fingerprint != digest => now.changes_since(&r.parts),
+        Some(r) if r.fingerprint != digest => now.changes_since(&r.parts),
         Some(_) => return Ok(None),
     };
     eprintln!("[{}] running ({why})", stage.name);
 
     let staging = state.staging(&stage.name);
     if staging.exists() {
-        std::fs::remove_dir_all(&staging)
-            .with_context(|| format!("clearing {}", staging.display()))?;
+        std::fs::remove_dir_all(&staging).map_err(io_error("clearing", &staging))?;
     }
     create_dir(&staging)?;
     let work_dir = state.work(&stage.name);
@@ -323,30 +385,28 @@ fn run_stage(
     let note_file = spec.work_dir.join(pipeline::NOTE_FILE);
     let _ = std::fs::remove_file(&note_file);
     let started = Instant::now();
-    let result = stages::execute(&spec);
+    let result = execute(&spec);
     let seconds = started.elapsed().as_secs_f64();
     if let Err(e) = result {
-        // A full disk shows up as some tool's write error; say which folder is full
-        // (measured before the staged files are cleared away).
+        // Measured before the staged files are cleared away.
         let full = disk_nearly_full(&options.out);
         let _ = std::fs::remove_dir_all(&staging);
         return Err(match full {
-            Some(free) => e.context(format!(
-                "the output folder {} has only {free} bytes free: is the disk full?",
-                options.out.display()
-            )),
-            None => e,
+            Some(free) => RunError::DiskFull {
+                out: options.out.clone(),
+                free,
+                source: e,
+            },
+            None => RunError::Stage(e),
         });
     }
-    for (name, path) in &staged {
-        if !path.exists() {
-            let _ = std::fs::remove_dir_all(&staging);
-            bail!(
-                "stage {} finished but did not write its output {name} ({})",
-                stage.name,
-                stage.outputs[name].display()
-            );
-        }
+    if let Some((name, _)) = staged.iter().find(|(_, path)| !path.exists()) {
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err(RunError::MissingOutput {
+            stage: stage.name.clone(),
+            name: name.clone(),
+            path: stage.outputs[name].clone(),
+        });
     }
     // Publish: the record goes first out of the way, then outputs, then the new record.
     let record_path = state.record(&stage.name);
@@ -357,10 +417,9 @@ fn run_stage(
             create_dir(parent)?;
         }
         if to.is_dir() {
-            std::fs::remove_dir_all(to)
-                .with_context(|| format!("replacing the folder {}", to.display()))?;
+            std::fs::remove_dir_all(to).map_err(io_error("replacing the folder", to))?;
         }
-        std::fs::rename(from, to).with_context(|| format!("moving {} into place", to.display()))?;
+        std::fs::rename(from, to).map_err(io_error("moving into place", to))?;
     }
     let _ = std::fs::remove_dir_all(&staging);
     let finished_unix = SystemTime::now()
@@ -368,14 +427,13 @@ fn run_stage(
         .map(|d| d.as_secs())
         .unwrap_or(0);
     let record = Record {
-        summary: StageRecord {
-            fingerprint: digest,
-            seconds,
-            finished_unix,
-        },
+        fingerprint: digest,
+        seconds,
+        finished_unix,
         parts: now,
     };
-    crate::atomic::write(&record_path, &serde_json::to_vec_pretty(&record)?)?;
+    let json = serde_json::to_vec_pretty(&record).expect("a record serialises");
+    crate::write_file(&record_path, &json).map_err(io_error("writing", &record_path))?;
     let note = std::fs::read_to_string(&note_file)
         .ok()
         .map(|n| n.trim().to_string())
@@ -383,18 +441,17 @@ fn run_stage(
     Ok(Some(Ran { seconds, why, note }))
 }
 
-/// The last successful run's time of each stage, if any.
-pub fn last_seconds(pipeline: &Pipeline, out: &Path) -> Vec<Option<f64>> {
-    let state = StateDir::new(out);
-    pipeline
-        .stages
-        .iter()
-        .map(|s| StageRecord::load(&state.record(&s.name)).map(|r| r.seconds))
-        .collect()
+fn io_error(doing: &'static str, path: &Path) -> impl FnOnce(io::Error) -> RunError {
+    let path = path.to_path_buf();
+    move |source| RunError::Io {
+        doing,
+        path,
+        source,
+    }
 }
 
-fn create_dir(dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating the folder {}", dir.display()))
+fn create_dir(dir: &Path) -> Result<(), RunError> {
+    std::fs::create_dir_all(dir).map_err(io_error("creating the folder", dir))
 }
 
 /// The free bytes of the file system holding `dir`, when under 1 MiB.

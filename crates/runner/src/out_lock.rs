@@ -3,9 +3,8 @@
 //! holds it and waits; the kernel drops the lock when its holder exits, however it
 //! exits, so a killed run never leaves it stuck.
 
-use anyhow::{Context, Result};
 use std::fs::File;
-use std::io::{Read, Seek, Write};
+use std::io::{self, Read, Seek, Write};
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
@@ -15,10 +14,12 @@ pub struct OutLock {
 }
 
 impl OutLock {
-    pub fn acquire(out: &Path) -> Result<OutLock> {
+    pub fn acquire(out: &Path) -> io::Result<OutLock> {
         let state = out.join(".state");
-        std::fs::create_dir_all(&state)
-            .with_context(|| format!("creating the output folder {}", out.display()))?;
+        let naming = |path: &Path, e: io::Error| {
+            io::Error::new(e.kind(), format!("locking {}: {e}", path.display()))
+        };
+        std::fs::create_dir_all(&state).map_err(|e| naming(out, e))?;
         let path = state.join("lock");
         let mut file = File::options()
             .read(true)
@@ -26,8 +27,8 @@ impl OutLock {
             .create(true)
             .truncate(false)
             .open(&path)
-            .with_context(|| format!("opening {}", path.display()))?;
-        if !flock(&file, libc::LOCK_EX | libc::LOCK_NB)? {
+            .map_err(|e| naming(&path, e))?;
+        if !flock(&file, libc::LOCK_EX | libc::LOCK_NB).map_err(|e| naming(out, e))? {
             let mut holder = String::new();
             let _ = file.read_to_string(&mut holder);
             eprintln!(
@@ -35,7 +36,7 @@ impl OutLock {
                 holder.trim(),
                 out.display()
             );
-            flock(&file, libc::LOCK_EX)?;
+            flock(&file, libc::LOCK_EX).map_err(|e| naming(out, e))?;
             eprintln!("the other run finished; going on");
         }
         file.set_len(0)?;
@@ -46,17 +47,17 @@ impl OutLock {
 }
 
 /// `flock(2)`: false when a non-blocking request finds the lock taken.
-fn flock(file: &File, operation: libc::c_int) -> Result<bool> {
+fn flock(file: &File, operation: libc::c_int) -> io::Result<bool> {
     loop {
         // SAFETY: flock on a file descriptor this process owns.
         if unsafe { libc::flock(file.as_raw_fd(), operation) } == 0 {
             return Ok(true);
         }
-        let error = std::io::Error::last_os_error();
+        let error = io::Error::last_os_error();
         match error.raw_os_error() {
             Some(libc::EWOULDBLOCK) => return Ok(false),
             Some(libc::EINTR) => continue,
-            _ => return Err(error).context("locking the output folder"),
+            _ => return Err(error),
         }
     }
 }
