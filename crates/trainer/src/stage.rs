@@ -71,7 +71,7 @@ pub struct ModelMeta {
     /// The input normalisation the model was trained with (prediction applies it too).
     #[serde(default = "imagenet")]
     pub normalisation: Normalisation,
-    /// The head follows from the task (`Task`), so it is not stored.
+    /// The body; the head follows from `task`, so it is not stored.
     pub arch: Backbone,
     pub task: Task,
     pub size: u32,
