@@ -58,7 +58,7 @@ const B0_STAGES: [Stage; 7] = [
 const FIRST_LATE_STAGE: usize = 3;
 /// Stochastic depth of the reference implementation, scaled by block index
 /// (TF's survival probability 0.8 for every Lite variant).
-const DROP_CONNECT_RATE: f64 = 0.2;
+pub const DROP_CONNECT_RATE: f64 = 0.2;
 
 /// The EfficientNet-Lite variants the project has weights for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -245,16 +245,18 @@ impl MbConvBlock {
         }
     }
 
-    fn forward(&self, inputs: &Tensor, train: bool) -> Tensor {
+    /// `batch_stats`: BatchNorm on the batch's statistics (updating its running
+    /// ones); `train`: drop-connect on.
+    fn forward(&self, inputs: &Tensor, batch_stats: bool, train: bool) -> Tensor {
         let x = match &self.expand {
-            Some((conv, bn)) => bn.forward_t(&conv.forward(inputs), train).relu6(),
+            Some((conv, bn)) => bn.forward_t(&conv.forward(inputs), batch_stats).relu6(),
             None => inputs.shallow_clone(),
         };
         let x = self
             .bn1
-            .forward_t(&self.depthwise.forward(&x), train)
+            .forward_t(&self.depthwise.forward(&x), batch_stats)
             .relu6();
-        let x = self.bn2.forward_t(&self.project.forward(&x), train);
+        let x = self.bn2.forward_t(&self.project.forward(&x), batch_stats);
         match self.skip {
             Some(rate) if train && rate > 0.0 => drop_connect(&x, rate) + inputs,
             Some(_) => x + inputs,
@@ -273,6 +275,11 @@ fn drop_connect(x: &Tensor, rate: f64) -> Tensor {
     x * scale.to_kind(x.kind())
 }
 
+/// Block `index`'s drop-connect rate: the reference's linear ramp to `max_rate`.
+fn block_drop_rate(max_rate: f64, index: usize, n_blocks: usize) -> f64 {
+    max_rate * index as f64 / n_blocks as f64
+}
+
 pub struct EfficientNetLite {
     conv_stem: SameConv,
     bn0: nn::BatchNorm,
@@ -280,6 +287,9 @@ pub struct EfficientNetLite {
     first_late_block: usize,
     conv_head: SameConv,
     bn1: nn::BatchNorm,
+    /// fastai's `bn_freeze`: BatchNorm keeps its running statistics even in
+    /// training groups.
+    bn_frozen: bool,
 }
 
 impl EfficientNetLite {
@@ -294,7 +304,7 @@ impl EfficientNetLite {
                 let index = blocks.len();
                 let vs = root.set_group(usize::from(index >= first_late_block)) / "_blocks" / index;
                 let stride = if r == 0 { stage.stride } else { 1 };
-                let drop_rate = DROP_CONNECT_RATE * index as f64 / n_blocks as f64;
+                let drop_rate = block_drop_rate(DROP_CONNECT_RATE, index, n_blocks);
                 blocks.push(MbConvBlock::new(
                     &vs,
                     stage.expand_ratio,
@@ -316,26 +326,43 @@ impl EfficientNetLite {
             first_late_block,
             conv_head: SameConv::new(&late / "_conv_head", c_in, FEATURES, 1, 1, 1),
             bn1: bn(&late / "_bn1", FEATURES),
+            bn_frozen: false,
         }
     }
 
+    /// Sets stochastic depth's largest rate (the last block's; earlier blocks get
+    /// less, in proportion to their index). 0 turns it off.
+    pub fn set_drop_connect(&mut self, max_rate: f64) {
+        let n_blocks = self.blocks.len();
+        for (index, block) in self.blocks.iter_mut().enumerate() {
+            if let Some(rate) = block.skip.as_mut() {
+                *rate = block_drop_rate(max_rate, index, n_blocks);
+            }
+        }
+    }
+
+    /// Keeps BatchNorm on its running statistics in training groups too (fastai's
+    /// `bn_freeze`); drop-connect still follows the groups.
+    pub fn set_bn_freeze(&mut self, frozen: bool) {
+        self.bn_frozen = frozen;
+    }
+
     pub fn forward(&self, x: &Tensor, train_early: bool, train_late: bool) -> Tensor {
+        let stats = |train: bool| train && !self.bn_frozen;
         let mut x = self
             .bn0
-            .forward_t(&self.conv_stem.forward(x), train_early)
+            .forward_t(&self.conv_stem.forward(x), stats(train_early))
             .relu6();
         for (index, block) in self.blocks.iter().enumerate() {
-            x = block.forward(
-                &x,
-                if index < self.first_late_block {
-                    train_early
-                } else {
-                    train_late
-                },
-            );
+            let train = if index < self.first_late_block {
+                train_early
+            } else {
+                train_late
+            };
+            x = block.forward(&x, stats(train), train);
         }
         self.bn1
-            .forward_t(&self.conv_head.forward(&x), train_late)
+            .forward_t(&self.conv_head.forward(&x), stats(train_late))
             .relu6()
     }
 }

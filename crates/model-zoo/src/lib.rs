@@ -27,6 +27,7 @@ use std::str::FromStr;
 use tch::{nn, Tensor};
 
 pub use allocator::{configure_tensor_memory, keep_freed_tensor_memory, TensorMemory};
+pub use efficientnet::DROP_CONNECT_RATE;
 pub use head::HeadSpec;
 pub use load::{load_backbone, LoadReport};
 pub use ssd_head::{ssd_grid_sides, SsdHead, SSD_CHANNELS};
@@ -189,6 +190,26 @@ impl Net {
 
     pub fn arch(&self) -> Arch {
         self.arch
+    }
+
+    /// Stochastic depth (drop-connect) of the EfficientNet-Lite bodies while a group
+    /// trains: the last block's rate, earlier blocks less (default
+    /// [`DROP_CONNECT_RATE`]); 0 turns it off. ResNet34 has none.
+    pub fn set_drop_connect(&mut self, max_rate: f64) {
+        match &mut self.body {
+            Body::ResNet34(_) => {}
+            Body::EfficientNetLite(body) => body.set_drop_connect(max_rate),
+        }
+    }
+
+    /// fastai 0.7's `learn.bn_freeze(True)`: the body's BatchNorm layers keep the
+    /// pretrained running statistics and normalise with them while their groups
+    /// train (the head's BatchNorm still learns).
+    pub fn set_bn_freeze(&mut self, frozen: bool) {
+        match &mut self.body {
+            Body::ResNet34(body) => body.set_bn_freeze(frozen),
+            Body::EfficientNetLite(body) => body.set_bn_freeze(frozen),
+        }
     }
 
     pub fn input_size(&self) -> i64 {

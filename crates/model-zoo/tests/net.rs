@@ -270,3 +270,77 @@ fn load_backbone_names_every_difference_and_changes_nothing() {
     .unwrap_err();
     assert!(err.to_string().contains("absent.safetensors"), "{err}");
 }
+
+/// Stochastic depth is random while the body trains; `set_drop_connect(0.0)` (the
+/// pipelines' `drop_connect = 0.0`) turns it off, and evaluation never drops.
+#[test]
+fn drop_connect_is_random_in_training_and_off_at_zero() {
+    tch::manual_seed(0);
+    let (_vs, mut net) = build(
+        Arch::EfficientNetLite0,
+        HeadSpec::FlattenLinear { outputs: 4 },
+        64,
+    );
+    let x = Tensor::randn([8, 3, 64, 64], (Kind::Float, Device::Cpu));
+    let train = [true, true, false];
+    let twice = |net: &Net| tch::no_grad(|| (net.features(&x, &train), net.features(&x, &train)));
+
+    let (a, b) = twice(&net);
+    assert!(
+        (a - b).abs().max().double_value(&[]) > 0.0,
+        "the reference's drop-connect draws a new mask per call"
+    );
+    net.set_drop_connect(0.0);
+    let (a, b) = twice(&net);
+    assert_eq!(
+        (a - b).abs().max().double_value(&[]),
+        0.0,
+        "no drop-connect at 0"
+    );
+    // Evaluation never drops, whatever the rate.
+    net.set_drop_connect(0.5);
+    let eval = [false; 3];
+    let (a, b) = tch::no_grad(|| (net.features(&x, &eval), net.features(&x, &eval)));
+    assert_eq!((a - b).abs().max().double_value(&[]), 0.0);
+}
+
+/// fastai's `bn_freeze`: a training forward leaves the body's BatchNorm running
+/// statistics as they were and normalises with them, so it equals evaluation when
+/// nothing random runs.
+#[test]
+fn bn_freeze_keeps_running_statistics_in_training() {
+    for arch in ARCHES {
+        tch::manual_seed(0);
+        let (vs, mut net) = build(arch, HeadSpec::FlattenLinear { outputs: 4 }, 64);
+        net.set_drop_connect(0.0);
+        let x = Tensor::randn([4, 3, 64, 64], (Kind::Float, Device::Cpu)) * 3.0 + 1.0;
+        let running = |vs: &nn::VarStore| -> Vec<Tensor> {
+            let mut vars: Vec<(String, Tensor)> = vs
+                .variables()
+                .into_iter()
+                .filter(|(name, _)| name.ends_with("running_mean"))
+                .collect();
+            vars.sort_by(|a, b| a.0.cmp(&b.0));
+            vars.into_iter().map(|(_, t)| t.copy()).collect()
+        };
+        let before = running(&vs);
+        let train = [true, true, false];
+        let eval = [false; 3];
+
+        net.set_bn_freeze(true);
+        let (trained, evaluated) =
+            tch::no_grad(|| (net.features(&x, &train), net.features(&x, &eval)));
+        assert!(
+            before.iter().zip(running(&vs)).all(|(a, b)| a.equal(&b)),
+            "{arch}: running statistics moved under bn_freeze"
+        );
+        assert!(trained.allclose(&evaluated, 1e-5, 1e-5, false), "{arch}");
+
+        net.set_bn_freeze(false);
+        let _ = tch::no_grad(|| net.features(&x, &train));
+        assert!(
+            !before.iter().zip(running(&vs)).all(|(a, b)| a.equal(&b)),
+            "{arch}: a training forward updates the running statistics"
+        );
+    }
+}

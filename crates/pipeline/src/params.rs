@@ -412,6 +412,15 @@ pub struct TrainParams {
     /// predict: also score (and write) predictions averaged with the mirror image's.
     #[serde(default)]
     pub tta: bool,
+    /// EfficientNet-Lite's stochastic depth while a body group trains: the last
+    /// block's drop-connect rate (earlier blocks less). Default: the reference's
+    /// 0.2; 0 turns it off.
+    #[serde(default)]
+    pub drop_connect: Option<f64>,
+    /// fastai 0.7's `learn.bn_freeze(True)`: the body's BatchNorm layers keep the
+    /// pretrained running statistics (and normalise with them) while they train.
+    #[serde(default)]
+    pub bn_freeze: bool,
     /// The lr_find kind's search range when its schedule has no `lr_find` step.
     #[serde(default)]
     pub lr_find: Option<LrFindStep>,
@@ -453,6 +462,11 @@ impl TrainParams {
             }
             Some(ssd) => ssd.check()?,
             None => {}
+        }
+        if let Some(rate) = self.drop_connect {
+            if !(0.0..1.0).contains(&rate) {
+                return Err(format!("drop_connect must be in [0, 1), not {rate}"));
+            }
         }
         if self.tta && self.task == TaskKind::Ssd {
             return Err(
@@ -610,6 +624,10 @@ mod tests {
                 "task ssd only",
             ),
             (serde_json::json!({"task": "ssd", "tta": true}), "tta"),
+            (
+                serde_json::json!({"task": "bbox", "drop_connect": 1.0}),
+                "drop_connect",
+            ),
             (
                 serde_json::json!({"task": "ssd", "ssd": {"box_weight": -1.0}}),
                 "box_weight",

@@ -172,11 +172,31 @@ fn backbone_normalisation(backbone: Backbone) -> Normalisation {
 /// Width of the combined model's hidden layer (the next lesson's 256).
 const COMBINED_HIDDEN: i64 = 256;
 
+/// How the pretrained body behaves while its groups train (the params of the same
+/// names); the defaults are the reference implementation's.
+#[derive(Debug, Clone, Copy, Default)]
+struct BodyTraining {
+    /// Stochastic depth's largest rate; the backbone's own when `None`.
+    drop_connect: Option<f64>,
+    /// BatchNorm keeps its running statistics (fastai's `bn_freeze`).
+    bn_freeze: bool,
+}
+
+impl BodyTraining {
+    fn of(params: &Params) -> BodyTraining {
+        BodyTraining {
+            drop_connect: params.drop_connect,
+            bn_freeze: params.bn_freeze,
+        }
+    }
+}
+
 /// Builds the network for `backbone` with the task's head on `device`.
 fn build_learner(
     backbone: Backbone,
     task: Task,
     size: u32,
+    body: BodyTraining,
     device: Device,
 ) -> Result<Learner<AnyModel>> {
     let vs = nn::VarStore::new(device);
@@ -228,7 +248,12 @@ fn build_learner(
                     }
                 }
             };
-            AnyModel::Zoo(model_zoo::Net::new(&vs.root(), zoo_arch, spec, size as i64))
+            let mut net = model_zoo::Net::new(&vs.root(), zoo_arch, spec, size as i64);
+            if let Some(rate) = body.drop_connect {
+                net.set_drop_connect(rate);
+            }
+            net.set_bn_freeze(body.bn_freeze);
+            AnyModel::Zoo(net)
         }
     };
     Ok(Learner::new(vs, model, task, size as usize))
@@ -762,7 +787,13 @@ fn pretrained_learner(
     let device = device();
     // Seeds the initialisation of the head (and of everything under random_init).
     tch::manual_seed(params.seed as i64);
-    let mut learner = build_learner(params.backbone, data.task.clone(), params.size, device)?;
+    let mut learner = build_learner(
+        params.backbone,
+        data.task.clone(),
+        params.size,
+        BodyTraining::of(params),
+        device,
+    )?;
     let method = match params.optimiser {
         OptimiserName::Adam => Method::ADAM,
         OptimiserName::Sgd => Method::Sgd {
@@ -949,7 +980,9 @@ pub fn load_model(path: &Path, device: Device) -> Result<(Learner<AnyModel>, Mod
     meta.task
         .check()
         .map_err(|e| anyhow::anyhow!("{}: its task: {e}", path.display()))?;
-    let learner = build_learner(meta.arch, meta.task.clone(), meta.size, device)?;
+    // For evaluation: how the body would train does not matter.
+    let body = BodyTraining::default();
+    let learner = build_learner(meta.arch, meta.task.clone(), meta.size, body, device)?;
     checkpoint::copy_into(&learner.vs, &tensors, path)?;
     Ok((learner, meta))
 }
