@@ -63,13 +63,37 @@ pub fn locate_data(data: &Option<PathBuf>) -> Result<DataDir> {
     })
 }
 
-/// The dataset a pipeline runs on: [`locate_data`], and when that is the
-/// synthetic set, says so loudly and makes the set on first use.
-pub fn resolve_data(data: &Option<PathBuf>) -> Result<PathBuf> {
+/// What a command does with the dataset it resolves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataUse {
+    /// Runs stages on it (`pipeline`, `stage`): the synthetic set is announced loudly.
+    Run,
+    /// Only shows stages' states (`dag`): no banner, nothing runs on the data.
+    Inspect,
+}
+
+/// The dataset a pipeline uses: [`locate_data`], and when that is the synthetic
+/// set, makes it on first use and, for a run, says so loudly.
+pub fn resolve_data(data: &Option<PathBuf>, data_use: DataUse) -> Result<PathBuf> {
     let DataDir { dir, synthetic } = locate_data(data)?;
     if !synthetic {
         return Ok(dir);
     }
+    if data_use == DataUse::Run {
+        synthetic_banner(&dir);
+    }
+    if !dir.join("pascal_train2007.json").exists() {
+        eprintln!(
+            "generating the synthetic dataset ({} images; a few seconds)",
+            synthetic_voc::SynthConfig::default().images
+        );
+        make_synthetic(&dir, &synthetic_voc::SynthConfig::default())?;
+    }
+    Ok(dir)
+}
+
+/// Says loudly that a run uses the synthetic set in `dir`, and how to get VOC.
+fn synthetic_banner(dir: &Path) {
     let pascal = project_root().join("data/pascal");
     eprintln!("{}", "=".repeat(78));
     eprintln!(
@@ -85,14 +109,6 @@ pub fn resolve_data(data: &Option<PathBuf>) -> Result<PathBuf> {
         "or pass `--data DIR` for a copy in the lesson's layout, e.g. --data ../shared/voc2007."
     );
     eprintln!("{}", "=".repeat(78));
-    if !dir.join("pascal_train2007.json").exists() {
-        eprintln!(
-            "generating the synthetic dataset ({} images; a few seconds)",
-            synthetic_voc::SynthConfig::default().images
-        );
-        make_synthetic(&dir, &synthetic_voc::SynthConfig::default())?;
-    }
-    Ok(dir)
 }
 
 /// Writes the synthetic dataset into `dir` through a temp folder, so a

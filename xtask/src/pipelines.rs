@@ -6,14 +6,14 @@ use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 
 use crate::cache::{cache_dir, project_root};
-use crate::data::resolve_data;
+use crate::data::{resolve_data, DataUse};
 use crate::flags::{DagCmd, PipelineCmd, StageCmd, Where};
 use pipeline::{Pipeline, StageState, Vars};
 use runner::{CodeSources, Outcome, RunOptions};
 
 impl PipelineCmd {
     pub fn run(self) -> Result<()> {
-        let (pipeline, data, out) = open_pipeline(&self.name, &self.place)?;
+        let (pipeline, data, out) = open_pipeline(&self.name, &self.place, DataUse::Run)?;
         let force = if self.force {
             (0..pipeline.stages.len()).collect()
         } else {
@@ -25,7 +25,7 @@ impl PipelineCmd {
 
 impl StageCmd {
     pub fn run(self) -> Result<()> {
-        let (pipeline, data, out) = open_pipeline(&self.pipeline, &self.place)?;
+        let (pipeline, data, out) = open_pipeline(&self.pipeline, &self.place, DataUse::Run)?;
         let index = pipeline.index_of(&self.stage)?;
         run_pipeline(
             &pipeline,
@@ -36,7 +36,7 @@ impl StageCmd {
 
 impl DagCmd {
     pub fn run(self) -> Result<()> {
-        let (pipeline, data, out) = open_pipeline(&self.pipeline, &self.place)?;
+        let (pipeline, data, out) = open_pipeline(&self.pipeline, &self.place, DataUse::Inspect)?;
         print_dag(&pipeline, &data, &out);
         Ok(())
     }
@@ -66,10 +66,14 @@ fn run_options(
     }
 }
 
-fn open_pipeline(name: &str, place: &Where) -> Result<(Pipeline, PathBuf, PathBuf)> {
+fn open_pipeline(
+    name: &str,
+    place: &Where,
+    data_use: DataUse,
+) -> Result<(Pipeline, PathBuf, PathBuf)> {
     let root = project_root();
     let file = Pipeline::locate(name, &root)?;
-    let data = resolve_data(&place.data)?;
+    let data = resolve_data(&place.data, data_use)?;
     let data =
         std::fs::canonicalize(&data).with_context(|| format!("dataset dir {}", data.display()))?;
     let stem = file
