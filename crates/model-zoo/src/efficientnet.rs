@@ -287,9 +287,6 @@ pub struct EfficientNetLite {
     first_late_block: usize,
     conv_head: SameConv,
     bn1: nn::BatchNorm,
-    /// fastai's `bn_freeze`: BatchNorm keeps its running statistics even in
-    /// training groups.
-    bn_frozen: bool,
 }
 
 impl EfficientNetLite {
@@ -326,7 +323,6 @@ impl EfficientNetLite {
             first_late_block,
             conv_head: SameConv::new(&late / "_conv_head", c_in, FEATURES, 1, 1, 1),
             bn1: bn(&late / "_bn1", FEATURES),
-            bn_frozen: false,
         }
     }
 
@@ -341,28 +337,19 @@ impl EfficientNetLite {
         }
     }
 
-    /// Keeps BatchNorm on its running statistics in training groups too (fastai's
-    /// `bn_freeze`); drop-connect still follows the groups.
-    pub fn set_bn_freeze(&mut self, frozen: bool) {
-        self.bn_frozen = frozen;
-    }
-
-    pub fn forward(&self, x: &Tensor, train_early: bool, train_late: bool) -> Tensor {
-        let stats = |train: bool| train && !self.bn_frozen;
+    /// `train[g]`: group g trains (drop-connect on); `batch_stats[g]`: its
+    /// BatchNorm uses the batch's statistics (false under fastai's `bn_freeze`).
+    pub fn forward(&self, x: &Tensor, train: [bool; 2], batch_stats: [bool; 2]) -> Tensor {
         let mut x = self
             .bn0
-            .forward_t(&self.conv_stem.forward(x), stats(train_early))
+            .forward_t(&self.conv_stem.forward(x), batch_stats[0])
             .relu6();
         for (index, block) in self.blocks.iter().enumerate() {
-            let train = if index < self.first_late_block {
-                train_early
-            } else {
-                train_late
-            };
-            x = block.forward(&x, stats(train), train);
+            let group = usize::from(index >= self.first_late_block);
+            x = block.forward(&x, batch_stats[group], train[group]);
         }
         self.bn1
-            .forward_t(&self.conv_head.forward(&x), stats(train_late))
+            .forward_t(&self.conv_head.forward(&x), batch_stats[1])
             .relu6()
     }
 }

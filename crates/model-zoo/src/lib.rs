@@ -160,6 +160,8 @@ pub struct Net {
     body: Body,
     head: head::Head,
     input_size: i64,
+    /// fastai's `bn_freeze` ([`Net::set_bn_freeze`]).
+    bn_frozen: bool,
 }
 
 impl Net {
@@ -185,6 +187,7 @@ impl Net {
             body,
             head,
             input_size,
+            bn_frozen: false,
         }
     }
 
@@ -206,10 +209,7 @@ impl Net {
     /// pretrained running statistics and normalise with them while their groups
     /// train (the head's BatchNorm still learns).
     pub fn set_bn_freeze(&mut self, frozen: bool) {
-        match &mut self.body {
-            Body::ResNet34(body) => body.set_bn_freeze(frozen),
-            Body::EfficientNetLite(body) => body.set_bn_freeze(frozen),
-        }
+        self.bn_frozen = frozen;
     }
 
     pub fn input_size(&self) -> i64 {
@@ -240,10 +240,12 @@ impl Net {
     /// layer group g uses batch statistics (and updates its running ones) and
     /// dropout; groups past the slice's end run in eval mode.
     pub fn features(&self, x: &Tensor, train_groups: &[bool]) -> Tensor {
-        let train = |g: usize| train_groups.get(g).copied().unwrap_or(false);
+        let train = [0, 1].map(|g| train_groups.get(g).copied().unwrap_or(false));
+        let batch_stats = train.map(|t| t && !self.bn_frozen);
         match &self.body {
-            Body::ResNet34(body) => body.forward(x, train(0), train(1)),
-            Body::EfficientNetLite(body) => body.forward(x, train(0), train(1)),
+            // BatchNorm is all that trains differently in ResNet34's body.
+            Body::ResNet34(body) => body.forward(x, batch_stats[0], batch_stats[1]),
+            Body::EfficientNetLite(body) => body.forward(x, train, batch_stats),
         }
     }
 

@@ -90,9 +90,6 @@ pub struct ResNet34 {
     conv1: nn::Conv2D,
     bn1: nn::BatchNorm,
     layers: Vec<Vec<BasicBlock>>,
-    /// fastai's `bn_freeze`: BatchNorm keeps its running statistics even in
-    /// training groups (the body has nothing else that trains differently).
-    bn_frozen: bool,
 }
 
 impl ResNet34 {
@@ -123,21 +120,11 @@ impl ResNet34 {
             conv1: conv(&stem / "conv1", 3, 64, 7, 2, 3),
             bn1: bn(&stem / "bn1", 64),
             layers,
-            bn_frozen: false,
         }
-    }
-
-    /// Keeps BatchNorm on its running statistics in training groups too.
-    pub fn set_bn_freeze(&mut self, frozen: bool) {
-        self.bn_frozen = frozen;
     }
 
     /// `train_early`: conv1..layer2, `train_late`: layer3..layer4.
     pub fn forward(&self, x: &Tensor, train_early: bool, train_late: bool) -> Tensor {
-        let (train_early, train_late) = (
-            train_early && !self.bn_frozen,
-            train_late && !self.bn_frozen,
-        );
         let mut x = self.bn1.forward_t(&x.apply(&self.conv1), train_early);
         let _ = x.relu_();
         let mut x = x.max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
