@@ -29,7 +29,7 @@ pub fn run(python: &Path, trainer: &Path, model: &Path) -> Result<()> {
     let files = crate::bench_loader::first_existing(&list, &voc.join("JPEGImages"), IMAGES)?;
     let work = tempfile::tempdir()?;
     let images = work.path().join("images.json");
-    crate::atomic::write(&images, &serde_json::to_vec(&files)?)?;
+    csv_export::write_bytes_atomic(&images, &serde_json::to_vec(&files)?)?;
     let shared = peer_script("ref_lesson.py")?;
     let shared = shared.parent().context("the peer folder")?;
     let peer = project_root().join("scripts/bench/peer_predict.py");

@@ -114,17 +114,12 @@ fn synthetic_banner(dir: &Path) {
 /// Writes the synthetic dataset into `dir` through a temp folder, so a
 /// half-written one never sits where the pipelines look.
 fn make_synthetic(dir: &Path, config: &synthetic_voc::SynthConfig) -> Result<()> {
-    let parent = dir.parent().context("dataset dir has a parent")?;
-    std::fs::create_dir_all(parent)?;
-    let staging = tempfile::Builder::new()
-        .prefix(".synthetic-")
-        .tempdir_in(parent)?;
-    let made = synthetic_voc::generate(staging.path(), config)?;
+    let staged = csv_export::StagedDir::beside(dir)?;
+    let made = synthetic_voc::generate(staged.path(), config)?;
     if dir.exists() {
         std::fs::remove_dir_all(dir).with_context(|| format!("replacing {}", dir.display()))?;
     }
-    std::fs::rename(staging.keep(), dir)
-        .with_context(|| format!("moving the synthetic dataset to {}", dir.display()))?;
+    staged.commit()?;
     eprintln!(
         "synthetic dataset: {} images, {} objects ({} flagged difficult) in {}",
         made.images,

@@ -281,29 +281,22 @@ fn md5_hex(path: &Path) -> Result<String> {
         .collect())
 }
 
-/// Unpacks the tar into a temp folder inside `dest`, then renames its
-/// `VOCdevkit/VOC2007` to `dest/VOCdevkit/VOC2007`.
+/// Unpacks the tar into a folder staged beside `dest/VOCdevkit/VOC2007`, then
+/// renames the tar's `VOCdevkit/VOC2007` into place (the rest goes).
 fn extract_voc_tar(tar: &Path, dest: &Path) -> Result<()> {
-    let staging = tempfile::Builder::new()
-        .prefix(".extract-")
-        .tempdir_in(dest)?;
+    let voc2007 = Path::new("VOCdevkit/VOC2007");
+    let staging = csv_export::StagedDir::beside(&dest.join(voc2007))?;
     let file = File::open(tar).with_context(|| format!("opening {}", tar.display()))?;
     // `unpack` refuses entries that would land outside the folder.
     tar::Archive::new(BufReader::with_capacity(1 << 20, file))
         .unpack(staging.path())
         .with_context(|| format!("extracting {}", tar.display()))?;
-    let unpacked = staging.path().join("VOCdevkit/VOC2007");
     ensure!(
-        unpacked.join("Annotations").is_dir(),
+        staging.path().join(voc2007).join("Annotations").is_dir(),
         "{}: holds no VOCdevkit/VOC2007/Annotations",
         tar.display()
     );
-    let devkit = dest.join("VOCdevkit");
-    fs::create_dir_all(&devkit)?;
-    let target = devkit.join("VOC2007");
-    fs::rename(&unpacked, &target)
-        .with_context(|| format!("moving the extracted files to {}", target.display()))?;
-    staging.close()?;
+    staging.commit_entry(voc2007)?;
     Ok(())
 }
 

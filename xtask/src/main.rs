@@ -2,7 +2,6 @@
 //! data, inspection and benchmark commands. Every command and flag is in
 //! [`flags`]; each command's `run` is in the module it drives.
 
-mod atomic;
 mod bench;
 mod bench_annotations;
 mod bench_loader;

@@ -71,7 +71,7 @@ fn predict(model: &Path, files: &[PathBuf], args: &PredictArgs) -> Result<Vec<Im
     let trainer = crate::torch::trainer_binary(&libtorch)?;
     let work = tempfile::tempdir()?;
     let list = work.path().join("images.json");
-    crate::atomic::write(&list, &serde_json::to_vec(files)?)?;
+    csv_export::write_bytes_atomic(&list, &serde_json::to_vec(files)?)?;
     let out = work.path().join("predictions.jsonl");
     let mut cmd = Command::new(&trainer);
     cmd.arg("predict")
@@ -252,13 +252,11 @@ fn print_table(predictions: &[ImagePrediction]) {
 
 fn write_outputs(predictions: &[ImagePrediction], model: &Path, args: &PredictArgs) -> Result<()> {
     if let Some(csv) = &args.csv {
-        csv_export::create_parent(csv)?;
         csv_export::write_predictions_csv(csv, predictions)
             .with_context(|| format!("writing {}", csv.display()))?;
         eprintln!("wrote {}", csv.display());
     }
     if let Some(jsonl) = &args.jsonl {
-        csv_export::create_parent(jsonl)?;
         csv_export::write_atomic(jsonl, |w| csv_export::write_jsonl(w, predictions))
             .with_context(|| format!("writing {}", jsonl.display()))?;
         eprintln!("wrote {}", jsonl.display());
@@ -282,7 +280,6 @@ fn write_outputs(predictions: &[ImagePrediction], model: &Path, args: &PredictAr
         eprintln!("drew {drawn} images into {}", dir.display());
     }
     if let Some(grid) = &args.grid {
-        csv_export::create_parent(grid)?;
         viz::save_png(
             &viz::predictions::prediction_sheet(predictions, SHEET_MAX),
             grid,
@@ -296,7 +293,7 @@ fn write_outputs(predictions: &[ImagePrediction], model: &Path, args: &PredictAr
     if let Some(html) = &args.html {
         let page =
             viz::predictions::predictions_html(predictions, &model.display().to_string(), 320);
-        crate::atomic::write(html, page.as_bytes())?;
+        csv_export::write_bytes_atomic(html, page.as_bytes())?;
         eprintln!("wrote {}", html.display());
     }
     Ok(())

@@ -451,7 +451,7 @@ fn in_trainer(spec: &StageSpec) -> Result<()> {
     let libtorch = crate::torch::ensure_libtorch()?;
     let trainer = crate::torch::trainer_binary(&libtorch)?;
     let spec_file = spec.work_dir.join("spec.json");
-    crate::atomic::write(&spec_file, &serde_json::to_vec_pretty(spec)?)?;
+    csv_export::write_bytes_atomic(&spec_file, &serde_json::to_vec_pretty(spec)?)?;
     // --resume: a checkpoint in work_dir left by an interrupted run of the same
     // params and inputs is continued; any other is ignored with a warning.
     let status = runner::peak_memory::status(

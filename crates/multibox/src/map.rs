@@ -148,7 +148,6 @@ impl MeanAp {
             ]
             .map(|n| n.to_string())
         };
-        csv_export::create_parent(path)?;
         csv_export::write_atomic(path, |out| {
             write_record(out, &AP_TABLE_HEADER)?;
             for c in &self.classes {

@@ -115,7 +115,7 @@ impl HashCache {
     pub fn save(&mut self) -> io::Result<()> {
         if self.dirty {
             let bytes = serde_json::to_vec(&self.entries)?;
-            crate::write_file(&self.file, &bytes)?;
+            csv_export::write_bytes_atomic(&self.file, &bytes)?;
             self.dirty = false;
         }
         Ok(())

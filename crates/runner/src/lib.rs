@@ -21,14 +21,6 @@ pub use run::{
     StageFailed, State,
 };
 
-use std::path::Path;
-
-/// A small file (record, cache) written atomically into a folder made on demand.
-fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    csv_export::create_parent(path)?;
-    csv_export::write_atomic(path, |out| out.write_all(bytes))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

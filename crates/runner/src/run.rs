@@ -433,7 +433,8 @@ fn run_stage(
         parts: now,
     };
     let json = serde_json::to_vec_pretty(&record).expect("a record serialises");
-    crate::write_file(&record_path, &json).map_err(io_error("writing", &record_path))?;
+    csv_export::write_bytes_atomic(&record_path, &json)
+        .map_err(io_error("writing", &record_path))?;
     let note = std::fs::read_to_string(&note_file)
         .ok()
         .map(|n| n.trim().to_string())

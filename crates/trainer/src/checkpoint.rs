@@ -84,7 +84,8 @@ pub fn save<M: serde::Serialize>(
             path: path.into(),
             source,
         })?;
-    write_atomic(path, &bytes)
+    // Atomic (temp file beside, fsync, rename): a reader never sees half a model.
+    csv_export::write_bytes_atomic(path, &bytes).map_err(|e| TrainError::io(path, e))
 }
 
 /// Tensors (on the CPU) and the metadata JSON of a file written by `save`.
@@ -159,15 +160,6 @@ pub fn copy_into(
         tch::no_grad(|| var.f_copy_(saved))?;
     }
     Ok(())
-}
-
-/// Writes through `csv_export::write_atomic` (temp file beside, fsync, rename): readers
-/// see the old file or the new one, never a half-written one.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
-    }
-    csv_export::write_atomic(path, |out| out.write_all(bytes)).map_err(|e| TrainError::io(path, e))
 }
 
 #[cfg(test)]

@@ -1028,8 +1028,6 @@ fn write_detector_predictions(
 ) -> Result<()> {
     let out = spec.output("predictions")?;
     let images = spec.output("images")?;
-    csv_export::create_parent(out)?;
-    csv_export::create_parent(images)?;
     let file_name = |p: &Prediction| data.rows[data.val_rows[p.index]].file_name.as_str();
     let rows: Vec<DetectionRow> = predictions
         .iter()
@@ -1048,7 +1046,6 @@ fn write_detector_predictions(
     Ok(())
 }
 
-/// Predictions over the validation split, boxes in original image pixels.
 /// The validation predictions as the task's CSV rows: classes with their
 /// truth and probability, boxes in original pixels with their truth and IoU.
 /// `None` for the detector, whose rows are objects ([`write_detector_predictions`]).

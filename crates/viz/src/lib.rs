@@ -37,7 +37,6 @@ pub use images::{
 pub use report::{write_report, RunReport, StageReport, StageState};
 
 use image::RgbImage;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -107,11 +106,7 @@ pub fn save_png(image: &RgbImage, path: &Path) -> Result<()> {
 }
 
 pub(crate) fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|e| VizError::io(parent, e))?;
-    }
-    csv_export::write_atomic(path, |out: &mut dyn Write| out.write_all(bytes))
-        .map_err(|e| VizError::io(path, e))
+    csv_export::write_bytes_atomic(path, bytes).map_err(|e| VizError::io(path, e))
 }
 
 /// Opens an image file as RGB, naming the file on failure.

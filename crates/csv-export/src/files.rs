@@ -1,0 +1,236 @@
+//! The project's safe writes, used by every crate that writes a file or a
+//! folder another step reads:
+//!
+//! * [`write_atomic`] / [`write_bytes_atomic`]: a file, through a temp file
+//!   beside it (fsync, rename), its folder made on demand;
+//! * [`StagedDir`]: a folder (or one file or folder inside it) filled beside
+//!   its destination and renamed into place in one step, or removed.
+//!
+//! Either way a reader sees the old content or the new, never half of it, and
+//! a writer that fails or is killed leaves nothing where readers look.
+
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+/// Creates the folder `path` goes in, if it has one; the error names the folder.
+pub fn create_parent(path: &Path) -> io::Result<()> {
+    match path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+        Some(dir) => std::fs::create_dir_all(dir)
+            .map_err(|e| io::Error::new(e.kind(), format!("creating {}: {e}", dir.display()))),
+        None => Ok(()),
+    }
+}
+
+/// Writes `path` atomically: its folder is created if missing, then `write`
+/// fills a buffered temp file beside it, which is flushed, fsynced and renamed
+/// over `path` (then the folder is fsynced). If `write` fails, or the process
+/// dies, `path` keeps its old content; on failure the temp file is removed.
+pub fn write_atomic(
+    path: &Path,
+    write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> io::Result<()> {
+    let in_context = |e: io::Error, doing: &str| {
+        io::Error::new(e.kind(), format!("{doing} {}: {e}", path.display()))
+    };
+    create_parent(path).map_err(|e| in_context(e, "writing"))?;
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let name = path.file_name().ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{}: not a file path", path.display()),
+        )
+    })?;
+    let prefix = format!(".{}.", name.to_string_lossy());
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(&prefix).suffix(".tmp");
+    // Files get the usual `0666 & !umask` rather than a temp file's `0600`.
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+    let temp = builder
+        .tempfile_in(dir)
+        .map_err(|e| in_context(e, "creating a temp file for"))?;
+    let mut out = BufWriter::with_capacity(1 << 16, temp);
+    write(&mut out).map_err(|e| in_context(e, "writing"))?;
+    let temp = out
+        .into_inner()
+        .map_err(|e| in_context(e.into_error(), "writing"))?;
+    temp.as_file()
+        .sync_all()
+        .map_err(|e| in_context(e, "syncing"))?;
+    temp.persist(path)
+        .map_err(|e| in_context(e.error, "renaming into"))?;
+    sync_dir(dir);
+    Ok(())
+}
+
+/// [`write_atomic`] of bytes already in memory (a record, a model file, a PNG).
+pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_atomic(path, |out| out.write_all(bytes))
+}
+
+/// A folder filled beside its destination, then renamed into place in one
+/// step by [`commit`](Self::commit) or [`commit_entry`](Self::commit_entry).
+/// Dropped without a commit (an error, a panic), it is removed; a killed
+/// process leaves only a hidden `.<name>.*.tmp` folder beside the destination,
+/// never a half-filled destination.
+pub struct StagedDir {
+    temp: tempfile::TempDir,
+    dest: PathBuf,
+}
+
+impl StagedDir {
+    /// An empty folder beside `dest` (same file system, so the commit is a
+    /// rename), creating `dest`'s parent if missing.
+    pub fn beside(dest: &Path) -> io::Result<StagedDir> {
+        let in_context =
+            |e: io::Error| io::Error::new(e.kind(), format!("staging {}: {e}", dest.display()));
+        create_parent(dest).map_err(in_context)?;
+        let name = dest.file_name().ok_or_else(|| {
+            in_context(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a file or folder name",
+            ))
+        })?;
+        let parent = match dest.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let temp = tempfile::Builder::new()
+            .prefix(&format!(".{}.", name.to_string_lossy()))
+            .suffix(".tmp")
+            .tempdir_in(parent)
+            .map_err(in_context)?;
+        Ok(StagedDir {
+            temp,
+            dest: dest.to_path_buf(),
+        })
+    }
+
+    /// The staged folder, to be filled.
+    pub fn path(&self) -> &Path {
+        self.temp.path()
+    }
+
+    /// Renames the whole staged folder to the destination, which must not
+    /// exist (or be an empty folder). On failure the staged folder is removed.
+    pub fn commit(self) -> io::Result<()> {
+        let from = self.temp.path().to_path_buf();
+        self.rename(&from)
+    }
+
+    /// Renames `entry` (a file or folder inside the staged folder) to the
+    /// destination and removes the rest: for a tool that writes more than the
+    /// one thing wanted (an archive's extraction, a converter's output file).
+    pub fn commit_entry(self, entry: &Path) -> io::Result<()> {
+        let from = self.temp.path().join(entry);
+        self.rename(&from)
+    }
+
+    fn rename(self, from: &Path) -> io::Result<()> {
+        std::fs::rename(from, &self.dest).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "moving {} into {}: {e}",
+                    from.display(),
+                    self.dest.display()
+                ),
+            )
+        })?;
+        if let Some(parent) = self.dest.parent() {
+            sync_dir(if parent.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                parent
+            });
+        }
+        // Whatever is left (nothing after `commit`) goes with the temp folder.
+        drop(self.temp);
+        Ok(())
+    }
+}
+
+/// Makes the rename durable. Best effort: not every platform can open or
+/// sync a folder, and the data itself is already synced.
+fn sync_dir(dir: &Path) {
+    #[cfg(unix)]
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names_in(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn write_atomic_makes_the_missing_folders() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a/b/lrg.csv");
+        write_bytes_atomic(&path, b"fn,cat\n").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"fn,cat\n");
+        assert_eq!(names_in(&dir.path().join("a/b")), ["lrg.csv"]);
+    }
+
+    #[test]
+    fn a_committed_folder_appears_whole_at_its_destination() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("data/synthetic");
+        let staged = StagedDir::beside(&dest).unwrap();
+        std::fs::write(staged.path().join("x.txt"), "x").unwrap();
+        assert!(
+            !dest.exists(),
+            "nothing at the destination before the commit"
+        );
+        staged.commit().unwrap();
+        assert_eq!(names_in(&dest), ["x.txt"]);
+        assert_eq!(names_in(&dir.path().join("data")), ["synthetic"]);
+    }
+
+    #[test]
+    fn a_committed_entry_moves_alone_and_the_rest_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("weights.safetensors");
+        let staged = StagedDir::beside(&dest).unwrap();
+        std::fs::write(staged.path().join("out.safetensors"), "w").unwrap();
+        std::fs::write(staged.path().join("log.txt"), "l").unwrap();
+        staged.commit_entry(Path::new("out.safetensors")).unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), b"w");
+        assert_eq!(names_in(dir.path()), ["weights.safetensors"]);
+    }
+
+    #[test]
+    fn an_uncommitted_or_failed_stage_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("out");
+        let staged = StagedDir::beside(&dest).unwrap();
+        std::fs::write(staged.path().join("half"), "h").unwrap();
+        drop(staged);
+        assert!(names_in(dir.path()).is_empty());
+
+        // A destination that is a non-empty folder refuses the rename; the
+        // error names it and the staged folder is removed.
+        std::fs::create_dir(&dest).unwrap();
+        std::fs::write(dest.join("old"), "o").unwrap();
+        let staged = StagedDir::beside(&dest).unwrap();
+        std::fs::write(staged.path().join("new"), "n").unwrap();
+        let err = staged.commit().unwrap_err().to_string();
+        assert!(err.contains(&dest.display().to_string()), "{err}");
+        assert_eq!(names_in(dir.path()), ["out"]);
+        assert_eq!(names_in(&dest), ["old"]);
+    }
+}
