@@ -1,8 +1,8 @@
 use std::path::Path;
 
 use csv_export::{
-    read_bb, read_lrg, read_lrg_bb, write_atomic, write_bb, write_lrg, write_lrg_bb, BbRow,
-    CsvError, LrgBbRow, LrgRow,
+    read_bb, read_lrg, read_lrg_bb, write_atomic, write_bb, write_bytes_atomic, write_lrg,
+    write_lrg_bb, BbRow, CsvError, LrgBbRow, LrgRow, StagedDir,
 };
 
 fn lrg(file_name: &str, category: &str) -> LrgRow {
@@ -312,4 +312,61 @@ fn write_atomic_survives_the_process_being_killed() {
         300_000
     );
     assert_eq!(read_lrg(&path).unwrap(), vec![lrg("old.jpg", "car")]);
+}
+
+#[test]
+fn write_atomic_makes_the_missing_folders() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a/b/lrg.csv");
+    write_bytes_atomic(&path, b"fn,cat\n").unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), b"fn,cat\n");
+    assert_eq!(files_in(&dir.path().join("a/b")), ["lrg.csv"]);
+}
+
+#[test]
+fn a_committed_folder_appears_whole_at_its_destination() {
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("data/synthetic");
+    let staged = StagedDir::beside(&dest).unwrap();
+    std::fs::write(staged.path().join("x.txt"), "x").unwrap();
+    assert!(
+        !dest.exists(),
+        "nothing at the destination before the commit"
+    );
+    staged.commit().unwrap();
+    assert_eq!(files_in(&dest), ["x.txt"]);
+    assert_eq!(files_in(&dir.path().join("data")), ["synthetic"]);
+}
+
+#[test]
+fn a_committed_entry_moves_alone_and_the_rest_is_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("weights.safetensors");
+    let staged = StagedDir::beside(&dest).unwrap();
+    std::fs::write(staged.path().join("out.safetensors"), "w").unwrap();
+    std::fs::write(staged.path().join("log.txt"), "l").unwrap();
+    staged.commit_entry(Path::new("out.safetensors")).unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), b"w");
+    assert_eq!(files_in(dir.path()), ["weights.safetensors"]);
+}
+
+#[test]
+fn an_uncommitted_or_failed_stage_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("out");
+    let staged = StagedDir::beside(&dest).unwrap();
+    std::fs::write(staged.path().join("half"), "h").unwrap();
+    drop(staged);
+    assert!(files_in(dir.path()).is_empty());
+
+    // A destination that is a non-empty folder refuses the rename; the
+    // error names it and the staged folder is removed.
+    std::fs::create_dir(&dest).unwrap();
+    std::fs::write(dest.join("old"), "o").unwrap();
+    let staged = StagedDir::beside(&dest).unwrap();
+    std::fs::write(staged.path().join("new"), "n").unwrap();
+    let err = staged.commit().unwrap_err().to_string();
+    assert!(err.contains(&dest.display().to_string()), "{err}");
+    assert_eq!(files_in(dir.path()), ["out"]);
+    assert_eq!(files_in(&dest), ["old"]);
 }
