@@ -98,11 +98,13 @@ impl StagedDir {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
         };
-        let temp = tempfile::Builder::new()
-            .prefix(&format!(".{}.", name.to_string_lossy()))
-            .suffix(".tmp")
-            .tempdir_in(parent)
-            .map_err(in_context)?;
+        let prefix = format!(".{}.", name.to_string_lossy());
+        let mut builder = tempfile::Builder::new();
+        builder.prefix(&prefix).suffix(".tmp");
+        // The committed folder gets the usual `0777 & !umask`, not a temp folder's `0700`.
+        #[cfg(unix)]
+        builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o777));
+        let temp = builder.tempdir_in(parent).map_err(in_context)?;
         Ok(StagedDir {
             temp,
             dest: dest.to_path_buf(),

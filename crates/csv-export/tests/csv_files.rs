@@ -336,6 +336,12 @@ fn a_committed_folder_appears_whole_at_its_destination() {
     staged.commit().unwrap();
     assert_eq!(files_in(&dest), ["x.txt"]);
     assert_eq!(files_in(&dir.path().join("data")), ["synthetic"]);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&dest).unwrap().permissions().mode() & 0o777;
+        assert_ne!(mode, 0o700, "kept the temp folder's 0700");
+    }
 }
 
 #[test]
