@@ -149,8 +149,11 @@ impl StagedDir {
                 parent
             });
         }
-        // Whatever is left (nothing after `commit`) goes with the temp folder.
-        drop(self.temp);
+        if from == self.temp.path() {
+            // Renamed away whole: nothing is left to remove at the old path.
+            let _ = self.temp.keep();
+        }
+        // Otherwise what is left goes with the temp folder, on drop.
         Ok(())
     }
 }
