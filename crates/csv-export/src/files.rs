@@ -33,10 +33,7 @@ pub fn write_atomic(
         io::Error::new(e.kind(), format!("{doing} {}: {e}", path.display()))
     };
     create_parent(path).map_err(|e| in_context(e, "writing"))?;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
+    let dir = folder_of(path);
     let name = path.file_name().ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -94,10 +91,7 @@ impl StagedDir {
                 "not a file or folder name",
             ))
         })?;
-        let parent = match dest.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
+        let parent = folder_of(dest);
         let prefix = format!(".{}.", name.to_string_lossy());
         let mut builder = tempfile::Builder::new();
         builder.prefix(&prefix).suffix(".tmp");
@@ -142,19 +136,21 @@ impl StagedDir {
                 ),
             )
         })?;
-        if let Some(parent) = self.dest.parent() {
-            sync_dir(if parent.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                parent
-            });
-        }
+        sync_dir(folder_of(&self.dest));
         if from == self.temp.path() {
             // Renamed away whole: nothing is left to remove at the old path.
             let _ = self.temp.keep();
         }
         // Otherwise what is left goes with the temp folder, on drop.
         Ok(())
+    }
+}
+
+/// The folder `path` sits in: its parent, or `.` for a bare name.
+fn folder_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
     }
 }
 
