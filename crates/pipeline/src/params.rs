@@ -399,6 +399,11 @@ pub struct TrainParams {
     /// L2 weight decay (fastai 0.7 `wds`); none by default.
     #[serde(default)]
     pub weight_decay: f64,
+    /// Label smoothing of the training cross-entropy (fastai v1's
+    /// `LabelSmoothingCrossEntropy`: `(1 - eps) x NLL + eps x` the mean over the
+    /// classes of `-log p`); 0 (none) by default, the validation loss never has it.
+    #[serde(default)]
+    pub label_smoothing: f64,
     /// Checked against the task's own loss (cross_entropy for classify, l1 for bbox,
     /// l1_plus_cross_entropy for combined).
     #[serde(default)]

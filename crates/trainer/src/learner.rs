@@ -139,6 +139,8 @@ pub struct Learner<M: LayeredModel> {
     /// whatever ran before it in the process: a run resumed from a checkpoint draws
     /// exactly what the uninterrupted run did, with no generator state to save.
     pub seed: u64,
+    /// Label smoothing of the training cross-entropy (0: none); validation never has it.
+    pub label_smoothing: f64,
     params: Vec<Param>,
     trainable_groups: Vec<bool>,
 }
@@ -175,6 +177,7 @@ impl<M: LayeredModel> Learner<M> {
             progress: true,
             print_table: true,
             seed: 0,
+            label_smoothing: 0.0,
             params,
             trainable_groups: vec![true; n_groups],
         };
@@ -269,7 +272,9 @@ impl<M: LayeredModel> Learner<M> {
         let out = self
             .task
             .decode(&self.model.forward(&x, &self.trainable_groups));
-        let loss = self.task.loss(&out, &targets, batch.size);
+        let loss = self
+            .task
+            .training_loss(&out, &targets, batch.size, self.label_smoothing);
         optimiser.zero_grad();
         loss.backward();
         let value = loss.double_value(&[]);

@@ -805,6 +805,7 @@ fn pretrained_learner(
         weight_decay: params.weight_decay,
     };
     learner.seed = params.seed;
+    learner.label_smoothing = params.label_smoothing;
     match (spec.inputs.get("weights"), params.random_init) {
         (_, true) => {
             tracing::info!("random_init: every layer starts from its initialisation, all groups trainable");

@@ -226,6 +226,19 @@ impl Task {
     /// (in 224-pixel units) plus the weighted cross-entropy of the classes, for the
     /// parts the task has.
     pub fn loss(&self, outputs: &Outputs, targets: &Targets, input_size: usize) -> Tensor {
+        self.training_loss(outputs, targets, input_size, 0.0)
+    }
+
+    /// [`Task::loss`] with the cross-entropy label-smoothed by `label_smoothing` (eps):
+    /// `(1 - eps) x NLL + eps x` the mean over the classes of `-log p`, fastai v1's
+    /// `LabelSmoothingCrossEntropy`. The detector's focal loss has no smoothing.
+    pub fn training_loss(
+        &self,
+        outputs: &Outputs,
+        targets: &Targets,
+        input_size: usize,
+        label_smoothing: f64,
+    ) -> Tensor {
         if let (Some((ssd, _)), Some(output), Some(objects)) = (
             self.detector(),
             outputs.detector.as_ref(),
@@ -249,7 +262,16 @@ impl Task {
             .class_log_probs
             .as_ref()
             .zip(targets.classes.as_ref())
-            .map(|(log_probs, truth)| log_probs.nll_loss(truth) * class_weight);
+            .map(|(log_probs, truth)| {
+                let nll = log_probs.nll_loss(truth);
+                let nll = if label_smoothing > 0.0 {
+                    let uniform = -log_probs.mean_dim(-1, false, Kind::Float).mean(Kind::Float);
+                    nll * (1.0 - label_smoothing) + uniform * label_smoothing
+                } else {
+                    nll
+                };
+                nll * class_weight
+            });
         match (box_loss, class_loss) {
             (Some(b), Some(c)) => b + c,
             (Some(b), None) => b,
@@ -543,5 +565,35 @@ mod tests {
         // 64 px of a 448 input are 32 px of 224.
         let loss = Task::Bbox.loss(&out, &targets, 448).double_value(&[]);
         assert!((loss - 32.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn label_smoothing_mixes_the_nll_with_the_mean_over_classes() {
+        let task = Task::Classify {
+            classes: vec!["a".into(), "b".into(), "c".into()],
+        };
+        let probs = [0.7f64, 0.2, 0.1];
+        let logits: Vec<f32> = probs.iter().map(|p| p.ln() as f32).collect();
+        let out = task.decode(&Tensor::from_slice(&logits).view([1, 3]));
+        let targets = Targets {
+            classes: Some(Tensor::from_slice(&[1i64])),
+            boxes: None,
+            objects: None,
+        };
+        let nll = -probs[1].ln();
+        let uniform = -probs.iter().map(|p| p.ln()).sum::<f64>() / 3.0;
+        let plain = task
+            .training_loss(&out, &targets, 224, 0.0)
+            .double_value(&[]);
+        assert!((plain - nll).abs() < 1e-5, "{plain} vs {nll}");
+        assert_eq!(plain, task.loss(&out, &targets, 224).double_value(&[]));
+        let smoothed = task
+            .training_loss(&out, &targets, 224, 0.1)
+            .double_value(&[]);
+        let expected = 0.9 * nll + 0.1 * uniform;
+        assert!(
+            (smoothed - expected).abs() < 1e-5,
+            "{smoothed} vs {expected}"
+        );
     }
 }
