@@ -546,7 +546,7 @@ impl<M: LayeredModel> Learner<M> {
                 .as_ref()
                 .map(|boxes| -> Result<_, TrainError> {
                     let boxes = boxes_in_input_pixels(boxes, batch.size)?;
-                    sums.add_boxes(&boxes, &batch.boxes);
+                    sums.add_boxes(&boxes, &batch.boxes, batch.size);
                     Ok(boxes)
                 })
                 .transpose()?;

@@ -332,15 +332,19 @@ impl MetricSums {
         self.correct += predicted.iter().zip(truth).filter(|(p, t)| p == t).count();
     }
 
-    /// Adds the predicted boxes of a batch against the truth, in the same pixel units
-    /// (the metrics report input pixels).
-    pub fn add_boxes(&mut self, predicted: &[[f32; 4]], truth: &[[f32; 4]]) {
+    /// Adds the predicted boxes of a batch of `input_size`-pixel images against the
+    /// truth, both in input pixels. The L1 is summed in the lesson's units, pixels of a
+    /// 224 x 224 input, whatever the input size (Lite1's 240 px and Lite2's 260 px
+    /// compare with Lite0's 224); IoU does not depend on the scale.
+    pub fn add_boxes(&mut self, predicted: &[[f32; 4]], truth: &[[f32; 4]], input_size: usize) {
+        let to_box_units = BOX_UNITS / input_size as f64;
         for (p, t) in predicted.iter().zip(truth) {
             self.abs_err_sum += p
                 .iter()
                 .zip(t)
                 .map(|(a, b)| (a - b).abs() as f64)
-                .sum::<f64>();
+                .sum::<f64>()
+                * to_box_units;
             let overlap = iou(*p, *t);
             self.iou_sum += overlap as f64;
             self.iou50 += usize::from(overlap >= 0.5);
@@ -444,12 +448,17 @@ mod tests {
         sums.add_boxes(
             &[[0., 0., 10., 10.], [0., 0., 10., 10.]],
             &[[0., 0., 10., 10.], [0., 5., 10., 15.]],
+            224,
         );
         let v = sums.values(&Task::Bbox);
         assert!((v[0] - 10.0 / 8.0).abs() < 1e-9); // errors 0,0,0,0 and 0,5,0,5
         assert!((v[1] - (1.0 + 1.0 / 3.0) / 2.0).abs() < 1e-6);
         assert_eq!(v[2], 0.5);
         assert_eq!(sums.loss(), 2.0);
+        // The same error on a 448-pixel input is half as many 224-pixel units.
+        let mut large = MetricSums::default();
+        large.add_boxes(&[[0., 0., 10., 10.]], &[[0., 5., 10., 15.]], 448);
+        assert!((large.values(&Task::Bbox)[0] - 10.0 / 8.0).abs() < 1e-9);
     }
 
     #[test]
@@ -549,7 +558,7 @@ mod tests {
         let mut sums = MetricSums::default();
         sums.add_loss(1.0, 2);
         sums.add_classes(&[0, 1], &[0, 0]);
-        sums.add_boxes(&[[0., 0., 10., 10.]; 2], &[[0., 0., 10., 10.]; 2]);
+        sums.add_boxes(&[[0., 0., 10., 10.]; 2], &[[0., 0., 10., 10.]; 2], 224);
         assert_eq!(sums.values(&task), vec![0.5, 0.0, 1.0, 1.0]);
         assert_eq!(task.metric_names().len(), 4);
     }
