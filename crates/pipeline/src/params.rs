@@ -473,6 +473,12 @@ impl TrainParams {
                 return Err(format!("drop_connect must be in [0, 1), not {rate}"));
             }
         }
+        if !(0.0..1.0).contains(&self.label_smoothing) {
+            return Err(format!(
+                "label_smoothing must be in [0, 1), not {}",
+                self.label_smoothing
+            ));
+        }
         if self.tta && self.task == TaskKind::Ssd {
             return Err(
                 "tta is not available for task ssd (its flip would need the anchors mirrored)"
@@ -632,6 +638,10 @@ mod tests {
             (
                 serde_json::json!({"task": "bbox", "drop_connect": 1.0}),
                 "drop_connect",
+            ),
+            (
+                serde_json::json!({"task": "classify", "label_smoothing": 1.0}),
+                "label_smoothing",
             ),
             (
                 serde_json::json!({"task": "ssd", "ssd": {"box_weight": -1.0}}),

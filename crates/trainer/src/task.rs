@@ -222,9 +222,10 @@ impl Task {
         }
     }
 
-    /// The training loss of a batch of `input_size`-pixel images: the L1 of the boxes
-    /// (in 224-pixel units) plus the weighted cross-entropy of the classes, for the
-    /// parts the task has.
+    /// The loss of a batch of `input_size`-pixel images: the L1 of the boxes (in
+    /// 224-pixel units) plus the weighted cross-entropy of the classes, for the parts
+    /// the task has (the validation loss; training may smooth the labels, see
+    /// [`Task::training_loss`]).
     pub fn loss(&self, outputs: &Outputs, targets: &Targets, input_size: usize) -> Tensor {
         self.training_loss(outputs, targets, input_size, 0.0)
     }
