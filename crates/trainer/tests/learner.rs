@@ -4,6 +4,7 @@ mod common;
 
 use common::*;
 use std::collections::HashMap;
+use trainer::task::BOX_UNITS;
 use trainer::{checkpoint, Batch, DataSource, FitConfig, FitResume, Task, TrainError};
 
 const SIZE: usize = 32;
@@ -302,7 +303,7 @@ fn classifier_beats_chance_and_boxes_beat_the_mean_box() {
         .map(|s| (0..4).map(|k| (s.bbox[k] - mean[k]).abs()).sum::<f32>())
         .sum::<f32>()
         / (4 * valid_data.len()) as f32
-        * (224.0 / SIZE as f32);
+        * (BOX_UNITS as f32 / SIZE as f32);
     eprintln!("synthetic boxes: L1 {l1:.2} px, mean-box baseline {baseline:.2} px (224-px units)");
     assert!(
         (l1 as f32) < 0.6 * baseline,
