@@ -214,6 +214,30 @@ impl Anchors {
             .sum();
         Some(((before + row * side + column) * per_cell) + k)
     }
+
+    /// For each anchor, the index of its left-right mirror image: the anchor
+    /// of the same grid, row and in-cell number in column `side - 1 - c`
+    /// (a mirror keeps every anchor's height and width, and the cell centres
+    /// are symmetric about the middle). What flip TTA reorders the mirrored
+    /// image's output by; the map is its own inverse.
+    pub fn mirrored_order(&self) -> Vec<usize> {
+        let per_cell = self.params.anchors_per_cell();
+        let mut order = Vec::with_capacity(self.len());
+        for (grid, &side) in self.params.grids.iter().enumerate() {
+            let side = side as usize;
+            for row in 0..side {
+                for column in 0..side {
+                    for k in 0..per_cell {
+                        order.push(
+                            self.index(grid, row, side - 1 - column, k)
+                                .expect("every (grid, row, column, k) in range has an index"),
+                        );
+                    }
+                }
+            }
+        }
+        order
+    }
 }
 
 /// numpy's `linspace(start, stop, n)`: `start + i * step`, the last one
@@ -298,6 +322,41 @@ mod tests {
         for a in &anchors.anchors {
             assert_eq!(a.corners, centre_size_to_corners(a.centre_size));
         }
+    }
+
+    #[test]
+    fn the_mirror_of_an_anchor_is_the_same_anchor_across_the_middle() {
+        for params in [
+            AnchorParams::default(),
+            AnchorParams {
+                grids: vec![7, 4, 2, 1],
+                ..AnchorParams::default()
+            },
+        ] {
+            let anchors = Anchors::new(&params).unwrap();
+            let order = anchors.mirrored_order();
+            assert_eq!(order.len(), anchors.len());
+            for (n, &m) in order.iter().enumerate() {
+                assert_eq!(order[m], n, "the map is its own inverse");
+                let (a, b) = (anchors.anchors[n], anchors.anchors[m]);
+                assert_eq!(a.centre_size.size, b.centre_size.size);
+                assert_eq!(a.grid_size, b.grid_size);
+                assert_eq!(a.centre_size.centre[0], b.centre_size.centre[0]);
+                let mirrored_column = 1.0 - b.centre_size.centre[1];
+                assert!((a.centre_size.centre[1] - mirrored_column).abs() < 1e-6);
+            }
+        }
+        let anchors = Anchors::new(&AnchorParams::default()).unwrap();
+        // The 4x4 grid's top-left cell and its top-right cell; the 1x1 grid's
+        // anchors are their own mirrors.
+        assert_eq!(
+            anchors.mirrored_order()[4],
+            anchors.index(0, 0, 3, 4).unwrap()
+        );
+        assert_eq!(
+            anchors.mirrored_order()[180..],
+            (180..189).collect::<Vec<_>>()[..]
+        );
     }
 
     #[test]

@@ -479,12 +479,6 @@ impl TrainParams {
                 self.label_smoothing
             ));
         }
-        if self.tta && self.task == TaskKind::Ssd {
-            return Err(
-                "tta is not available for task ssd (its flip would need the anchors mirrored)"
-                    .into(),
-            );
-        }
         if self.batch == 0 || self.size < 32 {
             return Err("batch must be at least 1 and size at least 32".into());
         }
@@ -634,7 +628,6 @@ mod tests {
                 serde_json::json!({"task": "bbox", "ssd": {}}),
                 "task ssd only",
             ),
-            (serde_json::json!({"task": "ssd", "tta": true}), "tta"),
             (
                 serde_json::json!({"task": "bbox", "drop_connect": 1.0}),
                 "drop_connect",

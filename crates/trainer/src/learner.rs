@@ -493,7 +493,8 @@ impl<M: LayeredModel> Learner<M> {
 
     /// Predictions for every image of `data` (eval mode), with the loss and metrics of
     /// the same pass; with `tta`, each image's output is merged with its mirror image's
-    /// ([`Outputs::merge_mirrored`], the lesson's `learn.TTA()` restricted to the flip).
+    /// ([`Outputs::merge_mirrored`], the lesson's `learn.TTA()` restricted to the flip;
+    /// for the detector, each anchor with its mirror anchor).
     pub fn predict(
         &self,
         data: &dyn DataSource,
@@ -512,7 +513,12 @@ impl<M: LayeredModel> Learner<M> {
             return out;
         }
         let size = x.size()[3] as usize;
-        out.merge_mirrored(forward(&x.flip([3])), size)
+        let detector = self.task.detector();
+        out.merge_mirrored(
+            forward(&x.flip([3])),
+            size,
+            detector.as_ref().map(|(ssd, _)| ssd),
+        )
     }
 
     fn evaluate(

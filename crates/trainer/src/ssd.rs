@@ -206,6 +206,52 @@ impl Ssd {
         (loc_loss, class_loss)
     }
 
+    /// Flip TTA: the output on a batch of `size`-pixel images and the output on
+    /// the same images mirrored left-right (`[N, A, 4 + classes + 1]` each) as
+    /// one output. Each anchor of the mirrored pass goes to its mirror
+    /// ([`Anchors::mirrored_order`]) with its box mirrored back (column `x`
+    /// of the input to `size - 1 - x`, as the loader flips boxes; in `0..1`
+    /// units `(size - 1) / size - x`); then each anchor's two boxes are
+    /// averaged through the offset activation's `tanh` (corners are linear in
+    /// it, so the merged activation decodes to the mean of the two boxes, as
+    /// the box models' TTA averages boxes) and its class scores as
+    /// probabilities (computed in log space, so confident scores keep their
+    /// order).
+    pub fn merge_mirrored(&self, output: &Tensor, mirrored: &Tensor, size: usize) -> Tensor {
+        let device = output.device();
+        let (output, mirrored) = (output.to_kind(Kind::Float), mirrored.to_kind(Kind::Float));
+        let order: Vec<i64> = self
+            .anchors
+            .mirrored_order()
+            .into_iter()
+            .map(|i| i as i64)
+            .collect();
+        let mirrored = mirrored.index_select(1, &Tensor::from_slice(&order).to_device(device));
+        let t = output.narrow(2, 0, 4).tanh();
+        let t_mirrored = mirrored.narrow(2, 0, 4).tanh();
+        // The column offset: anchor centre 1 - x mirrors to centre x, and the
+        // mirror is `(size - 1) / size - x`, so the offset changes sign and
+        // moves by 1/size, in the activation's units of half a cell.
+        let shift = (self.grid_sizes.to_device(device) * size as f64).reciprocal() * 2.0;
+        let column = -t_mirrored.narrow(2, 1, 1) - shift.unsqueeze(0);
+        let t_back = Tensor::cat(
+            &[
+                t_mirrored.narrow(2, 0, 1),
+                column,
+                t_mirrored.narrow(2, 2, 2),
+            ],
+            2,
+        );
+        let limit = 1.0 - 1e-6;
+        let boxes = ((t + t_back) / 2.0).clamp(-limit, limit).atanh();
+        // logit of the mean probability: log p - log(1 - p), each a log-sum-exp.
+        let columns = output.size()[2] - 4;
+        let (a, b) = (output.narrow(2, 4, columns), mirrored.narrow(2, 4, columns));
+        let logits = a.log_sigmoid().logaddexp(&b.log_sigmoid())
+            - (-&a).log_sigmoid().logaddexp(&(-&b).log_sigmoid());
+        Tensor::cat(&[boxes, logits], 2)
+    }
+
     /// Each image's detections (`0..1` boxes) from a batch's output, after the
     /// score threshold and per-class NMS of `params`.
     pub fn detect(
@@ -402,6 +448,89 @@ mod tests {
                     "{bbox:?} {want_box:?}"
                 );
             }
+        }
+    }
+
+    /// `output`'s mirror image: the output that [`Ssd::merge_mirrored`] merges
+    /// with `output` into `output` itself.
+    fn mirror_of(ssd: &Ssd, output: &Tensor, size: usize) -> Tensor {
+        let order: Vec<i64> = ssd
+            .anchors()
+            .mirrored_order()
+            .iter()
+            .map(|&i| i as i64)
+            .collect();
+        let shift = (&ssd.grid_sizes * size as f64).reciprocal() * 2.0;
+        let t = output.narrow(2, 0, 4).tanh();
+        let column = (-t.narrow(2, 1, 1) - shift.unsqueeze(0)).atanh();
+        let mirrored = Tensor::cat(
+            &[
+                output.narrow(2, 0, 1),
+                column,
+                output.narrow(2, 2, output.size()[2] - 2),
+            ],
+            2,
+        );
+        // The order is its own inverse.
+        mirrored.index_select(1, &Tensor::from_slice(&order))
+    }
+
+    #[test]
+    fn flip_tta_merges_an_output_with_its_mirror_into_itself() {
+        let ssd = lesson_ssd(3);
+        tch::manual_seed(1);
+        // Small offsets, so the mirror's shifted offsets stay inside tanh's range.
+        let output = Tensor::randn([2, 189, 8], (Kind::Float, Device::Cpu)) * 0.5;
+        let merged = ssd.merge_mirrored(&output, &mirror_of(&ssd, &output, 224), 224);
+        let diff = (&merged - &output).abs().max().double_value(&[]);
+        assert!(diff < 1e-4, "largest difference {diff}");
+        // Merging two different outputs averages their class probabilities.
+        let other = Tensor::randn([2, 189, 8], (Kind::Float, Device::Cpu));
+        let merged = ssd.merge_mirrored(&output, &mirror_of(&ssd, &other, 224), 224);
+        let want = ((output.narrow(2, 4, 4).sigmoid() + other.narrow(2, 4, 4).sigmoid()) / 2.0)
+            .logit(None::<f64>);
+        let diff = (merged.narrow(2, 4, 4) - want)
+            .abs()
+            .max()
+            .double_value(&[]);
+        assert!(diff < 1e-4, "largest difference {diff}");
+    }
+
+    #[test]
+    fn flip_tta_finds_the_object_its_two_passes_found() {
+        let ssd = lesson_ssd(3);
+        let size = 224;
+        let edge = (size - 1) as f32 / size as f32;
+        // An object the 2x2 grid's top-left anchor reaches, and the same
+        // object in the mirror image (column x to (size - 1) / size - x, as the
+        // loader flips boxes).
+        let [top, left, bottom, right] = [0.0, 0.0, 0.5, 0.5];
+        let image = ImageObjects {
+            boxes: vec![[top, left, bottom, right]],
+            classes: vec![1],
+        };
+        let mirrored = ImageObjects {
+            boxes: vec![[top, edge - right, bottom, edge - left]],
+            classes: vec![1],
+        };
+        let merged = ssd.merge_mirrored(
+            &perfect_output(&ssd, &image),
+            &perfect_output(&ssd, &mirrored),
+            size,
+        );
+        let detections = ssd.detect(&merged, &NmsParams::default()).unwrap();
+        let best = detections[0]
+            .iter()
+            .max_by(|a, b| a.score.total_cmp(&b.score))
+            .expect("a detection");
+        assert_eq!(best.class, 1);
+        for k in 0..4 {
+            assert!(
+                (best.bbox[k] - image.boxes[0][k]).abs() < 1e-4,
+                "{:?} {:?}",
+                best.bbox,
+                image.boxes[0]
+            );
         }
     }
 

@@ -1157,20 +1157,22 @@ fn predict(spec: &StageSpec, params: &Params) -> Result<()> {
         // The detector: every object, in its own CSVs (scored by the evaluate stage).
         let classes = meta.task.classes().unwrap_or_default();
         write_detector_predictions(spec, &data, &predictions, classes, meta.size)?;
-        let figures: Vec<String> = meta
-            .task
-            .metric_names()
-            .iter()
-            .zip(val.values(&meta.task))
-            .map(|(name, v)| format!("{name} {v:.4}"))
-            .collect();
+        let figures = |sums: &crate::task::MetricSums| {
+            let values = meta.task.metric_names().iter().zip(sums.values(&meta.task));
+            let named: Vec<String> = values.map(|(name, v)| format!("{name} {v:.4}")).collect();
+            named.join(", ")
+        };
+        let without = plain
+            .as_ref()
+            .map(|plain| format!(" with flip TTA ({} without)", figures(plain)))
+            .unwrap_or_default();
         println!(
-            "{}: {} validation images, {} detections, val_loss {:.4}, {} (input pixels, difficult objects not ignored; the evaluate stage scores VOC's way)",
+            "{}: {} validation images, {} detections, val_loss {:.4}, {}{without} (input pixels, difficult objects not ignored; the evaluate stage scores VOC's way)",
             spec.name,
             predictions.len(),
             val.detections.len(),
             val.loss(),
-            figures.join(", ")
+            figures(&val)
         );
         return note_unreadable(spec, &data);
     };

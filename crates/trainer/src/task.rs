@@ -48,8 +48,9 @@ impl Outputs {
     /// Merges the predictions on a batch of `size`-pixel images with those on the same
     /// images flipped left-right: classes by averaging the probabilities, boxes by
     /// averaging the box and the mirrored box flipped back (column `x` of the input
-    /// mirrors to `size - 1 - x`, augment's `Affine::hflip`).
-    pub fn merge_mirrored(self, mirrored: Outputs, size: usize) -> Outputs {
+    /// mirrors to `size - 1 - x`, augment's `Affine::hflip`); the detector's output by
+    /// [`Ssd::merge_mirrored`] (`detector`: the task's, for the detector task).
+    pub fn merge_mirrored(self, mirrored: Outputs, size: usize, detector: Option<&Ssd>) -> Outputs {
         let class_log_probs = self
             .class_log_probs
             .zip(mirrored.class_log_probs)
@@ -60,10 +61,15 @@ impl Outputs {
             let back = Tensor::stack(&[top, -right + edge, bottom, -left + edge], 1);
             (a + back) / 2.0
         });
+        let detector = self.detector.zip(mirrored.detector).map(|(a, b)| {
+            detector
+                .expect("a detector's output is merged with the detector's anchors")
+                .merge_mirrored(&a, &b, size)
+        });
         Outputs {
             class_log_probs,
             boxes,
-            detector: self.detector,
+            detector,
         }
     }
 }
@@ -483,12 +489,12 @@ mod tests {
     fn a_mirror_symmetric_prediction_is_unchanged_by_merging() {
         // In a 224 input, a box from column 50 to 173 is its own mirror image.
         let symmetric = [10.0f32, 50.0, 100.0, 173.0];
-        let merged = boxes(symmetric).merge_mirrored(boxes(symmetric), 224);
+        let merged = boxes(symmetric).merge_mirrored(boxes(symmetric), 224, None);
         let want = Tensor::from_slice(&symmetric).view([1, 4]);
         assert!(merged.boxes.unwrap().allclose(&want, 1e-5, 1e-5, false));
         // A box predicted on the mirror image maps back: 10..30 mirrors to 193..213.
         let left_box = [0.0f32, 10.0, 20.0, 30.0];
-        let merged = boxes(left_box).merge_mirrored(boxes([0.0, 193.0, 20.0, 213.0]), 224);
+        let merged = boxes(left_box).merge_mirrored(boxes([0.0, 193.0, 20.0, 213.0]), 224, None);
         let want = Tensor::from_slice(&left_box).view([1, 4]);
         assert!(merged.boxes.unwrap().allclose(&want, 1e-5, 1e-5, false));
         // Classes: the average of the two distributions.
@@ -497,7 +503,11 @@ mod tests {
         };
         let a = task.decode(&Tensor::from_slice(&[0.0f32, 0.0]).view([1, 2])); // 0.5, 0.5
         let b = task.decode(&Tensor::from_slice(&[(3.0f32).ln(), 0.0]).view([1, 2])); // 0.75, 0.25
-        let probs = a.merge_mirrored(b, 224).class_log_probs.unwrap().exp();
+        let probs = a
+            .merge_mirrored(b, 224, None)
+            .class_log_probs
+            .unwrap()
+            .exp();
         let want = Tensor::from_slice(&[0.625f32, 0.375]).view([1, 2]);
         assert!(probs.allclose(&want, 1e-5, 1e-5, false));
     }
