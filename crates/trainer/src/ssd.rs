@@ -218,30 +218,10 @@ impl Ssd {
     /// probabilities (computed in log space, so confident scores keep their
     /// order).
     pub fn merge_mirrored(&self, output: &Tensor, mirrored: &Tensor, size: usize) -> Tensor {
-        let device = output.device();
         let (output, mirrored) = (output.to_kind(Kind::Float), mirrored.to_kind(Kind::Float));
-        let order: Vec<i64> = self
-            .anchors
-            .mirrored_order()
-            .into_iter()
-            .map(|i| i as i64)
-            .collect();
-        let mirrored = mirrored.index_select(1, &Tensor::from_slice(&order).to_device(device));
+        let mirrored = self.to_mirror_anchors(&mirrored);
         let t = output.narrow(2, 0, 4).tanh();
-        let t_mirrored = mirrored.narrow(2, 0, 4).tanh();
-        // The column offset: anchor centre 1 - x mirrors to centre x, and the
-        // mirror is `(size - 1) / size - x`, so the offset changes sign and
-        // moves by 1/size, in the activation's units of half a cell.
-        let shift = (self.grid_sizes.to_device(device) * size as f64).reciprocal() * 2.0;
-        let column = -t_mirrored.narrow(2, 1, 1) - shift.unsqueeze(0);
-        let t_back = Tensor::cat(
-            &[
-                t_mirrored.narrow(2, 0, 1),
-                column,
-                t_mirrored.narrow(2, 2, 2),
-            ],
-            2,
-        );
+        let t_back = self.mirror_offsets(&mirrored.narrow(2, 0, 4).tanh(), size);
         let limit = 1.0 - 1e-6;
         let boxes = ((t + t_back) / 2.0).clamp(-limit, limit).atanh();
         // logit of the mean probability: log p - log(1 - p), each a log-sum-exp.
@@ -250,6 +230,29 @@ impl Ssd {
         let logits = a.log_sigmoid().logaddexp(&b.log_sigmoid())
             - (-&a).log_sigmoid().logaddexp(&(-&b).log_sigmoid());
         Tensor::cat(&[boxes, logits], 2)
+    }
+
+    /// `output`'s anchor rows `[N, A, n]` reordered so that row `a` holds the
+    /// row of `a`'s mirror anchor ([`Anchors::mirrored_order`], its own inverse).
+    fn to_mirror_anchors(&self, output: &Tensor) -> Tensor {
+        let order: Vec<i64> = self
+            .anchors
+            .mirrored_order()
+            .into_iter()
+            .map(|i| i as i64)
+            .collect();
+        output.index_select(1, &Tensor::from_slice(&order).to_device(output.device()))
+    }
+
+    /// The `tanh` of box activations `[N, A, 4]` on a `size`-pixel image
+    /// (already at their mirror anchors) as those of the mirrored box: anchor
+    /// centre `1 - x` mirrors to centre `x`, and the mirror is
+    /// `(size - 1) / size - x`, so the column offset changes sign and moves by
+    /// `1 / size`, in the activation's units of half a cell. Its own inverse.
+    fn mirror_offsets(&self, t: &Tensor, size: usize) -> Tensor {
+        let shift = (self.grid_sizes.to_device(t.device()) * size as f64).reciprocal() * 2.0;
+        let column = -t.narrow(2, 1, 1) - shift.unsqueeze(0);
+        Tensor::cat(&[t.narrow(2, 0, 1), column, t.narrow(2, 2, 2)], 2)
     }
 
     /// Each image's detections (`0..1` boxes) from a batch's output, after the
@@ -454,25 +457,11 @@ mod tests {
     /// `output`'s mirror image: the output that [`Ssd::merge_mirrored`] merges
     /// with `output` into `output` itself.
     fn mirror_of(ssd: &Ssd, output: &Tensor, size: usize) -> Tensor {
-        let order: Vec<i64> = ssd
-            .anchors()
-            .mirrored_order()
-            .iter()
-            .map(|&i| i as i64)
-            .collect();
-        let shift = (&ssd.grid_sizes * size as f64).reciprocal() * 2.0;
-        let t = output.narrow(2, 0, 4).tanh();
-        let column = (-t.narrow(2, 1, 1) - shift.unsqueeze(0)).atanh();
-        let mirrored = Tensor::cat(
-            &[
-                output.narrow(2, 0, 1),
-                column,
-                output.narrow(2, 2, output.size()[2] - 2),
-            ],
-            2,
-        );
-        // The order is its own inverse.
-        mirrored.index_select(1, &Tensor::from_slice(&order))
+        let boxes = ssd
+            .mirror_offsets(&output.narrow(2, 0, 4).tanh(), size)
+            .atanh();
+        let classes = output.narrow(2, 4, output.size()[2] - 4);
+        ssd.to_mirror_anchors(&Tensor::cat(&[boxes, classes], 2))
     }
 
     #[test]

@@ -1153,18 +1153,18 @@ fn predict(spec: &StageSpec, params: &Params) -> Result<()> {
         None
     };
     let (predictions, val) = learner.predict(&data.valid, params.tta)?;
+    let metric_figures = |sums: &crate::task::MetricSums| {
+        let values = meta.task.metric_names().iter().zip(sums.values(&meta.task));
+        let named: Vec<String> = values.map(|(name, v)| format!("{name} {v:.4}")).collect();
+        named.join(", ")
+    };
     let Some(rows) = validation_rows(&data, &predictions, &meta) else {
         // The detector: every object, in its own CSVs (scored by the evaluate stage).
         let classes = meta.task.classes().unwrap_or_default();
         write_detector_predictions(spec, &data, &predictions, classes, meta.size)?;
-        let figures = |sums: &crate::task::MetricSums| {
-            let values = meta.task.metric_names().iter().zip(sums.values(&meta.task));
-            let named: Vec<String> = values.map(|(name, v)| format!("{name} {v:.4}")).collect();
-            named.join(", ")
-        };
         let without = plain
             .as_ref()
-            .map(|plain| format!(" with flip TTA ({} without)", figures(plain)))
+            .map(|plain| format!(" with flip TTA ({} without)", metric_figures(plain)))
             .unwrap_or_default();
         println!(
             "{}: {} validation images, {} detections, val_loss {:.4}, {}{without} (input pixels, difficult objects not ignored; the evaluate stage scores VOC's way)",
@@ -1172,7 +1172,7 @@ fn predict(spec: &StageSpec, params: &Params) -> Result<()> {
             predictions.len(),
             val.detections.len(),
             val.loss(),
-            figures(&val)
+            metric_figures(&val)
         );
         return note_unreadable(spec, &data);
     };
@@ -1184,11 +1184,7 @@ fn predict(spec: &StageSpec, params: &Params) -> Result<()> {
     };
     let orig_iou_sum: f64 = orig_ious.iter().map(|&v| v as f64).sum();
     let figures = |sums: &crate::task::MetricSums| {
-        let mut text = format!("val_loss {:.4}", sums.loss());
-        for (name, v) in meta.task.metric_names().iter().zip(sums.values(&meta.task)) {
-            text.push_str(&format!(", {name} {v:.4}"));
-        }
-        text
+        format!("val_loss {:.4}, {}", sums.loss(), metric_figures(sums))
     };
     let mut summary = format!(
         "{}: {} validation images, {}",
