@@ -248,7 +248,7 @@ fn phase_profile(paths: &[PathBuf], size: u32) -> Result<()> {
         let t = Instant::now();
         let forward = draw.affine(size, size);
         // As the loader: a flip alone mirrors the rows, anything else warps.
-        if draw.rotate_deg == 0.0 && draw.flip {
+        if draw.is_flip_only() {
             augment::hflip_into(&squashed, size, &mut warped);
         } else {
             augment::warp_affine_reflect(&squashed, size, size, &forward, &mut warped);

@@ -95,11 +95,50 @@ pub struct AugmentParams {
     pub lighting_c: f32,
     /// Probability of a horizontal flip.
     pub flip_p: f32,
+    /// fastai 0.7's `max_zoom` (RandomScale then RandomCrop back to the
+    /// size): after rotation and flip, the image is magnified by a factor
+    /// uniform in `1..max_zoom` about a random point, so a random window of
+    /// `1/zoom` of each side fills the picture. 1 (the default, as the
+    /// lesson's detectors) never zooms.
+    pub max_zoom: f32,
     pub box_mode: BoxMode,
     /// An object keeping less than this fraction of its box's area inside the
     /// augmented image is dropped from [`Batch::objects`] ([`MovedBox::visible`];
     /// 0 keeps every object). Validation (no augmentation) keeps every object.
     pub min_visible: f32,
+}
+
+impl AugmentParams {
+    /// What serde cannot say: probabilities in `0..=1`, ranges and the zoom
+    /// finite, the zoom at least 1 (a window larger than the image would
+    /// show reflected borders as content).
+    pub fn check(&self) -> Result<(), String> {
+        for (name, p) in [
+            ("rotate_p", self.rotate_p),
+            ("flip_p", self.flip_p),
+            ("min_visible", self.min_visible),
+        ] {
+            if !(0.0..=1.0).contains(&p) {
+                return Err(format!("augment.{name} must be between 0 and 1, not {p}"));
+            }
+        }
+        for (name, v) in [
+            ("rotate_deg", self.rotate_deg),
+            ("lighting_b", self.lighting_b),
+            ("lighting_c", self.lighting_c),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(format!("augment.{name} must be a number >= 0, not {v}"));
+            }
+        }
+        if !(self.max_zoom.is_finite() && self.max_zoom >= 1.0) {
+            return Err(format!(
+                "augment.max_zoom must be a number >= 1 (1: no zoom), not {}",
+                self.max_zoom
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for AugmentParams {
@@ -110,6 +149,7 @@ impl Default for AugmentParams {
             lighting_b: 0.05,
             lighting_c: 0.05,
             flip_p: 0.5,
+            max_zoom: 1.0,
             box_mode: BoxMode::Tight,
             min_visible: 0.25,
         }

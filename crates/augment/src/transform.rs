@@ -70,6 +70,11 @@ pub struct AugmentDraw {
     pub brightness: f32,
     /// Lighting `c`, uniform in +/- `lighting_c` (before the `c'` mapping).
     pub contrast: f32,
+    /// Magnification, uniform in `1..max_zoom` (1: none).
+    pub zoom: f32,
+    /// Where the zoomed window sits, as fractions (x, y) of the room the
+    /// window leaves: 0 at the left / top edge, 1 at the right / bottom.
+    pub zoom_at: [f32; 2],
 }
 
 /// Uniform in `[-range, range)` like fastai's `rand0`; fine for `range = 0`.
@@ -84,6 +89,8 @@ impl AugmentDraw {
         flip: false,
         brightness: 0.0,
         contrast: 0.0,
+        zoom: 1.0,
+        zoom_at: [0.5, 0.5],
     };
 
     pub fn sample(params: &AugmentParams, rng: &mut impl Rng) -> AugmentDraw {
@@ -93,11 +100,16 @@ impl AugmentDraw {
         let brightness = symmetric_uniform(rng, params.lighting_b);
         let contrast = symmetric_uniform(rng, params.lighting_c);
         let flip = rng.random::<f32>() < params.flip_p;
+        // Drawn last, so the draws before it are those of a build without zoom.
+        let zoom = 1.0 + rng.random::<f32>() * (params.max_zoom - 1.0);
+        let zoom_at = [rng.random::<f32>(), rng.random::<f32>()];
         AugmentDraw {
             rotate_deg: if rotates { angle } else { 0.0 },
             flip,
             brightness,
             contrast,
+            zoom,
+            zoom_at,
         }
     }
 
@@ -115,24 +127,47 @@ impl AugmentDraw {
         )
     }
 
-    /// Whether the draw moves pixels (rotation or flip).
+    /// Whether the draw moves pixels (rotation, flip or zoom).
     pub fn is_geometric(&self) -> bool {
-        self.rotate_deg != 0.0 || self.flip
+        self.rotate_deg != 0.0 || self.flip || self.zoom != 1.0
+    }
+
+    /// Whether the only move is the mirror (which [`hflip_into`] does exactly,
+    /// at a fraction of a warp's cost).
+    pub fn is_flip_only(&self) -> bool {
+        self.flip && self.rotate_deg == 0.0 && self.zoom == 1.0
     }
 
     /// The forward map of the geometric part: rotation about the centre
-    /// (`(w div 2, h div 2)` as the lesson's `rotate_cv`), then the flip.
+    /// (`(w div 2, h div 2)` as the lesson's `rotate_cv`), then the flip,
+    /// then the zoom (fastai 0.7's order: side-on transforms, then scale and
+    /// crop).
     pub fn affine(&self, width: u32, height: u32) -> Affine {
         let rotate = Affine::rotation(
             self.rotate_deg as f64,
             (width / 2) as f64,
             (height / 2) as f64,
         );
-        if self.flip {
+        let moved = if self.flip {
             rotate.then(&Affine::hflip(width))
         } else {
             rotate
+        };
+        if self.zoom == 1.0 {
+            return moved;
         }
+        let zoom = self.zoom as f64;
+        // The window of `side / zoom` starts `at` of the way along the rest;
+        // on pixel edges (pixel `x` spans `x - 0.5 .. x + 0.5`) it maps onto
+        // `-0.5 .. side - 0.5`: `x' + 0.5 = zoom (x + 0.5 - start)`.
+        let shift = |side: u32, at: f32| {
+            let start = at as f64 * side as f64 * (1.0 - 1.0 / zoom);
+            zoom * (0.5 - start) - 0.5
+        };
+        moved.then(&Affine([
+            [zoom, 0.0, shift(width, self.zoom_at[0])],
+            [0.0, zoom, shift(height, self.zoom_at[1])],
+        ]))
     }
 
     /// [`AugmentDraw::affine`] when the draw moves pixels, else `None`: the
@@ -791,9 +826,9 @@ pub(crate) fn augment_into(
     let pixels = match (draw, &forward) {
         (Some(draw), Some(forward)) => {
             scratch.resize(src.len(), 0);
-            if draw.rotate_deg == 0.0 {
-                // A flip alone: the warp would reproduce the mirrored rows
-                // exactly, at several times the cost.
+            if draw.is_flip_only() {
+                // The warp would reproduce the mirrored rows exactly, at
+                // several times the cost.
                 hflip_into(src, width, scratch);
             } else {
                 warp_affine_reflect(src, width, height, forward, scratch);

@@ -66,6 +66,7 @@ fn move_box_is_the_existing_box_transform() {
         flip: true,
         brightness: 0.0,
         contrast: 0.0,
+        ..AugmentDraw::NONE
     }
     .affine(40, 40);
     assert_eq!(
@@ -91,6 +92,7 @@ fn objects_follow_a_flip() {
         flip: true,
         brightness: 0.0,
         contrast: 0.0,
+        ..AugmentDraw::NONE
     };
     let forward = draw.geometry(SIZE, SIZE);
     assert!(forward.is_some());
@@ -163,6 +165,112 @@ fn objects_follow_a_rotation_with_the_pixels() {
             );
         }
     }
+}
+
+#[test]
+fn a_zoom_fills_the_picture_with_its_window() {
+    // Zoom 2 in a 32 x 32 image: a 16-pixel window fills the picture, its
+    // outer pixel edges on the picture's, wherever the window sits.
+    for (at, first) in [(0.0, 0.0), (1.0, 16.0), (0.5, 8.0)] {
+        let draw = AugmentDraw {
+            zoom: 2.0,
+            zoom_at: [at, at],
+            ..AugmentDraw::NONE
+        };
+        assert!(draw.is_geometric() && !draw.is_flip_only());
+        let forward = draw.geometry(SIZE, SIZE).unwrap();
+        assert_eq!(
+            forward.apply(first - 0.5, first - 0.5),
+            (-0.5, -0.5),
+            "{at}"
+        );
+        assert_eq!(
+            forward.apply(first + 15.5, first + 15.5),
+            (31.5, 31.5),
+            "{at}"
+        );
+    }
+    // An object in the window grows, one straddling its edge is clipped, one
+    // outside it is dropped.
+    let draw = AugmentDraw {
+        zoom: 2.0,
+        zoom_at: [0.0, 0.0],
+        ..AugmentDraw::NONE
+    };
+    let objects = [
+        object([4.0, 2.0, 7.0, 9.0], 1),
+        object([12.0, 12.0, 19.0, 19.0], 2),
+        object([20.0, 20.0, 30.0, 30.0], 3),
+    ];
+    let forward = draw.geometry(SIZE, SIZE);
+    let (kept, dropped) = move_objects(objects, forward.as_ref(), BoxMode::Tight, 0.25, SIZE, SIZE);
+    assert_eq!(dropped, 1);
+    assert_eq!(
+        kept,
+        [
+            object([8.5, 4.5, 14.5, 18.5], 1),
+            object([24.5, 24.5, 31.0, 31.0], 2),
+        ]
+    );
+}
+
+#[test]
+fn objects_follow_a_zoom_with_the_pixels() {
+    // As for rotations: with zooms up to 1.5 on top of the lesson's draws,
+    // every white pixel stays inside its object's box.
+    let mut img = image::RgbImage::new(64, 64);
+    let rects = [(20u32, 10u32, 29u32, 25u32), (40, 35, 50, 55)];
+    for &(top, left, bottom, right) in &rects {
+        for y in top..=bottom {
+            for x in left..=right {
+                img.put_pixel(x, y, image::Rgb([255, 255, 255]));
+            }
+        }
+    }
+    let objects = rects.map(|(t, l, b, r)| object([t, l, b, r].map(|v| v as f32), t as i64));
+    let params = AugmentParams {
+        max_zoom: 1.5,
+        ..AugmentParams::default()
+    };
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(12);
+    let mut zoomed = 0;
+    for _ in 0..20 {
+        let draw = AugmentDraw {
+            brightness: 0.0,
+            contrast: 0.0,
+            ..AugmentDraw::sample(&params, &mut rng)
+        };
+        zoomed += usize::from(draw.zoom > 1.2);
+        let (x, _) = augment_one(
+            &img,
+            None,
+            Some(&draw),
+            BoxMode::Tight,
+            &Normalisation::IMAGENET,
+        );
+        let out = augment::denorm(&x, 64, &Normalisation::IMAGENET);
+        let forward = draw.geometry(64, 64);
+        // min_visible 0: an object mostly zoomed out of view keeps its clipped box.
+        let (kept, _) = move_objects(objects, forward.as_ref(), BoxMode::Tight, 0.0, 64, 64);
+        for (px, py, p) in out.enumerate_pixels() {
+            if p.0[0] <= 200 {
+                continue;
+            }
+            let (px, py) = (px as f32, py as f32);
+            let covered = kept.iter().any(|o| {
+                let [top, left, bottom, right] = o.bbox;
+                py >= top - 1.0 && py <= bottom + 1.0 && px >= left - 1.0 && px <= right + 1.0
+            });
+            assert!(
+                covered,
+                "white pixel ({py}, {px}) in no box {kept:?} for {draw:?}"
+            );
+        }
+    }
+    assert!(
+        zoomed >= 5,
+        "only {zoomed} of 20 draws zoomed by more than 1.2"
+    );
 }
 
 #[test]
@@ -242,6 +350,7 @@ fn an_image_without_objects_works() {
         flip: true,
         brightness: 0.0,
         contrast: 0.0,
+        ..AugmentDraw::NONE
     }
     .geometry(SIZE, SIZE);
     for mode in [BoxMode::Tight, BoxMode::Mask] {

@@ -39,6 +39,7 @@ fn the_flip_fast_path_is_the_warp_exactly() {
         flip: true,
         brightness: 0.03,
         contrast: -0.02,
+        ..AugmentDraw::NONE
     };
     let (x, bbox) = augment_one(
         &img,
@@ -150,6 +151,7 @@ fn the_warp_is_bilinear_sampling_within_one_level() {
             flip,
             brightness: 0.0,
             contrast: 0.0,
+            ..AugmentDraw::NONE
         };
         let forward = draw.affine(61, 47);
         let (got, want) = (warp(&img, &forward), reference_warp(&img, &forward));
@@ -233,7 +235,7 @@ proptest! {
         let max = (size - 1) as f32;
         let (top, bottom) = (corners[0].min(corners[2]) * max, corners[0].max(corners[2]) * max);
         let (left, right) = (corners[1].min(corners[3]) * max, corners[1].max(corners[3]) * max);
-        let draw = AugmentDraw { rotate_deg: deg, flip, brightness: 0.0, contrast: 0.0 };
+        let draw = AugmentDraw { rotate_deg: deg, flip, ..AugmentDraw::NONE };
         let forward = draw.affine(size, size);
         let bbox = if mask {
             mask_box_after_affine([top, left, bottom, right], &forward, size, size)
@@ -375,6 +377,72 @@ fn draws_follow_the_lesson_distribution() {
 }
 
 #[test]
+fn the_zoom_is_drawn_after_the_lessons_draws_and_checked() {
+    // The lesson's draws are the same with or without a zoom, so turning the
+    // zoom on changes nothing else a run saw.
+    let zooming = AugmentParams {
+        max_zoom: 1.5,
+        ..AugmentParams::default()
+    };
+    let mut plain_rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+    let mut zoom_rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+    let mut zooms = Vec::new();
+    for _ in 0..2000 {
+        let plain = AugmentDraw::sample(&AugmentParams::default(), &mut plain_rng);
+        let zoomed = AugmentDraw::sample(&zooming, &mut zoom_rng);
+        assert_eq!(plain.zoom, 1.0);
+        assert_eq!(
+            AugmentDraw {
+                zoom: 1.0,
+                zoom_at: plain.zoom_at,
+                ..zoomed
+            },
+            plain
+        );
+        assert!((1.0..=1.5).contains(&zoomed.zoom));
+        assert!(zoomed.zoom_at.iter().all(|a| (0.0..=1.0).contains(a)));
+        zooms.push(zoomed.zoom);
+    }
+    let mean = zooms.iter().sum::<f32>() / zooms.len() as f32;
+    assert!((mean - 1.25).abs() < 0.02, "mean zoom {mean}");
+
+    assert_eq!(AugmentParams::default().check(), Ok(()));
+    for (params, says) in [
+        (
+            AugmentParams {
+                max_zoom: 0.8,
+                ..AugmentParams::default()
+            },
+            "max_zoom",
+        ),
+        (
+            AugmentParams {
+                max_zoom: f32::NAN,
+                ..AugmentParams::default()
+            },
+            "max_zoom",
+        ),
+        (
+            AugmentParams {
+                flip_p: 1.5,
+                ..AugmentParams::default()
+            },
+            "flip_p",
+        ),
+        (
+            AugmentParams {
+                rotate_deg: -1.0,
+                ..AugmentParams::default()
+            },
+            "rotate_deg",
+        ),
+    ] {
+        let e = params.check().unwrap_err();
+        assert!(e.contains(says), "{e}");
+    }
+}
+
+#[test]
 fn params_deserialise_from_a_pipeline_table_with_the_lessons_defaults() {
     let params: AugmentParams = toml::from_str("rotate_deg = 5.0\nbox_mode = \"mask\"").unwrap();
     assert_eq!(
@@ -393,9 +461,10 @@ fn params_deserialise_from_a_pipeline_table_with_the_lessons_defaults() {
             defaults.lighting_b,
             defaults.lighting_c,
             defaults.flip_p,
+            defaults.max_zoom,
             defaults.box_mode
         ),
-        (10.0, 0.75, 0.05, 0.05, 0.5, BoxMode::Tight)
+        (10.0, 0.75, 0.05, 0.05, 0.5, 1.0, BoxMode::Tight)
     );
     assert!(
         toml::from_str::<AugmentParams>("rotate = 3").is_err(),

@@ -7,7 +7,7 @@ use tch::Tensor;
 
 use crate::ssd_head::SsdHead;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum HeadSpec {
     /// fastai's default head: AdaptiveConcatPool2d (max, avg), Flatten,
     /// BatchNorm1d, Dropout(0.25), Linear(2F, 512), ReLU, BatchNorm1d,
@@ -24,12 +24,14 @@ pub enum HeadSpec {
     /// The next lesson's single-shot multibox head ([`crate::SsdHead`]):
     /// `grids` stride-2 output grids (and, with `feature_grid`, one on the
     /// feature map first) of `anchors_per_cell` anchors, `classes` object
-    /// classes; outputs `[N, anchors, 4 + classes + 1]`.
+    /// classes, `dropout` in the head (the lesson's
+    /// [`crate::LESSON_SSD_DROPOUT`]); outputs `[N, anchors, 4 + classes + 1]`.
     Ssd {
         feature_grid: bool,
         grids: i64,
         anchors_per_cell: i64,
         classes: i64,
+        dropout: f64,
     },
 }
 
@@ -92,6 +94,7 @@ impl Head {
                 grids,
                 anchors_per_cell,
                 classes,
+                dropout,
             } => Head::Ssd(SsdHead::new(
                 vs,
                 channels,
@@ -99,6 +102,7 @@ impl Head {
                 grids,
                 anchors_per_cell,
                 classes,
+                dropout,
             )),
         }
     }

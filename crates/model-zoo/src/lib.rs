@@ -30,7 +30,7 @@ pub use allocator::{configure_tensor_memory, keep_freed_tensor_memory, TensorMem
 pub use efficientnet::DROP_CONNECT_RATE;
 pub use head::HeadSpec;
 pub use load::{load_backbone, LoadReport};
-pub use ssd_head::{ssd_grid_sides, SsdHead, SSD_CHANNELS};
+pub use ssd_head::{ssd_grid_sides, SsdHead, LESSON_SSD_DROPOUT, SSD_CHANNELS};
 
 /// Number of layer groups of every model: body (early), body (late), head.
 pub const N_GROUPS: usize = 3;

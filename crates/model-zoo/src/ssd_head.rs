@@ -33,7 +33,7 @@ use tch::Tensor;
 /// Channels of the head's convolutions (the lesson's 256).
 pub const SSD_CHANNELS: i64 = 256;
 /// Dropout on the input and after every `StdConv` (the lesson's `drop=0.4`).
-const SSD_DROPOUT: f64 = 0.4;
+pub const LESSON_SSD_DROPOUT: f64 = 0.4;
 /// The class convolutions start with this bias, so every class probability
 /// starts near sigmoid(-4) = 0.018, as focal loss's authors advise for rare
 /// positives (the lesson's `bias=-4.`).
@@ -58,10 +58,11 @@ pub fn ssd_grid_sides(feature_side: i64, grids: i64) -> Vec<i64> {
 struct StdConv {
     conv: nn::Conv2D,
     bn: nn::BatchNorm,
+    dropout: f64,
 }
 
 impl StdConv {
-    fn new(vs: nn::Path, c_in: i64, c_out: i64, stride: i64) -> StdConv {
+    fn new(vs: nn::Path, c_in: i64, c_out: i64, stride: i64, dropout: f64) -> StdConv {
         let config = nn::ConvConfig {
             stride,
             padding: 1,
@@ -70,13 +71,14 @@ impl StdConv {
         StdConv {
             conv: nn::conv2d(&vs / "conv", c_in, c_out, 3, config),
             bn: nn::batch_norm2d(&vs / "bn", c_out, Default::default()),
+            dropout,
         }
     }
 
     fn forward(&self, x: &Tensor, train: bool) -> Tensor {
         self.bn
             .forward_t(&x.apply(&self.conv).relu(), train)
-            .dropout(SSD_DROPOUT, train)
+            .dropout(self.dropout, train)
     }
 }
 
@@ -98,13 +100,15 @@ pub struct SsdHead {
     downs: Vec<StdConv>,
     outs: Vec<OutConv>,
     classes: i64,
+    dropout: f64,
 }
 
 impl SsdHead {
     /// Variables live under `vs` with the lesson's module names (`sconv0`,
     /// `sconv1.conv`, `out1.oconv1`, ...; `out0` with `feature_grid`). `grids`
     /// counts the stride-2 grids ([`ssd_grid_sides`]); `feature_grid` adds one
-    /// on the feature map's own side, first.
+    /// on the feature map's own side, first. `dropout` applies to the head's
+    /// input and after each `StdConv` ([`LESSON_SSD_DROPOUT`]).
     pub fn new(
         vs: &nn::Path,
         channels: i64,
@@ -112,6 +116,7 @@ impl SsdHead {
         grids: i64,
         anchors_per_cell: i64,
         classes: i64,
+        dropout: f64,
     ) -> Self {
         let conv = |stride| nn::ConvConfig {
             stride,
@@ -144,13 +149,17 @@ impl SsdHead {
             }
         };
         SsdHead {
-            start: StdConv::new(vs / "sconv0", channels, SSD_CHANNELS, 1),
+            start: StdConv::new(vs / "sconv0", channels, SSD_CHANNELS, 1, dropout),
             feature_out: feature_grid.then(|| out_conv(0)),
             downs: (1..=grids)
-                .map(|i| StdConv::new(vs / format!("sconv{i}"), SSD_CHANNELS, SSD_CHANNELS, 2))
+                .map(|i| {
+                    let vs = vs / format!("sconv{i}");
+                    StdConv::new(vs, SSD_CHANNELS, SSD_CHANNELS, 2, dropout)
+                })
                 .collect(),
             outs: (1..=grids).map(out_conv).collect(),
             classes,
+            dropout,
         }
     }
 
@@ -159,7 +168,7 @@ impl SsdHead {
     pub fn forward(&self, features: &Tensor, train: bool) -> Tensor {
         let mut x = self
             .start
-            .forward(&features.relu().dropout(SSD_DROPOUT, train), train);
+            .forward(&features.relu().dropout(self.dropout, train), train);
         let mut per_grid = Vec::with_capacity(self.outs.len() + 1);
         if let Some(out) = &self.feature_out {
             per_grid.push(self.anchor_rows(&x, out));

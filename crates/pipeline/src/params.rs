@@ -204,6 +204,9 @@ fn focal_gamma() -> f64 {
 fn one_f64() -> f64 {
     1.0
 }
+fn lesson_ssd_dropout() -> f64 {
+    0.4
+}
 
 /// `ssd` only: the detector's anchors, matching, loss and decoding (`[params.ssd]`);
 /// every field defaults to the lesson's value.
@@ -224,6 +227,10 @@ pub struct SsdParams {
     /// Factor on the box L1 beside the class loss (the lesson adds them as they are: 1).
     #[serde(default = "one_f64")]
     pub box_weight: f64,
+    /// Dropout on the head's input and after each of its convolutions (the
+    /// lesson's 0.4).
+    #[serde(default = "lesson_ssd_dropout")]
+    pub dropout: f64,
     /// Score threshold and per-class non-maximum suppression of the detections
     /// the epoch metric and the predict stage score and write.
     #[serde(default)]
@@ -238,6 +245,7 @@ impl Default for SsdParams {
             focal_alpha: focal_alpha(),
             focal_gamma: focal_gamma(),
             box_weight: one_f64(),
+            dropout: lesson_ssd_dropout(),
             nms: Default::default(),
         }
     }
@@ -261,6 +269,12 @@ impl SsdParams {
             if !(v.is_finite() && v >= 0.0) {
                 return Err(format!("ssd.{what} must be a number >= 0, not {v}"));
             }
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(format!(
+                "ssd.dropout must be at least 0 and below 1, not {}",
+                self.dropout
+            ));
         }
         if self.focal_alpha > 1.0 {
             return Err(format!(
@@ -437,6 +451,9 @@ pub struct TrainParams {
 impl TrainParams {
     /// What serde cannot say about the params: values that are each fine alone.
     pub fn check(&self) -> Result<(), String> {
+        if let Some(augment) = &self.augment {
+            augment.check()?;
+        }
         if let Some(loss) = self.loss {
             if loss != self.task.loss() {
                 return Err(format!(
@@ -618,8 +635,13 @@ mod tests {
         assert_eq!(ssd, SsdParams::default());
         assert_eq!(ssd.anchors.anchor_count(), 189);
         assert_eq!(
-            (ssd.match_threshold, ssd.focal_alpha, ssd.focal_gamma),
-            (0.4, 0.25, 2.0)
+            (
+                ssd.match_threshold,
+                ssd.focal_alpha,
+                ssd.focal_gamma,
+                ssd.dropout
+            ),
+            (0.4, 0.25, 2.0, 0.4)
         );
         assert_eq!(TaskKind::Ssd.loss(), Loss::SsdFocal);
 
@@ -643,6 +665,10 @@ mod tests {
             (
                 serde_json::json!({"task": "ssd", "ssd": {"focal_alpha": 2.0}}),
                 "focal_alpha",
+            ),
+            (
+                serde_json::json!({"task": "ssd", "ssd": {"dropout": 1.0}}),
+                "dropout",
             ),
             (
                 serde_json::json!({"task": "ssd", "ssd": {"match_threshold": 1.5}}),

@@ -52,6 +52,7 @@ fn main() {
             grids: params.grids.len() as i64,
             anchors_per_cell: params.anchors_per_cell() as i64,
             classes: CLASSES as i64,
+            dropout: model_zoo::LESSON_SSD_DROPOUT,
         },
         224,
     );

@@ -245,6 +245,7 @@ fn build_learner(
                         grids,
                         anchors_per_cell: anchors.anchors_per_cell() as i64,
                         classes: classes.len() as i64,
+                        dropout: params.dropout,
                     }
                 }
             };
