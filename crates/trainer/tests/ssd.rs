@@ -3,7 +3,7 @@
 //! SSD head, trained with the lesson's loss, finds them with mAP@0.5 >= 0.8,
 //! scored by `multibox::map` as VOC scores a detector.
 
-use model_zoo::{ssd_grid_sides, SsdHead};
+use model_zoo::{ssd_grid_sides, SsdHead, LESSON_SSD_DROPOUT};
 use multibox::anchors::{AnchorParams, Anchors};
 use multibox::map::{evaluate, GroundTruth, ScoredBox, VOC_IOU_THRESHOLD};
 use multibox::nms::NmsParams;
@@ -113,7 +113,15 @@ impl Detector {
         }
         Detector {
             body,
-            head: SsdHead::new(&(vs / "head"), 64, false, 3, anchors_per_cell, classes),
+            head: SsdHead::new(
+                &(vs / "head"),
+                64,
+                false,
+                3,
+                anchors_per_cell,
+                classes,
+                LESSON_SSD_DROPOUT,
+            ),
         }
     }
 
