@@ -118,10 +118,15 @@ fn objects_follow_a_flip() {
     }
 }
 
-#[test]
-fn objects_follow_a_rotation_with_the_pixels() {
-    // Two white rectangles on black, one object each: after any draw, each
-    // object's box covers the white pixels nearest its centre.
+/// Two white rectangles on black, one object each, through 20 draws of
+/// `params` (lighting off): every white pixel of the augmented image lies in
+/// (or within a pixel of) a kept object's box. Returns each draw with how many
+/// objects were kept and dropped at `min_visible`.
+fn white_pixels_stay_in_their_boxes(
+    params: &AugmentParams,
+    seed: u64,
+    min_visible: f32,
+) -> Vec<(AugmentDraw, usize, usize)> {
     let mut img = image::RgbImage::new(64, 64);
     let rects = [(20u32, 10u32, 29u32, 25u32), (40, 35, 50, 55)];
     for &(top, left, bottom, right) in &rects {
@@ -132,38 +137,58 @@ fn objects_follow_a_rotation_with_the_pixels() {
         }
     }
     let objects = rects.map(|(t, l, b, r)| object([t, l, b, r].map(|v| v as f32), t as i64));
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
-    for _ in 0..20 {
-        let draw = AugmentDraw {
-            brightness: 0.0,
-            contrast: 0.0,
-            ..AugmentDraw::sample(&AugmentParams::default(), &mut rng)
-        };
-        let (x, _) = augment_one(
-            &img,
-            None,
-            Some(&draw),
-            BoxMode::Tight,
-            &Normalisation::IMAGENET,
-        );
-        let out = augment::denorm(&x, 64, &Normalisation::IMAGENET);
-        let forward = draw.geometry(64, 64);
-        let (kept, dropped) = move_objects(objects, forward.as_ref(), BoxMode::Tight, 0.25, 64, 64);
-        assert_eq!((kept.len(), dropped), (2, 0), "{draw:?}");
-        for (px, py, p) in out.enumerate_pixels() {
-            if p.0[0] <= 200 {
-                continue;
-            }
-            let (px, py) = (px as f32, py as f32);
-            let covered = kept.iter().any(|o| {
-                let [top, left, bottom, right] = o.bbox;
-                py >= top - 1.0 && py <= bottom + 1.0 && px >= left - 1.0 && px <= right + 1.0
-            });
-            assert!(
-                covered,
-                "white pixel ({py}, {px}) in no box {kept:?} for {draw:?}"
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    (0..20)
+        .map(|_| {
+            let draw = AugmentDraw {
+                brightness: 0.0,
+                contrast: 0.0,
+                ..AugmentDraw::sample(params, &mut rng)
+            };
+            let (x, _) = augment_one(
+                &img,
+                None,
+                Some(&draw),
+                BoxMode::Tight,
+                &Normalisation::IMAGENET,
             );
-        }
+            let out = augment::denorm(&x, 64, &Normalisation::IMAGENET);
+            let forward = draw.geometry(64, 64);
+            let (kept, dropped) = move_objects(
+                objects,
+                forward.as_ref(),
+                BoxMode::Tight,
+                min_visible,
+                64,
+                64,
+            );
+            for (px, py, p) in out.enumerate_pixels() {
+                if p.0[0] <= 200 {
+                    continue;
+                }
+                let (px, py) = (px as f32, py as f32);
+                let covered = kept.iter().any(|o| {
+                    let [top, left, bottom, right] = o.bbox;
+                    py >= top - 1.0 && py <= bottom + 1.0 && px >= left - 1.0 && px <= right + 1.0
+                });
+                assert!(
+                    covered,
+                    "white pixel ({py}, {px}) in no box {kept:?} for {draw:?}"
+                );
+            }
+            (draw, kept.len(), dropped)
+        })
+        .collect()
+}
+
+#[test]
+fn objects_follow_a_rotation_with_the_pixels() {
+    // Each object's box covers the white pixels nearest its centre, and both
+    // objects stay.
+    for (draw, kept, dropped) in
+        white_pixels_stay_in_their_boxes(&AugmentParams::default(), 11, 0.25)
+    {
+        assert_eq!((kept, dropped), (2, 0), "{draw:?}");
     }
 }
 
@@ -216,57 +241,14 @@ fn a_zoom_fills_the_picture_with_its_window() {
 
 #[test]
 fn objects_follow_a_zoom_with_the_pixels() {
-    // As for rotations: with zooms up to 1.5 on top of the lesson's draws,
-    // every white pixel stays inside its object's box.
-    let mut img = image::RgbImage::new(64, 64);
-    let rects = [(20u32, 10u32, 29u32, 25u32), (40, 35, 50, 55)];
-    for &(top, left, bottom, right) in &rects {
-        for y in top..=bottom {
-            for x in left..=right {
-                img.put_pixel(x, y, image::Rgb([255, 255, 255]));
-            }
-        }
-    }
-    let objects = rects.map(|(t, l, b, r)| object([t, l, b, r].map(|v| v as f32), t as i64));
+    // With zooms up to 1.5 on top of the lesson's draws; min_visible 0, so an
+    // object mostly zoomed out of view keeps its clipped box.
     let params = AugmentParams {
         max_zoom: 1.5,
         ..AugmentParams::default()
     };
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(12);
-    let mut zoomed = 0;
-    for _ in 0..20 {
-        let draw = AugmentDraw {
-            brightness: 0.0,
-            contrast: 0.0,
-            ..AugmentDraw::sample(&params, &mut rng)
-        };
-        zoomed += usize::from(draw.zoom > 1.2);
-        let (x, _) = augment_one(
-            &img,
-            None,
-            Some(&draw),
-            BoxMode::Tight,
-            &Normalisation::IMAGENET,
-        );
-        let out = augment::denorm(&x, 64, &Normalisation::IMAGENET);
-        let forward = draw.geometry(64, 64);
-        // min_visible 0: an object mostly zoomed out of view keeps its clipped box.
-        let (kept, _) = move_objects(objects, forward.as_ref(), BoxMode::Tight, 0.0, 64, 64);
-        for (px, py, p) in out.enumerate_pixels() {
-            if p.0[0] <= 200 {
-                continue;
-            }
-            let (px, py) = (px as f32, py as f32);
-            let covered = kept.iter().any(|o| {
-                let [top, left, bottom, right] = o.bbox;
-                py >= top - 1.0 && py <= bottom + 1.0 && px >= left - 1.0 && px <= right + 1.0
-            });
-            assert!(
-                covered,
-                "white pixel ({py}, {px}) in no box {kept:?} for {draw:?}"
-            );
-        }
-    }
+    let draws = white_pixels_stay_in_their_boxes(&params, 12, 0.0);
+    let zoomed = draws.iter().filter(|(draw, ..)| draw.zoom > 1.2).count();
     assert!(
         zoomed >= 5,
         "only {zoomed} of 20 draws zoomed by more than 1.2"
