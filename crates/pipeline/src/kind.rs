@@ -126,7 +126,10 @@ impl StageKind {
             StageKind::Exec => typed::<ExecParams>(params).map(drop),
             StageKind::Annotations => typed::<AnnotationsParams>(params).map(drop),
             StageKind::Draw => typed::<DrawParams>(params).map(drop),
-            StageKind::AugmentGrid => typed::<AugmentGridParams>(params).map(drop),
+            StageKind::AugmentGrid => typed::<AugmentGridParams>(params)?
+                .augment
+                .check()
+                .map_err(ParamsError::Value),
             StageKind::PlotLrFind => typed::<PlotLrFindParams>(params).map(drop),
             StageKind::PlotMetrics => typed::<PlotMetricsParams>(params).map(drop),
             StageKind::Evaluate => {

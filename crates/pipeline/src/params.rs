@@ -671,6 +671,10 @@ mod tests {
                 "dropout",
             ),
             (
+                serde_json::json!({"task": "ssd", "augment": {"max_zoom": 0.5}}),
+                "augment.max_zoom",
+            ),
+            (
                 serde_json::json!({"task": "ssd", "ssd": {"match_threshold": 1.5}}),
                 "match_threshold",
             ),
