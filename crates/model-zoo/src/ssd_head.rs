@@ -58,11 +58,10 @@ pub fn ssd_grid_sides(feature_side: i64, grids: i64) -> Vec<i64> {
 struct StdConv {
     conv: nn::Conv2D,
     bn: nn::BatchNorm,
-    dropout: f64,
 }
 
 impl StdConv {
-    fn new(vs: nn::Path, c_in: i64, c_out: i64, stride: i64, dropout: f64) -> StdConv {
+    fn new(vs: nn::Path, c_in: i64, c_out: i64, stride: i64) -> StdConv {
         let config = nn::ConvConfig {
             stride,
             padding: 1,
@@ -71,14 +70,13 @@ impl StdConv {
         StdConv {
             conv: nn::conv2d(&vs / "conv", c_in, c_out, 3, config),
             bn: nn::batch_norm2d(&vs / "bn", c_out, Default::default()),
-            dropout,
         }
     }
 
-    fn forward(&self, x: &Tensor, train: bool) -> Tensor {
+    fn forward(&self, x: &Tensor, dropout: f64, train: bool) -> Tensor {
         self.bn
             .forward_t(&x.apply(&self.conv).relu(), train)
-            .dropout(self.dropout, train)
+            .dropout(dropout, train)
     }
 }
 
@@ -149,13 +147,10 @@ impl SsdHead {
             }
         };
         SsdHead {
-            start: StdConv::new(vs / "sconv0", channels, SSD_CHANNELS, 1, dropout),
+            start: StdConv::new(vs / "sconv0", channels, SSD_CHANNELS, 1),
             feature_out: feature_grid.then(|| out_conv(0)),
             downs: (1..=grids)
-                .map(|i| {
-                    let vs = vs / format!("sconv{i}");
-                    StdConv::new(vs, SSD_CHANNELS, SSD_CHANNELS, 2, dropout)
-                })
+                .map(|i| StdConv::new(vs / format!("sconv{i}"), SSD_CHANNELS, SSD_CHANNELS, 2))
                 .collect(),
             outs: (1..=grids).map(out_conv).collect(),
             classes,
@@ -166,15 +161,17 @@ impl SsdHead {
     /// `[N, anchors, 4 + classes + 1]`: per anchor, its 4 box activations
     /// (before the offset activation) then its class logits, background last.
     pub fn forward(&self, features: &Tensor, train: bool) -> Tensor {
-        let mut x = self
-            .start
-            .forward(&features.relu().dropout(self.dropout, train), train);
+        let mut x = self.start.forward(
+            &features.relu().dropout(self.dropout, train),
+            self.dropout,
+            train,
+        );
         let mut per_grid = Vec::with_capacity(self.outs.len() + 1);
         if let Some(out) = &self.feature_out {
             per_grid.push(self.anchor_rows(&x, out));
         }
         for (down, out) in self.downs.iter().zip(&self.outs) {
-            x = down.forward(&x, train);
+            x = down.forward(&x, self.dropout, train);
             per_grid.push(self.anchor_rows(&x, out));
         }
         Tensor::cat(&per_grid, 1)
