@@ -494,7 +494,7 @@ impl<M: LayeredModel> Learner<M> {
     /// Predictions for every image of `data` (eval mode), with the loss and metrics of
     /// the same pass; with `tta`, each image's output is merged with its mirror image's
     /// ([`Outputs::merge_mirrored`], the lesson's `learn.TTA()` restricted to the flip;
-    /// for the detector, each anchor with its mirror anchor).
+    /// for the detector, both passes' boxes pooled before NMS).
     pub fn predict(
         &self,
         data: &dyn DataSource,
