@@ -558,6 +558,9 @@ impl<M: LayeredModel> Learner<M> {
                 .transpose()?;
             let mut detections = match (&detector, &out.detector, &targets.objects) {
                 (Some((ssd, nms)), Some(output), Some(objects)) => {
+                    let (box_loss, class_loss) = ssd.loss_parts(output, objects);
+                    let parts = (box_loss.double_value(&[]), class_loss.double_value(&[]));
+                    sums.add_loss_parts(parts.0, parts.1, batch.n);
                     let found = ssd.detect(output, nms)?;
                     sums.add_detections(&found, objects, batch.size);
                     found

@@ -192,7 +192,10 @@ impl Task {
             // VOC mAP at IoU 0.5 over the validation images, in input pixels; the
             // difficult objects are not in the training CSV, so detections of them count
             // as false positives (the evaluate stage scores original pixels and ignores them).
-            Task::Ssd { .. } => &["map50_11pt", "map50_all"],
+            // Then the validation loss's two parts, unweighted (which one a change
+            // moved): the matched anchors' box L1 in 0..1 units and the class focal
+            // loss; val_loss = box_weight x box_l1 + class_focal.
+            Task::Ssd { .. } => &["map50_11pt", "map50_all", "box_l1", "class_focal"],
         }
     }
 
@@ -325,6 +328,9 @@ pub struct MetricSums {
     pub detections: Vec<ScoredBox>,
     pub truths: Vec<GroundTruth>,
     pub detected_images: usize,
+    /// The detector's loss parts ([`Ssd::loss_parts`]), summed as `loss_sum`.
+    pub box_loss_sum: f64,
+    pub class_loss_sum: f64,
 }
 
 impl MetricSums {
@@ -332,6 +338,13 @@ impl MetricSums {
     pub fn add_loss(&mut self, batch_loss: f64, n: usize) {
         self.items += n;
         self.loss_sum += batch_loss * n as f64;
+    }
+
+    /// Adds the detector's loss parts of a batch of `n` images, weighted as
+    /// [`MetricSums::add_loss`] weighs the loss they make up.
+    pub fn add_loss_parts(&mut self, box_loss: f64, class_loss: f64, n: usize) {
+        self.box_loss_sum += box_loss * n as f64;
+        self.class_loss_sum += class_loss * n as f64;
     }
 
     /// Adds the predicted classes of a batch against the truth.
@@ -413,18 +426,21 @@ impl MetricSums {
             Task::Ssd { classes, .. } => {
                 // A detection box can come out inverted only from NaN weights; score
                 // such a pass as NaN rather than fail the epoch.
-                match multibox::map::evaluate(
+                let (map_voc07, map_all_points) = match multibox::map::evaluate(
                     &self.truths,
                     &self.detections,
                     classes.len(),
                     VOC_IOU_THRESHOLD,
                 ) {
-                    Ok(map) => vec![
-                        map.map_voc07.unwrap_or(f64::NAN),
-                        map.map_all_points.unwrap_or(f64::NAN),
-                    ],
-                    Err(_) => vec![f64::NAN, f64::NAN],
-                }
+                    Ok(map) => (map.map_voc07, map.map_all_points),
+                    Err(_) => (None, None),
+                };
+                vec![
+                    map_voc07.unwrap_or(f64::NAN),
+                    map_all_points.unwrap_or(f64::NAN),
+                    self.box_loss_sum / n,
+                    self.class_loss_sum / n,
+                ]
             }
         }
     }

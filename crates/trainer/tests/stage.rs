@@ -427,6 +427,8 @@ fn detector_trains_predicts_and_writes_detections_in_original_pixels() {
             "val_loss",
             "map50_11pt",
             "map50_all",
+            "box_l1",
+            "class_focal",
             "seconds"
         ]
     );
@@ -446,6 +448,10 @@ fn detector_trains_predicts_and_writes_detections_in_original_pixels() {
             let map: f64 = r[column].parse().unwrap();
             assert!((0.0..=1.0).contains(&map), "mAP {map} in {r:?}");
         }
+        // The validation loss is its two parts, the box L1 weighted by box_weight.
+        let parts = 10.0 * loss(r, 5) + loss(r, 6);
+        assert!(loss(r, 5) > 0.0 && loss(r, 6) > 0.0, "{r:?}");
+        assert!((parts - loss(r, 2)).abs() < 1e-3 * loss(r, 2), "{r:?}");
     }
 
     let predict = detector_spec(
