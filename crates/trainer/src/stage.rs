@@ -958,19 +958,27 @@ fn write_lr_find(curve: &Path, json: &Path, found: &LrFindResult) -> std::io::Re
     .write(json)
 }
 
-/// The metrics CSV: `epoch,trn_loss,val_loss,<metrics...>,seconds`.
+/// The metrics CSV: `epoch,trn_loss,val_loss,<metrics...>,seconds`. Epochs
+/// resumed from a checkpoint of a trainer with fewer metric columns (the
+/// detector's loss parts came later) get NaN in the columns they lack, so
+/// every row has every column.
 pub fn write_metrics(path: &Path, task: &Task, records: &[EpochRecord]) -> std::io::Result<()> {
+    let names = task.metric_names();
     let epochs: Vec<csv_export::EpochMetrics> = records
         .iter()
-        .map(|r| csv_export::EpochMetrics {
-            epoch: r.epoch,
-            trn_loss: r.trn_loss,
-            val_loss: r.val_loss,
-            metrics: r.metrics.clone(),
-            seconds: r.seconds,
+        .map(|r| {
+            let mut metrics = r.metrics.clone();
+            metrics.resize(names.len(), f64::NAN);
+            csv_export::EpochMetrics {
+                epoch: r.epoch,
+                trn_loss: r.trn_loss,
+                val_loss: r.val_loss,
+                metrics,
+                seconds: r.seconds,
+            }
         })
         .collect();
-    csv_export::write_metrics(path, task.metric_names(), &epochs)
+    csv_export::write_metrics(path, names, &epochs)
 }
 
 /// Loads a model file the train stage wrote; any other safetensors file (a backbone's
@@ -1204,4 +1212,33 @@ fn predict(spec: &StageSpec, params: &Params) -> Result<()> {
     }
     println!("{summary}");
     note_unreadable(spec, &data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epochs_of_a_trainer_with_fewer_metrics_get_nan_in_the_new_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metrics.csv");
+        let record = |epoch, metrics: Vec<f64>| EpochRecord {
+            epoch,
+            trn_loss: 2.0,
+            val_loss: 1.0,
+            metrics,
+            seconds: 3.0,
+        };
+        // Epoch 0 as an older trainer recorded it (one metric), epoch 1 in full.
+        let records = [record(0, vec![20.0]), record(1, vec![19.0, 0.5, 0.6])];
+        write_metrics(&path, &Task::Bbox, &records).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split(',').collect()).collect();
+        assert_eq!(
+            rows[0],
+            ["epoch", "trn_loss", "val_loss", "l1_px", "mean_iou", "iou50", "seconds"]
+        );
+        assert_eq!(rows[1], ["0", "2", "1", "20", "NaN", "NaN", "3.000"]);
+        assert_eq!(rows[2], ["1", "2", "1", "19", "0.5", "0.6", "3.000"]);
+    }
 }
