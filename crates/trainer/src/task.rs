@@ -194,7 +194,8 @@ impl Task {
             // as false positives (the evaluate stage scores original pixels and ignores them).
             // Then the validation loss's two parts, unweighted (which one a change
             // moved): the matched anchors' box L1 in 0..1 units and the class focal
-            // loss; val_loss = box_weight x box_l1 + class_focal.
+            // loss, each summed over a batch's images as the loss is;
+            // val_loss = box_weight x box_l1 + class_focal.
             Task::Ssd { .. } => &["map50_11pt", "map50_all", "box_l1", "class_focal"],
         }
     }
