@@ -534,7 +534,22 @@ impl<M: LayeredModel> Learner<M> {
             let batch = batch?;
             let (x, targets) = self.to_device(&batch);
             let out = self.infer(&x, tta);
-            let loss = self.task.loss(&out, &targets, batch.size).double_value(&[]);
+            let detector_io = match (&detector, &out.detector, &targets.objects) {
+                (Some((ssd, nms)), Some(output), Some(objects)) => {
+                    Some((ssd, nms, output, objects))
+                }
+                _ => None,
+            };
+            // The detector's loss from its parts: one matching of anchors to objects.
+            let loss = match detector_io {
+                Some((ssd, _, output, objects)) => {
+                    let (box_loss, class_loss) = ssd.loss_parts(output, objects);
+                    let parts = (box_loss.double_value(&[]), class_loss.double_value(&[]));
+                    sums.add_loss_parts(parts.0, parts.1, batch.n);
+                    ssd.weighted_loss(parts.0, parts.1)
+                }
+                None => self.task.loss(&out, &targets, batch.size).double_value(&[]),
+            };
             sums.add_loss(loss, batch.n);
             let classes = out
                 .class_log_probs
@@ -556,16 +571,13 @@ impl<M: LayeredModel> Learner<M> {
                     Ok(boxes)
                 })
                 .transpose()?;
-            let mut detections = match (&detector, &out.detector, &targets.objects) {
-                (Some((ssd, nms)), Some(output), Some(objects)) => {
-                    let (box_loss, class_loss) = ssd.loss_parts(output, objects);
-                    let parts = (box_loss.double_value(&[]), class_loss.double_value(&[]));
-                    sums.add_loss_parts(parts.0, parts.1, batch.n);
+            let mut detections = match detector_io {
+                Some((ssd, nms, output, objects)) => {
                     let found = ssd.detect(output, nms)?;
                     sums.add_detections(&found, objects, batch.size);
                     found
                 }
-                _ => Vec::new(),
+                None => Vec::new(),
             };
             detections.resize(batch.n, Vec::new());
             if keep {

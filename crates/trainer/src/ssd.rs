@@ -149,6 +149,12 @@ impl Ssd {
         loc_loss * self.params.box_weight + class_loss
     }
 
+    /// [`Ssd::loss`] from parts already computed by [`Ssd::loss_parts`] (as
+    /// numbers: validation, which needs the parts too, matches only once).
+    pub fn weighted_loss(&self, box_loss: f64, class_loss: f64) -> f64 {
+        box_loss * self.params.box_weight + class_loss
+    }
+
     /// The two parts of [`Ssd::loss`], unweighted: the box L1 and the class
     /// focal loss; of an output of several passes ([`Ssd::merge_mirrored`]),
     /// the mean of the passes' parts.
