@@ -4,7 +4,7 @@
 //! side of `cargo xtask bench ssd`, beside scripts/bench/peer_ssd_step.py, whose
 //! three lines it prints.
 //!
-//! usage: bench_ssd_step [BATCH] [STEPS] [THREADS]
+//! usage: bench_ssd_step [BATCH] [STEPS] [THREADS] [SIZE]
 
 use model_zoo::step_bench::{median_step_seconds, print_inference, print_step, set_body_trainable};
 use model_zoo::{Arch, HeadSpec, Net};
@@ -35,11 +35,14 @@ fn main() {
     eprintln!("tensor memory: {tensor_memory}");
     let args: Vec<usize> = std::env::args()
         .skip(1)
-        .map(|a| a.parse().expect("BATCH STEPS THREADS are integers"))
+        .map(|a| a.parse().expect("BATCH STEPS THREADS SIZE are integers"))
         .collect();
     let batch = args.first().copied().unwrap_or(32);
     let steps = args.get(1).copied().unwrap_or(5);
     tch::set_num_threads(args.get(2).copied().unwrap_or(2) as i32);
+    // The input side: 224 as the pipeline's default; 256 still gives the
+    // lesson's 4x4, 2x2, 1x1 grids (an 8x8 feature map).
+    let size = args.get(3).copied().unwrap_or(224) as i64;
     tch::manual_seed(0);
 
     let params = AnchorParams::default();
@@ -54,14 +57,14 @@ fn main() {
             classes: CLASSES as i64,
             dropout: model_zoo::LESSON_SSD_DROPOUT,
         },
-        224,
+        size,
     );
     let ssd = Ssd::new(
         Anchors::new(&params).expect("the lesson's anchors"),
         CLASSES,
         SsdLossParams::default(),
     );
-    let x = Tensor::randn([batch as i64, 3, 224, 224], (Kind::Float, Device::Cpu));
+    let x = Tensor::randn([batch as i64, 3, size, size], (Kind::Float, Device::Cpu));
     let targets: Vec<ImageObjects> = (0..batch).map(objects).collect();
 
     // Head only: the body runs frozen, in eval mode and without autograd.
