@@ -146,12 +146,15 @@ impl Ssd {
     /// background class loss.
     pub fn loss(&self, output: &Tensor, objects: &[ImageObjects]) -> Tensor {
         let (loc_loss, class_loss) = self.loss_parts(output, objects);
-        loc_loss * self.params.box_weight + class_loss
+        self.weighted_loss(loc_loss, class_loss)
     }
 
-    /// [`Ssd::loss`] from parts already computed by [`Ssd::loss_parts`] (as
-    /// numbers: validation, which needs the parts too, matches only once).
-    pub fn weighted_loss(&self, box_loss: f64, class_loss: f64) -> f64 {
+    /// [`Ssd::loss`] from its two parts ([`Ssd::loss_parts`]), as tensors or
+    /// as numbers (validation, which needs the parts too, matches only once).
+    pub fn weighted_loss<T>(&self, box_loss: T, class_loss: T) -> T
+    where
+        T: std::ops::Mul<f64, Output = T> + std::ops::Add<Output = T>,
+    {
         box_loss * self.params.box_weight + class_loss
     }
 
