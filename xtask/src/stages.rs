@@ -85,12 +85,29 @@ fn evaluate(spec: &StageSpec) -> Result<()> {
     result
         .write_table(table, &classes)
         .with_context(|| format!("writing {}", table.display()))?;
+    let by_size: Vec<(&str, multibox::map::SizeRecall)> = multibox::map::ObjectSize::ALL
+        .iter()
+        .map(|size| size.name())
+        .zip(result.recall_by_size())
+        .collect();
+    let recall_by_size: serde_json::Map<String, serde_json::Value> = by_size
+        .iter()
+        .map(|(name, size)| {
+            let counts = serde_json::json!({
+                "objects": size.objects,
+                "found": size.found,
+                "recall": size.recall(),
+            });
+            (name.to_string(), counts)
+        })
+        .collect();
     let summary = serde_json::json!({
         "iou_threshold": params.iou_threshold,
         "images": images.len(),
         "detections": detections.len(),
         "map_11pt": result.map_voc07,
         "map_all": result.map_all_points,
+        "recall_by_size": recall_by_size,
     });
     let summary_path = spec.output("summary")?;
     csv_export::write_atomic(summary_path, |out| {
@@ -139,6 +156,22 @@ fn evaluate(spec: &StageSpec) -> Result<()> {
         ap_text(result.map_all_points),
         images.len(),
         detections.len()
+    );
+    let found: Vec<String> = by_size
+        .iter()
+        .map(|(name, size)| {
+            let percent = size
+                .recall()
+                .map(|r| format!(" ({:.0}%)", 100.0 * r))
+                .unwrap_or_default();
+            format!("{name} {} of {}{percent}", size.found, size.objects)
+        })
+        .collect();
+    println!(
+        "{}: objects found at IoU {} by size (COCO's areas: small under 32x32 px, large from 96x96): {}",
+        spec.name,
+        params.iou_threshold,
+        found.join(", ")
     );
     Ok(())
 }
@@ -563,6 +596,16 @@ mod tests {
         let close = |v: &serde_json::Value, want: f64| (v.as_f64().unwrap() - want).abs() < 1e-9;
         assert!(close(&summary["map_11pt"], dog_11pt / 2.0), "{summary}");
         assert!(close(&summary["map_all"], dog_all / 2.0), "{summary}");
+        // Every object is 10 x 10 (small); 2 of the 4 non-difficult ones found.
+        assert_eq!(
+            summary["recall_by_size"],
+            serde_json::json!({
+                "small": { "objects": 4, "found": 2, "recall": 0.5 },
+                "medium": { "objects": 0, "found": 0, "recall": null },
+                "large": { "objects": 0, "found": 0, "recall": null },
+            }),
+            "{summary}"
+        );
         let table = std::fs::read_to_string(d.join("ap.csv")).unwrap();
         assert_eq!(
             table,

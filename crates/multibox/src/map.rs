@@ -36,6 +36,10 @@
 //! undefined. The mean AP is over the classes that have one; a class with
 //! ground truths and no detections has AP 0 and counts.
 //!
+//! Beside AP, each class counts its found objects (its true positives) by
+//! COCO's object sizes ([`ObjectSize`]): the recall by size says whether the
+//! detector misses small objects or everything, which AP alone does not.
+//!
 //! The devkit also records a point for an ignored detection (same recall and
 //! precision as the point before it, or precision 0 before any counted one);
 //! such points change neither AP, so [`ClassAp::curve`] leaves them out.
@@ -82,6 +86,57 @@ pub struct PrPoint {
     pub precision: f64,
 }
 
+/// COCO's object sizes, by area in inclusive pixels of the original image:
+/// small under 32 x 32, medium under 96 x 96, large from there (on VOC's
+/// 500 x 375 images, a small object's side is under a tenth of the image's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectSize {
+    Small,
+    Medium,
+    Large,
+}
+
+impl ObjectSize {
+    /// In the order of [`ClassAp::by_size`].
+    pub const ALL: [ObjectSize; 3] = [ObjectSize::Small, ObjectSize::Medium, ObjectSize::Large];
+
+    /// The size of an inclusive-pixel box `[top, left, bottom, right]`.
+    pub fn of(bbox: [f32; 4]) -> ObjectSize {
+        let [top, left, bottom, right] = bbox.map(f64::from);
+        let area = (bottom - top + 1.0) * (right - left + 1.0);
+        if area < 32.0 * 32.0 {
+            ObjectSize::Small
+        } else if area < 96.0 * 96.0 {
+            ObjectSize::Medium
+        } else {
+            ObjectSize::Large
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ObjectSize::Small => "small",
+            ObjectSize::Medium => "medium",
+            ObjectSize::Large => "large",
+        }
+    }
+}
+
+/// Of one size's non-difficult objects, how many a detection found (a true
+/// positive at the IoU threshold).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SizeRecall {
+    pub objects: usize,
+    pub found: usize,
+}
+
+impl SizeRecall {
+    /// `found / objects`; `None` without objects.
+    pub fn recall(self) -> Option<f64> {
+        (self.objects > 0).then(|| self.found as f64 / self.objects as f64)
+    }
+}
+
 /// One class's result.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClassAp {
@@ -99,6 +154,9 @@ pub struct ClassAp {
     /// One point per true or false positive, best score first; empty
     /// without positives (recall is undefined).
     pub curve: Vec<PrPoint>,
+    /// The positives and the found ones by [`ObjectSize`], in the order of
+    /// [`ObjectSize::ALL`].
+    pub by_size: [SizeRecall; 3],
 }
 
 /// Every class's AP and their means.
@@ -129,6 +187,18 @@ pub fn format_ap(ap: Option<f64>) -> String {
 }
 
 impl MeanAp {
+    /// Every class's [`ClassAp::by_size`] summed.
+    pub fn recall_by_size(&self) -> [SizeRecall; 3] {
+        let mut total = [SizeRecall::default(); 3];
+        for class in &self.classes {
+            for (sum, size) in total.iter_mut().zip(class.by_size) {
+                sum.objects += size.objects;
+                sum.found += size.found;
+            }
+        }
+        total
+    }
+
     /// Writes `ap.csv` atomically: a row per class (named by `class_names`,
     /// APs to 4 decimals, empty for a class without objects), then the `mean`
     /// row with the summed counts.
@@ -409,6 +479,14 @@ fn evaluate_class(
     } else {
         (None, None)
     };
+    let mut by_size = [SizeRecall::default(); 3];
+    for (g, detected) in by_image.values().flatten() {
+        if !g.difficult {
+            let size = &mut by_size[ObjectSize::of(g.bbox) as usize];
+            size.objects += 1;
+            size.found += usize::from(*detected);
+        }
+    }
     ClassAp {
         class,
         positives,
@@ -419,6 +497,7 @@ fn evaluate_class(
         ap_voc07: ap_voc07_value,
         ap_all_points: ap_all,
         curve,
+        by_size,
     }
 }
 
@@ -601,6 +680,57 @@ mod tests {
         assert_eq!(result.classes[0].curve.len(), 1);
         // Detecting only the difficult box: recall stays 0.
         assert_aps(aps(&truths, &detections[..1]), (0.0, 0.0));
+    }
+
+    #[test]
+    fn objects_are_sized_by_their_inclusive_area_as_coco_does() {
+        // 32 x 32 inclusive pixels is the first medium area; 96 x 96 the first large.
+        assert_eq!(ObjectSize::of([0.0, 0.0, 31.0, 30.0]), ObjectSize::Small);
+        assert_eq!(ObjectSize::of([0.0, 0.0, 31.0, 31.0]), ObjectSize::Medium);
+        assert_eq!(ObjectSize::of([0.0, 0.0, 95.0, 94.0]), ObjectSize::Medium);
+        assert_eq!(ObjectSize::of([0.0, 0.0, 95.0, 95.0]), ObjectSize::Large);
+        // A thin box is small whatever its length.
+        assert_eq!(ObjectSize::of([0.0, 0.0, 400.0, 1.0]), ObjectSize::Small);
+    }
+
+    #[test]
+    fn found_objects_are_counted_by_size_difficult_ones_left_out() {
+        let small = A; // 10 x 10
+        let medium = B; // 50 x 50
+        let large = [0.0, 0.0, 199.0, 199.0];
+        let truths = [
+            gt(0, 0, small),
+            gt(0, 0, medium),
+            gt(1, 0, small),
+            gt(1, 1, large),
+            difficult(2, 0, small),
+        ];
+        let detections = [
+            det(0, 0, 0.9, medium),
+            det(0, 0, 0.8, medium), // a duplicate: found once
+            det(1, 0, 0.7, small),
+            det(2, 0, 0.6, small), // on the difficult box: not counted
+            det(1, 1, 0.5, NOWHERE),
+        ];
+        let result = evaluate(&truths, &detections, 2, VOC_IOU_THRESHOLD).unwrap();
+        let count = |objects, found| SizeRecall { objects, found };
+        assert_eq!(
+            result.classes[0].by_size,
+            [count(2, 1), count(1, 1), count(0, 0)]
+        );
+        assert_eq!(
+            result.classes[1].by_size,
+            [count(0, 0), count(0, 0), count(1, 0)]
+        );
+        let total = result.recall_by_size();
+        assert_eq!(total, [count(2, 1), count(1, 1), count(1, 0)]);
+        let recall: Vec<Option<f64>> = total.iter().map(|s| s.recall()).collect();
+        assert_eq!(recall, [Some(0.5), Some(1.0), Some(0.0)]);
+        assert_eq!(SizeRecall::default().recall(), None);
+        // The found objects are the true positives.
+        let found: usize = total.iter().map(|s| s.found).sum();
+        let tp: usize = result.classes.iter().map(|c| c.true_positives).sum();
+        assert_eq!(found, tp);
     }
 
     #[test]
