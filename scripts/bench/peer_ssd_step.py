@@ -9,7 +9,9 @@ FocalLoss alpha 0.25 gamma 2, summed over the batch), Adam.
 Inputs: random images and, per image, 3 objects whose boxes and classes follow
 the same formula as the Rust side (crates/trainer/examples/bench_ssd_step.rs).
 
-usage: peer_ssd_step.py SHARED_BENCH_DIR [BATCH] [STEPS] [THREADS]
+usage: peer_ssd_step.py SHARED_BENCH_DIR [BATCH] [STEPS] [THREADS] [SIZE]
+(SIZE: the input side, 224 by default; at 224 and 256 the body's map is 7x7
+and 8x8, which the head's stride-2 convolutions both take to 4x4, 2x2, 1x1.)
 Prints the same three lines as peer_train.py (frozen body, full fine-tune, inference).
 """
 import sys, time
@@ -18,6 +20,7 @@ shared = sys.argv[1]
 bs = int(sys.argv[2]) if len(sys.argv) > 2 else 32
 steps = int(sys.argv[3]) if len(sys.argv) > 3 else 5
 threads = int(sys.argv[4]) if len(sys.argv) > 4 else 2
+size = int(sys.argv[5]) if len(sys.argv) > 5 else 224
 sys.path.insert(0, shared)
 import numpy as np, torch, torch.nn as nn, torch.nn.functional as F
 from ref_lesson import Lite0Body
@@ -180,7 +183,7 @@ def objects(image):
 body = Lite0Body()
 ssd_head = SSD_MultiHead(k, -4.)
 model = nn.Sequential(body, ssd_head)
-x = torch.randn(bs, 3, 224, 224)
+x = torch.randn(bs, 3, size, size)
 targets = [objects(i) for i in range(bs)]
 boxes, classes = [t[0] for t in targets], [t[1] for t in targets]
 

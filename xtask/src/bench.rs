@@ -1,8 +1,10 @@
 //! `cargo xtask bench ...`: each benchmark beside its Python peer, in one run.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
+use pipeline::params::TrainParams;
+use pipeline::{Pipeline, StageKind, Vars};
 
-use crate::cache::project_root;
+use crate::cache::{cache_dir, project_root};
 use crate::flags::BenchCmd;
 use crate::{
     bench_annotations, bench_loader, bench_memory, bench_predict, bench_train, predict, pyenv,
@@ -33,6 +35,7 @@ impl BenchCmd {
                             .expect("a script has a folder")
                             .into(),
                     ],
+                    size: Some(ssd_pipeline_size()?),
                 })
             }
             BenchCmd::Memory => {
@@ -49,4 +52,25 @@ impl BenchCmd {
             }
         }
     }
+}
+
+/// The input side `pipelines/ssd.toml` trains at, so that `bench ssd` times the
+/// default's step rather than the lesson's 224 px.
+fn ssd_pipeline_size() -> Result<u32> {
+    let root = project_root();
+    let file = Pipeline::locate("ssd", &root)?;
+    let vars = Vars {
+        data: root.join("runs"),
+        out: root.join("runs"),
+        cache: cache_dir(),
+    };
+    let pipeline = Pipeline::load(&file, &vars)?;
+    let train = pipeline
+        .stages
+        .iter()
+        .find(|s| s.kind == StageKind::Train)
+        .with_context(|| format!("{}: no train stage", file.display()))?;
+    let params: TrainParams = serde_json::from_value(train.params.clone())
+        .with_context(|| format!("{}: stage {}: params", file.display(), train.name))?;
+    Ok(params.size)
 }

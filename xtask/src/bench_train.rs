@@ -46,6 +46,9 @@ pub struct StepBench<'a> {
     /// before `BATCH STEPS THREADS`.
     pub python: &'a Path,
     pub peer_args: Vec<std::ffi::OsString>,
+    /// The input side, passed to both after `THREADS` where the model's
+    /// programs take one (the detector's); the programs' own default otherwise.
+    pub size: Option<u32>,
 }
 
 /// Runs both sides and prints images/s and the Rust/PyTorch ratio per phase.
@@ -57,13 +60,18 @@ pub fn run(python: &Path, bench_bin: &Path) -> Result<()> {
         rust: bench_bin,
         python,
         peer_args: vec![peer_script("peer_train.py")?.into()],
+        size: None,
     })
 }
 
 /// `bench`'s two sides alternately for [`ROUNDS`] rounds, each keeping its best
 /// figure per phase, then the table of images/s and ratios.
 pub fn run_step_bench(bench: &StepBench) -> Result<()> {
-    let args = [BATCH, STEPS, THREADS].map(|v| v.to_string());
+    let args: Vec<String> = [BATCH, STEPS, THREADS]
+        .into_iter()
+        .chain(bench.size)
+        .map(|v| v.to_string())
+        .collect();
     let mut best_rust = BTreeMap::new();
     let mut best_peer = BTreeMap::new();
     for round in 1..=ROUNDS {
@@ -82,8 +90,12 @@ pub fn run_step_bench(bench: &StepBench) -> Result<()> {
             )?)?,
         );
     }
+    let at_size = bench
+        .size
+        .map(|size| format!(", {size} px"))
+        .unwrap_or_default();
     println!(
-        "{} step, batch {BATCH}, {THREADS} threads, best of {ROUNDS} rounds x {STEPS} steps (images/s)",
+        "{} step, batch {BATCH}{at_size}, {THREADS} threads, best of {ROUNDS} rounds x {STEPS} steps (images/s)",
         bench.model
     );
     println!(

@@ -40,9 +40,9 @@ fn main() {
     let batch = args.first().copied().unwrap_or(32);
     let steps = args.get(1).copied().unwrap_or(5);
     tch::set_num_threads(args.get(2).copied().unwrap_or(2) as i32);
-    // The input side: 224 by default, the side the PyTorch peer runs at;
-    // pipelines/ssd.toml trains at 256 (an 8x8 feature map, still the
-    // lesson's 4x4, 2x2, 1x1 grids).
+    // The input side: 224 (the lesson's) by default; `cargo xtask bench ssd`
+    // passes pipelines/ssd.toml's to both sides (256: an 8x8 feature map, still
+    // the lesson's 4x4, 2x2, 1x1 grids).
     let size = args.get(3).copied().unwrap_or(224) as i64;
     tch::manual_seed(0);
 
