@@ -192,6 +192,22 @@ pub enum Loss {
     SsdFocal,
 }
 
+/// `ssd` only: what the box part of the detector's loss measures.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SsdBoxLoss {
+    /// The lesson's: the L1 of each matched anchor's box in `0..1` units of the
+    /// image, so a given error costs the same on a small box as on a large one,
+    /// although it moves the small box's IoU far more.
+    #[default]
+    L1,
+    /// The L1 of each coordinate divided by its anchor's side (height for top and
+    /// bottom, width for left and right): scale-invariant, as SSD's box encoding
+    /// is, so the small anchors' boxes are held as tightly, in IoU, as the
+    /// large ones'.
+    L1AnchorUnits,
+}
+
 fn lesson_match_threshold() -> f32 {
     0.4
 }
@@ -224,9 +240,12 @@ pub struct SsdParams {
     pub focal_alpha: f64,
     #[serde(default = "focal_gamma")]
     pub focal_gamma: f64,
-    /// Factor on the box L1 beside the class loss (the lesson adds them as they are: 1).
+    /// Factor on the box loss beside the class loss (the lesson adds them as they are: 1).
     #[serde(default = "one_f64")]
     pub box_weight: f64,
+    /// What the box loss measures (the lesson's L1 in image units).
+    #[serde(default)]
+    pub box_loss: SsdBoxLoss,
     /// Dropout on the head's input and after each of its convolutions (the
     /// lesson's 0.4).
     #[serde(default = "lesson_ssd_dropout")]
@@ -245,6 +264,7 @@ impl Default for SsdParams {
             focal_alpha: focal_alpha(),
             focal_gamma: focal_gamma(),
             box_weight: one_f64(),
+            box_loss: SsdBoxLoss::default(),
             dropout: lesson_ssd_dropout(),
             nms: Default::default(),
         }
@@ -644,6 +664,12 @@ mod tests {
             (0.4, 0.25, 2.0, 0.4)
         );
         assert_eq!(TaskKind::Ssd.loss(), Loss::SsdFocal);
+        assert_eq!(ssd.box_loss, SsdBoxLoss::L1);
+        let scaled = train_params(
+            serde_json::json!({"task": "ssd", "ssd": {"box_loss": "l1_anchor_units"}}),
+        )
+        .unwrap();
+        assert_eq!(scaled.ssd.unwrap().box_loss, SsdBoxLoss::L1AnchorUnits);
 
         for (value, says) in [
             (
@@ -661,6 +687,10 @@ mod tests {
             (
                 serde_json::json!({"task": "ssd", "ssd": {"box_weight": -1.0}}),
                 "box_weight",
+            ),
+            (
+                serde_json::json!({"task": "ssd", "ssd": {"box_loss": "giou"}}),
+                "unknown variant",
             ),
             (
                 serde_json::json!({"task": "ssd", "ssd": {"focal_alpha": 2.0}}),

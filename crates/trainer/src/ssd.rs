@@ -23,6 +23,7 @@ use multibox::anchors::Anchors;
 use multibox::boxes::Corners;
 use multibox::matching::{activations_to_box, map_to_ground_truth, IouMatrix};
 use multibox::nms::{detect, sigmoid, DecodeError, Detection, NmsParams};
+use pipeline::params::SsdBoxLoss;
 use tch::{Device, Kind, Tensor};
 
 /// The lesson's matching threshold: an anchor whose best IoU with an object
@@ -54,11 +55,14 @@ pub struct SsdLossParams {
     /// An anchor whose best IoU with an object is above this predicts it.
     pub match_threshold: f32,
     pub focal: Focal,
-    /// Factor on the box L1. The lesson adds the two parts as they are (1);
+    /// Factor on the box loss. The lesson adds the two parts as they are (1);
     /// on the synthetic test set that leaves the boxes loose (mAP@0.5 0.62,
     /// 0.07 at IoU 0.7), while 10 gives 0.87 (0.46 at IoU 0.7): the L1 of
     /// `0..1` boxes is small beside the summed class loss.
     pub box_weight: f64,
+    /// What the box part measures: the lesson's L1 in image units, or in units
+    /// of each anchor's side.
+    pub box_loss: SsdBoxLoss,
 }
 
 impl Default for SsdLossParams {
@@ -68,6 +72,7 @@ impl Default for SsdLossParams {
             match_threshold: LESSON_MATCH_THRESHOLD,
             focal: Focal::default(),
             box_weight: 1.0,
+            box_loss: SsdBoxLoss::L1,
         }
     }
 }
@@ -206,7 +211,16 @@ impl Ssd {
 
         let output = output.to_kind(Kind::Float);
         let boxes = self.activations_to_boxes(&output.narrow(2, 0, 4));
-        let per_image_l1 = ((boxes - target_boxes).abs() * positive.unsqueeze(-1)).sum_dim_intlist(
+        let errors = (boxes - target_boxes).abs();
+        let errors = match self.params.box_loss {
+            SsdBoxLoss::L1 => errors,
+            // [A, 4]: each anchor's height, width, height, width, as the corners.
+            SsdBoxLoss::L1AnchorUnits => {
+                let sides = Tensor::cat(&[&self.sizes, &self.sizes], 1).to_device(device);
+                errors / sides
+            }
+        };
+        let per_image_l1 = (errors * positive.unsqueeze(-1)).sum_dim_intlist(
             [1i64, 2].as_slice(),
             false,
             Kind::Float,
@@ -559,6 +573,49 @@ mod tests {
                 image.boxes[0]
             );
         }
+    }
+
+    #[test]
+    fn the_box_l1_in_anchor_units_divides_each_error_by_its_anchors_side() {
+        let anchors = Anchors::new(&AnchorParams::default()).unwrap();
+        // A small object and a large one; all activations 0 put every anchor's
+        // box on the anchor itself, so each matched anchor's error is known.
+        let image = ImageObjects {
+            boxes: vec![[0.05, 0.1, 0.3, 0.35], [0.2, 0.3, 0.95, 0.9]],
+            classes: vec![0, 1],
+        };
+        let output = Tensor::zeros([1, 189, 7], (Kind::Float, Device::Cpu));
+        let matching = map_to_ground_truth(
+            &IouMatrix::new(&image.boxes, &anchors.corners()),
+            LESSON_MATCH_THRESHOLD,
+        );
+        let (mut image_units, mut anchor_units, mut coordinates) = (0.0, 0.0, 0.0);
+        for (anchor, assigned) in anchors.anchors.iter().zip(&matching.assigned) {
+            let Some(g) = assigned else { continue };
+            let [h, w] = anchor.centre_size.size;
+            for (k, side) in [h, w, h, w].into_iter().enumerate() {
+                let error = f64::from((anchor.corners[k] - image.boxes[*g][k]).abs());
+                image_units += error;
+                anchor_units += error / f64::from(side);
+            }
+            coordinates += 4.0;
+        }
+        assert!(coordinates >= 8.0, "both objects matched");
+        for (box_loss, want) in [
+            (SsdBoxLoss::L1, image_units / coordinates),
+            (SsdBoxLoss::L1AnchorUnits, anchor_units / coordinates),
+        ] {
+            let params = SsdLossParams {
+                box_loss,
+                ..SsdLossParams::default()
+            };
+            let ssd = Ssd::new(anchors.clone(), 2, params);
+            let (box_part, _) = ssd.loss_parts(&output, std::slice::from_ref(&image));
+            let got = box_part.double_value(&[]);
+            assert!((got - want).abs() < 1e-5, "{box_loss:?}: {got} != {want}");
+        }
+        // Every anchor is smaller than the image, so each error weighs more.
+        assert!(anchor_units > 1.5 * image_units);
     }
 
     #[test]

@@ -164,6 +164,7 @@ impl Task {
                 gamma: params.focal_gamma,
             },
             box_weight: params.box_weight,
+            box_loss: params.box_loss,
         };
         Some((Ssd::new(anchors, classes.len(), loss), &params.nms))
     }
@@ -193,7 +194,8 @@ impl Task {
             // difficult objects are not in the training CSV, so detections of them count
             // as false positives (the evaluate stage scores original pixels and ignores them).
             // Then the validation loss's two parts, unweighted (which one a change
-            // moved): the matched anchors' box L1 in 0..1 units and the class focal
+            // moved): the matched anchors' box L1 (in 0..1 units, or in anchor sides
+            // with `ssd.box_loss = "l1_anchor_units"`) and the class focal
             // loss, each summed over a batch's images as the loss is;
             // val_loss = box_weight x box_l1 + class_focal.
             Task::Ssd { .. } => &["map50_11pt", "map50_all", "box_l1", "class_focal"],
