@@ -2,13 +2,13 @@
 
 use anyhow::{Context, Result};
 use pipeline::params::TrainParams;
-use pipeline::{Pipeline, StageKind, Vars};
+use pipeline::{Pipeline, StageKind};
 
-use crate::cache::{cache_dir, project_root};
+use crate::cache::project_root;
 use crate::flags::BenchCmd;
 use crate::{
-    bench_annotations, bench_loader, bench_memory, bench_predict, bench_train, predict, pyenv,
-    torch,
+    bench_annotations, bench_loader, bench_memory, bench_predict, bench_train, pipelines, predict,
+    pyenv, torch,
 };
 
 impl BenchCmd {
@@ -59,12 +59,9 @@ impl BenchCmd {
 fn ssd_pipeline_size() -> Result<u32> {
     let root = project_root();
     let file = Pipeline::locate("ssd", &root)?;
-    let vars = Vars {
-        data: root.join("runs"),
-        out: root.join("runs"),
-        cache: cache_dir(),
-    };
-    let pipeline = Pipeline::load(&file, &vars)?;
+    // No dataset is read: the folders only fill the file's placeholders.
+    let runs = root.join("runs");
+    let pipeline = pipelines::load(&file, &runs, &runs)?;
     let train = pipeline
         .stages
         .iter()

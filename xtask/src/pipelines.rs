@@ -76,28 +76,34 @@ fn open_pipeline(
     let data = resolve_data(&place.data, data_use)?;
     let data =
         std::fs::canonicalize(&data).with_context(|| format!("dataset dir {}", data.display()))?;
-    let stem = file
-        .file_stem()
-        .unwrap_or_default()
-        .to_string_lossy()
-        .into_owned();
-    let dataset = data
-        .file_name()
-        .unwrap_or_default()
-        .to_string_lossy()
-        .into_owned();
     let out = match &place.out {
         Some(out) => out.clone(),
-        None => root.join("runs").join(dataset).join(&stem),
+        None => default_out(&data, &file),
     };
     let out = std::path::absolute(out)?;
+    let pipeline = load(&file, &data, &out)?;
+    Ok((pipeline, data, out))
+}
+
+/// Where a run of pipeline `file` on `dataset` lives unless `--out` says otherwise:
+/// `runs/<dataset folder>/<file stem>` under the project root, so that runs of one
+/// pipeline on two datasets never share a folder.
+pub fn default_out(dataset: &Path, file: &Path) -> PathBuf {
+    project_root()
+        .join("runs")
+        .join(dataset.file_name().unwrap_or_default())
+        .join(file.file_stem().unwrap_or_default())
+}
+
+/// Pipeline `file` with `{data}` and `{out}` standing for these folders and
+/// `{cache}` for the cache.
+pub fn load(file: &Path, data: &Path, out: &Path) -> Result<Pipeline> {
     let vars = Vars {
-        data: data.clone(),
-        out: out.clone(),
+        data: data.to_path_buf(),
+        out: out.to_path_buf(),
         cache: cache_dir(),
     };
-    let pipeline = Pipeline::load(&file, &vars)?;
-    Ok((pipeline, data, out))
+    Ok(Pipeline::load(file, &vars)?)
 }
 
 fn run_pipeline(pipeline: &Pipeline, options: RunOptions) -> Result<()> {

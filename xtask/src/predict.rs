@@ -9,9 +9,10 @@ use csv_export::ImagePrediction;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::cache::{cache_dir, project_root};
+use crate::cache::project_root;
 use crate::flags::PredictArgs;
-use pipeline::{Pipeline, StageKind, Vars};
+use crate::pipelines;
+use pipeline::{Pipeline, StageKind};
 
 /// Extensions a folder walk picks up: what the loader decodes. A file named on the
 /// command line is tried whatever its name.
@@ -150,10 +151,9 @@ pub fn default_model(name: Option<&str>, data: Option<&Path>) -> Result<PathBuf>
         Some(name) => vec![Pipeline::locate(name, &root)?],
         None => toml_files(&root.join("pipelines")),
     };
-    let runs = root.join("runs");
     let datasets: Vec<PathBuf> = match data {
         Some(dir) => vec![dir.to_path_buf()],
-        None => std::fs::read_dir(&runs)
+        None => std::fs::read_dir(root.join("runs"))
             .map(|d| {
                 d.filter_map(|e| e.ok())
                     .map(|e| e.path())
@@ -164,15 +164,8 @@ pub fn default_model(name: Option<&str>, data: Option<&Path>) -> Result<PathBuf>
     };
     let mut candidates = Vec::new();
     for dataset in &datasets {
-        let dataset_name = dataset.file_name().unwrap_or_default();
         for file in &pipeline_files {
-            let stem = file.file_stem().unwrap_or_default();
-            let vars = Vars {
-                data: dataset.clone(),
-                out: runs.join(dataset_name).join(stem),
-                cache: cache_dir(),
-            };
-            let pipeline = Pipeline::load(file, &vars)?;
+            let pipeline = pipelines::load(file, dataset, &pipelines::default_out(dataset, file))?;
             for stage in pipeline
                 .stages
                 .iter()
