@@ -162,6 +162,11 @@ fn run_pipeline(pipeline: &Pipeline, options: RunOptions) -> Result<()> {
     Ok(result?)
 }
 
+/// The outputs shown as tables in report.html, by name: the training stages'
+/// per-epoch `metrics` and the evaluate stage's per-class `ap` (other CSVs, such as
+/// the lr_find curve or the predictions, are long and have their pictures).
+const REPORT_TABLES: &[&str] = &["metrics", "ap"];
+
 /// One page for the whole run: the DAG with what each stage did, the
 /// metrics tables and every picture the pipeline's stages make.
 fn write_report(
@@ -216,7 +221,7 @@ fn write_report(
         data_dir: options.data.clone(),
         stages,
         tables: outputs()
-            .filter(|(_, name, _)| name.as_str() == "metrics")
+            .filter(|(_, name, _)| REPORT_TABLES.contains(&name.as_str()))
             .map(|(s, _, p)| ReportFile::new(title(s, p), p))
             .collect(),
         pictures: outputs()

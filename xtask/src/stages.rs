@@ -173,6 +173,14 @@ fn evaluate(spec: &StageSpec) -> Result<()> {
         params.iou_threshold,
         found.join(", ")
     );
+    // The result in the stage's summary line and report.html, beside the table.
+    spec.note(&format!(
+        "mAP@{} {} (11-point), {} (all points); found: {}",
+        params.iou_threshold,
+        ap_text(result.map_voc07),
+        ap_text(result.map_all_points),
+        found.join(", ")
+    ))?;
     Ok(())
 }
 
@@ -618,6 +626,17 @@ mod tests {
             )
         );
         assert!(d.join("pr.png").is_file());
+        // The result is the stage's note: its summary line and report.html show it.
+        let note = std::fs::read_to_string(d.join("work").join(pipeline::NOTE_FILE)).unwrap();
+        assert_eq!(
+            note,
+            format!(
+                "mAP@0.5 {:.4} (11-point), {:.4} (all points); found: small 2 of 4 (50%), \
+                 medium 0 of 0, large 0 of 0",
+                dog_11pt / 2.0,
+                dog_all / 2.0
+            )
+        );
 
         // A detection of an image that was not scored is named, with its row.
         write(
