@@ -72,8 +72,11 @@ impl ReportFile {
     }
 }
 
-/// Tables longer than this show their first rows and a count of the rest.
-pub const MAX_TABLE_ROWS: usize = 20;
+/// Tables up to this long are shown whole (a 24-epoch metrics table, the 20
+/// classes of an AP table and their mean); longer ones show their first and last
+/// `MAX_TABLE_ROWS / 2` rows and a count of those between: a per-epoch table's
+/// result is in its last rows.
+pub const MAX_TABLE_ROWS: usize = 40;
 
 /// Writes `report` as one self-contained HTML file (atomically). Missing or
 /// unreadable tables and pictures are reported in the page, not as errors:
@@ -314,7 +317,23 @@ fn render_table(html: &mut String, file: &ReportFile) {
         let _ = write!(html, "<th>{}</th>", escape(column));
     }
     html.push_str("</tr>\n");
-    for row in table.rows.iter().take(MAX_TABLE_ROWS) {
+    let n = table.rows.len();
+    let (head, left_out) = if n > MAX_TABLE_ROWS {
+        (MAX_TABLE_ROWS / 2, n - MAX_TABLE_ROWS)
+    } else {
+        (n, 0)
+    };
+    for (i, row) in table.rows.iter().enumerate() {
+        if i == head && left_out > 0 {
+            let _ = writeln!(
+                html,
+                "<tr><td class=\"path\" colspan=\"{}\">… {left_out} rows left out …</td></tr>",
+                table.header.len().max(1)
+            );
+        }
+        if i >= head && i < head + left_out {
+            continue;
+        }
         html.push_str("<tr>");
         for cell in row {
             let class = if cell.parse::<f64>().is_ok() {
@@ -327,13 +346,6 @@ fn render_table(html: &mut String, file: &ReportFile) {
         html.push_str("</tr>\n");
     }
     html.push_str("</table>\n");
-    if table.rows.len() > MAX_TABLE_ROWS {
-        let _ = writeln!(
-            html,
-            "<p class=\"path\">… and {} more rows</p>",
-            table.rows.len() - MAX_TABLE_ROWS
-        );
-    }
 }
 
 fn render_picture(html: &mut String, file: &ReportFile) {
@@ -534,23 +546,39 @@ mod tests {
     }
 
     #[test]
-    fn long_tables_are_cut() {
+    fn long_tables_keep_their_first_and_last_rows() {
         let dir = tempfile::tempdir().unwrap();
-        let csv = dir.path().join("p.csv");
-        let mut text = String::from("fn,cat,true_cat,prob\n");
-        for i in 0..(MAX_TABLE_ROWS + 7) {
-            text += &format!("{i:06}.jpg,car,car,0.5\n");
-        }
-        std::fs::write(&csv, text).unwrap();
-        let report = RunReport {
-            tables: vec![ReportFile::new("predictions", &csv)],
-            ..RunReport::default()
+        let render = |rows: usize| {
+            let csv = dir.path().join(format!("p{rows}.csv"));
+            let mut text = String::from("fn,cat,true_cat,prob\n");
+            for i in 0..rows {
+                text += &format!("{i:06}.jpg,car,car,0.5\n");
+            }
+            std::fs::write(&csv, text).unwrap();
+            render_report(&RunReport {
+                tables: vec![ReportFile::new("predictions", &csv)],
+                ..RunReport::default()
+            })
         };
-        let html = render_report(&report);
+        // Up to the limit, whole.
+        let html = render(MAX_TABLE_ROWS);
         assert_eq!(
             html.matches("<td>car</td><td>car</td>").count(),
             MAX_TABLE_ROWS
         );
-        assert!(html.contains("and 7 more rows"));
+        assert!(!html.contains("left out"));
+        // Longer: the first and last halves, the rows between counted.
+        let rows = MAX_TABLE_ROWS + 7;
+        let html = render(rows);
+        assert_eq!(
+            html.matches("<td>car</td><td>car</td>").count(),
+            MAX_TABLE_ROWS
+        );
+        assert!(html.contains("… 7 rows left out …"));
+        let half = MAX_TABLE_ROWS / 2;
+        let shown = |i: usize| html.contains(&format!("<td>{i:06}.jpg</td>"));
+        assert!(shown(0) && shown(half - 1));
+        assert!(!shown(half) && !shown(half + 6));
+        assert!(shown(half + 7) && shown(rows - 1));
     }
 }
