@@ -317,35 +317,39 @@ fn render_table(html: &mut String, file: &ReportFile) {
         let _ = write!(html, "<th>{}</th>", escape(column));
     }
     html.push_str("</tr>\n");
-    let n = table.rows.len();
-    let (head, left_out) = if n > MAX_TABLE_ROWS {
-        (MAX_TABLE_ROWS / 2, n - MAX_TABLE_ROWS)
+    // Whole up to the limit; beyond it the first and last halves around a count.
+    let rows = &table.rows;
+    let (head, tail) = if rows.len() > MAX_TABLE_ROWS {
+        let half = MAX_TABLE_ROWS / 2;
+        (&rows[..half], &rows[rows.len() - half..])
     } else {
-        (n, 0)
+        (&rows[..], &rows[..0])
     };
-    for (i, row) in table.rows.iter().enumerate() {
-        if i == head && left_out > 0 {
-            let _ = writeln!(
-                html,
-                "<tr><td class=\"path\" colspan=\"{}\">… {left_out} rows left out …</td></tr>",
-                table.header.len().max(1)
-            );
-        }
-        if i >= head && i < head + left_out {
-            continue;
-        }
-        html.push_str("<tr>");
-        for cell in row {
-            let class = if cell.parse::<f64>().is_ok() {
-                " class=\"num\""
-            } else {
-                ""
-            };
-            let _ = write!(html, "<td{class}>{}</td>", escape(&readable_cell(cell)));
-        }
-        html.push_str("</tr>\n");
+    head.iter().for_each(|row| render_row(html, row));
+    if !tail.is_empty() {
+        let _ = writeln!(
+            html,
+            "<tr><td class=\"path\" colspan=\"{}\">… {} rows left out …</td></tr>",
+            table.header.len().max(1),
+            rows.len() - MAX_TABLE_ROWS
+        );
     }
+    tail.iter().for_each(|row| render_row(html, row));
     html.push_str("</table>\n");
+}
+
+/// One data row, numbers right-aligned and shown at a readable precision.
+fn render_row(html: &mut String, row: &[String]) {
+    html.push_str("<tr>");
+    for cell in row {
+        let class = if cell.parse::<f64>().is_ok() {
+            " class=\"num\""
+        } else {
+            ""
+        };
+        let _ = write!(html, "<td{class}>{}</td>", escape(&readable_cell(cell)));
+    }
+    html.push_str("</tr>\n");
 }
 
 fn render_picture(html: &mut String, file: &ReportFile) {
