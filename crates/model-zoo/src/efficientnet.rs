@@ -17,7 +17,7 @@
 use tch::nn::{self, ModuleT};
 use tch::{Kind, Tensor};
 
-use crate::tf_same_padding;
+use crate::{tf_same_padding, BodyMaps};
 
 pub const FEATURES: i64 = 1280;
 const STEM: i64 = 32;
@@ -56,6 +56,9 @@ const B0_STAGES: [Stage; 7] = [
 /// Stages before this one (strides up to 8) form layer group 0, like ResNet's
 /// layer1..2; the stride-16 stage starts group 1.
 const FIRST_LATE_STAGE: usize = 3;
+/// The last stage at stride 16 (the next one halves the map to stride 32):
+/// its output is the body's stride-16 map ([`BodyMaps::stride16`]).
+const LAST_STRIDE16_STAGE: usize = 4;
 /// Stochastic depth of the reference implementation, scaled by block index
 /// (TF's survival probability 0.8 for every Lite variant).
 pub const DROP_CONNECT_RATE: f64 = 0.2;
@@ -99,6 +102,20 @@ impl Variant {
     /// 5 for Lite0, 7 for Lite1 and Lite2.
     fn first_late_block(self) -> usize {
         self.stages()[..FIRST_LATE_STAGE]
+            .iter()
+            .map(|s| s.repeats)
+            .sum()
+    }
+
+    /// Channels of the stride-16 map: 112 for Lite0 and Lite1, 120 for Lite2.
+    pub fn stride16_channels(self) -> i64 {
+        self.stages()[LAST_STRIDE16_STAGE].width
+    }
+
+    /// Index of the first block after the stride-16 map (the stride-2 block
+    /// that starts the stride-32 stage).
+    fn first_stride32_block(self) -> usize {
+        self.stages()[..=LAST_STRIDE16_STAGE]
             .iter()
             .map(|s| s.repeats)
             .sum()
@@ -285,6 +302,7 @@ pub struct EfficientNetLite {
     bn0: nn::BatchNorm,
     blocks: Vec<MbConvBlock>,
     first_late_block: usize,
+    first_stride32_block: usize,
     conv_head: SameConv,
     bn1: nn::BatchNorm,
 }
@@ -321,6 +339,7 @@ impl EfficientNetLite {
             bn0: bn(&early / "_bn0", STEM),
             blocks,
             first_late_block,
+            first_stride32_block: variant.first_stride32_block(),
             conv_head: SameConv::new(&late / "_conv_head", c_in, FEATURES, 1, 1, 1),
             bn1: bn(&late / "_bn1", FEATURES),
         }
@@ -339,18 +358,27 @@ impl EfficientNetLite {
 
     /// `train[g]`: group g trains (drop-connect on); `batch_stats[g]`: its
     /// BatchNorm uses the batch's statistics (false under fastai's `bn_freeze`).
-    pub fn forward(&self, x: &Tensor, train: [bool; 2], batch_stats: [bool; 2]) -> Tensor {
+    pub fn forward(&self, x: &Tensor, train: [bool; 2], batch_stats: [bool; 2]) -> BodyMaps {
         let mut x = self
             .bn0
             .forward_t(&self.conv_stem.forward(x), batch_stats[0])
             .relu6();
+        let mut stride16 = None;
         for (index, block) in self.blocks.iter().enumerate() {
+            if index == self.first_stride32_block {
+                stride16 = Some(x.shallow_clone());
+            }
             let group = usize::from(index >= self.first_late_block);
             x = block.forward(&x, batch_stats[group], train[group]);
         }
-        self.bn1
+        let last = self
+            .bn1
             .forward_t(&self.conv_head.forward(&x), batch_stats[1])
-            .relu6()
+            .relu6();
+        BodyMaps {
+            stride16: stride16.expect("a block at stride 32"),
+            last,
+        }
     }
 }
 

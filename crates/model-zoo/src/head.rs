@@ -6,6 +6,7 @@ use tch::nn::{self, ModuleT};
 use tch::Tensor;
 
 use crate::ssd_head::SsdHead;
+use crate::FeatureMap;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum HeadSpec {
@@ -26,13 +27,25 @@ pub enum HeadSpec {
     /// feature map first) of `anchors_per_cell` anchors, `classes` object
     /// classes, `dropout` in the head (the lesson's
     /// [`crate::LESSON_SSD_DROPOUT`]); outputs `[N, anchors, 4 + classes + 1]`.
+    /// It reads `feature_map` (the lesson's: the body's last map).
     Ssd {
+        feature_map: FeatureMap,
         feature_grid: bool,
         grids: i64,
         anchors_per_cell: i64,
         classes: i64,
         dropout: f64,
     },
+}
+
+impl HeadSpec {
+    /// The body's map this head reads.
+    pub fn feature_map(&self) -> FeatureMap {
+        match self {
+            HeadSpec::Ssd { feature_map, .. } => *feature_map,
+            _ => FeatureMap::Last,
+        }
+    }
 }
 
 /// Dropout of both layers of [`HeadSpec::FlattenMlp`], as in the lesson.
@@ -90,6 +103,7 @@ impl Head {
                 lin2: linear(vs / 7, hidden, outputs),
             },
             HeadSpec::Ssd {
+                feature_map: _,
                 feature_grid,
                 grids,
                 anchors_per_cell,

@@ -98,6 +98,25 @@ impl Arch {
         }
     }
 
+    /// Channels of the body's stride-16 map (ResNet34's layer3, the
+    /// EfficientNets' last stage before stride 32): 256, 112 for Lite0 and
+    /// Lite1, 120 for Lite2.
+    pub fn stride16_channels(self) -> i64 {
+        match self.lite_variant() {
+            None => resnet::STRIDE16_CHANNELS,
+            Some(variant) => variant.stride16_channels(),
+        }
+    }
+
+    /// Channels of the feature map a head gets: the last map's, plus the
+    /// stride-16 map's folded 2x2 into channels ([`FeatureMap::WithStride16`]).
+    pub fn head_channels(self, map: FeatureMap) -> i64 {
+        match map {
+            FeatureMap::Last => self.feature_channels(),
+            FeatureMap::WithStride16 => self.feature_channels() + 4 * self.stride16_channels(),
+        }
+    }
+
     /// Height (= width) of the body's last feature map for a square input
     /// (7 for 224 on all; 8 for 240, 9 for 260).
     pub fn feature_size(self, input_size: i64) -> i64 {
@@ -149,6 +168,46 @@ impl FromStr for Arch {
     }
 }
 
+/// What a body's forward pass gives: its last feature map (stride 32) and the
+/// map before its last downsampling (stride 16).
+pub struct BodyMaps {
+    pub stride16: Tensor,
+    pub last: Tensor,
+}
+
+/// The feature map a head reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FeatureMap {
+    /// The body's last map, as every lesson head reads it.
+    #[default]
+    Last,
+    /// The last map with the stride-16 map beside it, each 2x2 block of the
+    /// finer map folded into channels (`pixel_unshuffle`) so both share the
+    /// last map's grid: the detector's cells then see detail at twice their
+    /// resolution (SSD reads stride-8 and stride-16 maps for the same reason).
+    WithStride16,
+}
+
+impl BodyMaps {
+    /// The map a head reads.
+    fn feature_map(self, map: FeatureMap) -> Tensor {
+        match map {
+            FeatureMap::Last => self.last,
+            FeatureMap::WithStride16 => {
+                // A stride-2 layer's output side is ceil(side / 2): an odd
+                // stride-16 side gets one zero row and column to fold evenly.
+                let size = self.stride16.size();
+                let (bottom, right) = (size[2] % 2, size[3] % 2);
+                let fine = self
+                    .stride16
+                    .constant_pad_nd([0, right, 0, bottom])
+                    .pixel_unshuffle(2);
+                Tensor::cat(&[self.last, fine], 1)
+            }
+        }
+    }
+}
+
 enum Body {
     ResNet34(resnet::ResNet34),
     EfficientNetLite(efficientnet::EfficientNetLite),
@@ -160,6 +219,8 @@ pub struct Net {
     body: Body,
     head: head::Head,
     input_size: i64,
+    /// The map the head reads (its spec's [`HeadSpec::feature_map`]).
+    feature_map: FeatureMap,
     /// fastai's `bn_freeze` ([`Net::set_bn_freeze`]).
     bn_frozen: bool,
 }
@@ -176,10 +237,11 @@ impl Net {
             }
         };
         let feature_size = arch.feature_size(input_size);
+        let feature_map = head.feature_map();
         let head = head::Head::new(
             &vs_root.set_group(HEAD_GROUP).sub("head"),
             head,
-            arch.feature_channels(),
+            arch.head_channels(feature_map),
             feature_size,
         );
         Net {
@@ -187,6 +249,7 @@ impl Net {
             body,
             head,
             input_size,
+            feature_map,
             bn_frozen: false,
         }
     }
@@ -230,23 +293,25 @@ impl Net {
         }
     }
 
-    /// (channels, height, width) of the body's output for this net's input size.
+    /// (channels, height, width) of the feature map the head reads, for this
+    /// net's input size.
     pub fn feature_shape(&self) -> (i64, i64, i64) {
         let side = self.arch.feature_size(self.input_size);
-        (self.arch.feature_channels(), side, side)
+        (self.arch.head_channels(self.feature_map), side, side)
     }
 
-    /// The body's feature map, `[N, C, H, W]`. `train_groups[g]`: whether
+    /// The body's feature map the head reads, `[N, C, H, W]`. `train_groups[g]`: whether
     /// layer group g uses batch statistics (and updates its running ones) and
     /// dropout; groups past the slice's end run in eval mode.
     pub fn features(&self, x: &Tensor, train_groups: &[bool]) -> Tensor {
         let train = [0, 1].map(|g| train_groups.get(g).copied().unwrap_or(false));
         let batch_stats = train.map(|t| t && !self.bn_frozen);
-        match &self.body {
+        let maps = match &self.body {
             // BatchNorm is all that trains differently in ResNet34's body.
             Body::ResNet34(body) => body.forward(x, batch_stats[0], batch_stats[1]),
             Body::EfficientNetLite(body) => body.forward(x, train, batch_stats),
-        }
+        };
+        maps.feature_map(self.feature_map)
     }
 
     /// The head applied to a feature map.

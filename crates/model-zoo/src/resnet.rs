@@ -3,10 +3,14 @@
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
 
+use crate::BodyMaps;
+
 pub const FEATURES: i64 = 512;
 
 /// Blocks per stage and their widths.
 const STAGES: [(i64, i64); 4] = [(3, 64), (4, 128), (6, 256), (3, 512)];
+/// Channels of layer3, the stride-16 map.
+pub const STRIDE16_CHANNELS: i64 = STAGES[2].1;
 
 /// Body layer group: conv1..layer2 are group 0, layer3 and layer4 group 1.
 pub fn group_of(name: &str) -> usize {
@@ -124,16 +128,23 @@ impl ResNet34 {
     }
 
     /// `train_early`: conv1..layer2, `train_late`: layer3..layer4.
-    pub fn forward(&self, x: &Tensor, train_early: bool, train_late: bool) -> Tensor {
+    pub fn forward(&self, x: &Tensor, train_early: bool, train_late: bool) -> BodyMaps {
         let mut x = self.bn1.forward_t(&x.apply(&self.conv1), train_early);
         let _ = x.relu_();
         let mut x = x.max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
+        let mut stride16 = None;
         for (i, stage) in self.layers.iter().enumerate() {
+            if i == STAGES.len() - 1 {
+                stride16 = Some(x.shallow_clone());
+            }
             let train = if i < 2 { train_early } else { train_late };
             for block in stage {
                 x = block.forward(&x, train);
             }
         }
-        x
+        BodyMaps {
+            stride16: stride16.expect("layer3 before layer4"),
+            last: x,
+        }
     }
 }

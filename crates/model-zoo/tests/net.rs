@@ -1,6 +1,8 @@
 //! Shapes, layer groups, freezing and weight loading, without any reference.
 
-use model_zoo::{load_backbone, Arch, HeadSpec, ModelZooError, Net, HEAD_GROUP};
+use model_zoo::{
+    load_backbone, ssd_grid_sides, Arch, FeatureMap, HeadSpec, ModelZooError, Net, HEAD_GROUP,
+};
 use std::collections::HashMap;
 use tch::{nn, Device, Kind, Tensor};
 
@@ -39,6 +41,76 @@ fn feature_maps_and_outputs_have_the_announced_shapes() {
         assert_eq!(
             tch::no_grad(|| net.head_forward(&features, false)).size(),
             [2, 4]
+        );
+    }
+}
+
+/// The detector's head can read the stride-16 map folded beside the last one:
+/// the last map's channels come first and unchanged, the folded map follows
+/// on the same grid, and an odd stride-16 side (15 for Lite0 at 240 px) is
+/// padded with zeros at the bottom and right before folding.
+#[test]
+fn the_detector_reads_the_stride16_map_folded_beside_the_last() {
+    // (arch, input side, last side, stride-16 side)
+    let cases = [
+        (Arch::EfficientNetLite0, 256, 8, 16),
+        (Arch::EfficientNetLite0, 240, 8, 15),
+        (Arch::ResNet34, 224, 7, 14),
+    ];
+    for (arch, input, side, fine_side) in cases {
+        let spec = |feature_map| HeadSpec::Ssd {
+            feature_map,
+            feature_grid: true,
+            grids: 3,
+            anchors_per_cell: 9,
+            classes: 20,
+            dropout: 0.4,
+        };
+        let (vs_last, last) = build(arch, spec(FeatureMap::Last), input);
+        let (vs_both, both) = build(arch, spec(FeatureMap::WithStride16), input);
+        let last_vars = vs_last.variables();
+        tch::no_grad(|| {
+            for (name, mut var) in vs_both.variables() {
+                if !name.starts_with("head.") {
+                    var.copy_(&last_vars[&name]);
+                }
+            }
+        });
+        let (c_last, c_fine) = (arch.feature_channels(), arch.stride16_channels());
+        let channels = c_last + 4 * c_fine;
+        assert_eq!(
+            both.feature_shape(),
+            (channels, side, side),
+            "{arch} at {input}"
+        );
+        let x = Tensor::randn([2, 3, input, input], (Kind::Float, Device::Cpu));
+        let (a, b) = tch::no_grad(|| {
+            (
+                last.features(&x, &[false; 3]),
+                both.features(&x, &[false; 3]),
+            )
+        });
+        assert_eq!(b.size(), [2, channels, side, side], "{arch} at {input}");
+        assert!(
+            b.narrow(1, 0, c_last).equal(&a),
+            "{arch}: the last map first"
+        );
+        // pixel_unshuffle: channel c * 4 + 2i + j at (y, x) is the fine map's (2y + i, 2x + j).
+        let fine = b
+            .narrow(1, c_last, 4 * c_fine)
+            .view([2, c_fine, 2, 2, side, side]);
+        let padded = |dim_offset: i64, dim_cell: i64| {
+            let cells = fine.select(dim_offset, 1).select(dim_cell - 1, side - 1);
+            cells.abs().max().double_value(&[]) == 0.0
+        };
+        let odd = fine_side % 2 == 1;
+        assert_eq!(padded(2, 4), odd, "{arch} at {input}: the last row");
+        assert_eq!(padded(3, 5), odd, "{arch} at {input}: the last column");
+        let rows: i64 = ssd_grid_sides(side, 3).iter().map(|g| g * g).sum::<i64>() + side * side;
+        assert_eq!(
+            tch::no_grad(|| both.head_forward(&b, false)).size(),
+            [2, rows * 9, 4 + 20 + 1],
+            "{arch} at {input}"
         );
     }
 }

@@ -208,6 +208,20 @@ pub enum SsdBoxLoss {
     L1AnchorUnits,
 }
 
+/// `ssd` only: the body's feature map the detector's head reads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SsdFeatures {
+    /// The lesson's: the body's last map (stride 32; 8x8 for Lite0 at 256 px).
+    #[default]
+    Last,
+    /// The last map with the stride-16 map folded beside it (each 2x2 block
+    /// into channels: 1280 + 4 x 112 for Lite0), so the head's cells see
+    /// detail at twice their resolution, for the medium objects whose boxes
+    /// the last map alone leaves loose.
+    WithStride16,
+}
+
 fn lesson_match_threshold() -> f32 {
     0.4
 }
@@ -246,6 +260,9 @@ pub struct SsdParams {
     /// What the box loss measures (the lesson's L1 in image units).
     #[serde(default)]
     pub box_loss: SsdBoxLoss,
+    /// The body's map the head reads (the lesson's: the last).
+    #[serde(default)]
+    pub features: SsdFeatures,
     /// Dropout on the head's input and after each of its convolutions (the
     /// lesson's 0.4).
     #[serde(default = "lesson_ssd_dropout")]
@@ -265,6 +282,7 @@ impl Default for SsdParams {
             focal_gamma: focal_gamma(),
             box_weight: one_f64(),
             box_loss: SsdBoxLoss::default(),
+            features: SsdFeatures::default(),
             dropout: lesson_ssd_dropout(),
             nms: Default::default(),
         }
@@ -670,6 +688,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(scaled.ssd.unwrap().box_loss, SsdBoxLoss::L1AnchorUnits);
+        assert_eq!(ssd.features, SsdFeatures::Last);
+        let finer =
+            train_params(serde_json::json!({"task": "ssd", "ssd": {"features": "with_stride16"}}))
+                .unwrap();
+        assert_eq!(finer.ssd.unwrap().features, SsdFeatures::WithStride16);
 
         for (value, says) in [
             (

@@ -52,6 +52,7 @@ fn main() {
         &vs.root(),
         Arch::EfficientNetLite0,
         HeadSpec::Ssd {
+            feature_map: model_zoo::FeatureMap::Last,
             feature_grid: false,
             grids: params.grids.len() as i64,
             anchors_per_cell: params.anchors_per_cell() as i64,

@@ -27,7 +27,8 @@ use csv_export::{BboxPrediction, ClassPrediction, CombinedPrediction, Validation
 use model_zoo::ssd_grid_sides;
 use multibox::detections::{write_detections, write_image_list, DetectionRow};
 use pipeline::params::{
-    Backbone, FitStep, LrFindStep, OptimiserName, Step, TaskKind, TrainParams as Params,
+    Backbone, FitStep, LrFindStep, OptimiserName, SsdFeatures, Step, TaskKind,
+    TrainParams as Params,
 };
 use pipeline::{StageKind, StageSpec};
 use serde::{Deserialize, Serialize};
@@ -241,6 +242,10 @@ fn build_learner(
                     );
                     }
                     model_zoo::HeadSpec::Ssd {
+                        feature_map: match params.features {
+                            SsdFeatures::Last => model_zoo::FeatureMap::Last,
+                            SsdFeatures::WithStride16 => model_zoo::FeatureMap::WithStride16,
+                        },
                         feature_grid,
                         grids,
                         anchors_per_cell: anchors.anchors_per_cell() as i64,

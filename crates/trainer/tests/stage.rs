@@ -524,3 +524,41 @@ fn detector_trains_predicts_and_writes_detections_in_original_pixels() {
     let e = format!("{:#}", run(&spec, false).unwrap_err());
     assert!(e.contains("[2, 1, 1]"), "{e}");
 }
+
+/// A detector reading the stride-16 map beside the last (`ssd.features`)
+/// trains, and its model file rebuilds the same head: at 128 px Lite0's 8x8
+/// stride-16 map folds onto the 4x4 last map (1280 + 4 x 112 channels into the
+/// head), and a model that forgot the option would not load its weights.
+#[test]
+fn a_detector_reading_the_stride16_map_trains_and_reloads() {
+    let fx = Fixture::new(40);
+    let params = serde_json::json!({
+        "task": "ssd", "backbone": "efficientnet-lite0", "random_init": true, "size": 128,
+        "batch": 16, "workers": 1, "threads": 2,
+        "ssd": { "anchors": { "grids": [4, 2, 1] }, "features": "with_stride16" },
+        "schedule": [{ "fit": { "lr": 3e-3, "cycles": 1, "cycle_len": 1 } }],
+    });
+    let train = detector_spec(
+        &fx,
+        "train",
+        &[],
+        &[("model", "out/ssd.safetensors"), ("metrics", "out/ssd.csv")],
+        params,
+    );
+    run(&train, false).unwrap();
+    let (_, rows) = read_csv(&fx.path("out/ssd.csv"));
+    assert_eq!(rows.len(), 1);
+
+    let (learner, meta) =
+        trainer::stage::load_model(&fx.path("out/ssd.safetensors"), tch::Device::Cpu).unwrap();
+    let files = [fx.path(&format!("images/{}", fx.boxes[0].0))];
+    let options = trainer::infer::PredictOptions {
+        top: 1,
+        batch: 1,
+        workers: 1,
+        tta: false,
+    };
+    let answers =
+        trainer::infer::predict_images(&learner, &meta, &files, &options, &mut |_| {}).unwrap();
+    assert_eq!(answers.len(), 1);
+}
