@@ -195,14 +195,16 @@ impl BodyMaps {
             FeatureMap::Last => self.last,
             FeatureMap::WithStride16 => {
                 // A stride-2 layer's output side is ceil(side / 2): an odd
-                // stride-16 side gets one zero row and column to fold evenly.
+                // stride-16 side gets one zero row and column to fold evenly
+                // (an even one is folded as it is, without a padded copy).
                 let size = self.stride16.size();
                 let (bottom, right) = (size[2] % 2, size[3] % 2);
-                let fine = self
-                    .stride16
-                    .constant_pad_nd([0, right, 0, bottom])
-                    .pixel_unshuffle(2);
-                Tensor::cat(&[self.last, fine], 1)
+                let fine = if bottom + right > 0 {
+                    self.stride16.constant_pad_nd([0, right, 0, bottom])
+                } else {
+                    self.stride16
+                };
+                Tensor::cat(&[self.last, fine.pixel_unshuffle(2)], 1)
             }
         }
     }
