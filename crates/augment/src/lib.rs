@@ -43,9 +43,9 @@ pub use decode::{
 };
 pub use loader::{EpochIter, Loader};
 pub use transform::{
-    augment_one, box_after_affine, denorm, hflip_into, lighting, lighting_contrast_factor,
-    mask_box_after_affine, move_box, move_objects, normalize_into, warp_affine_reflect, Affine,
-    AugmentDraw, MovedBox, IMAGENET_MEAN, IMAGENET_STD,
+    augment_one, box_after_affine, box_before_affine, denorm, hflip_into, lighting,
+    lighting_contrast_factor, mask_box_after_affine, move_box, move_objects, normalize_into,
+    warp_affine_reflect, Affine, AugmentDraw, MovedBox, IMAGENET_MEAN, IMAGENET_STD,
 };
 
 /// One image of a data set. `bbox` is `[top, left, bottom, right]` in the
@@ -269,6 +269,10 @@ pub struct Batch {
     pub indices: Vec<usize>,
     /// `(height, width)` of each original image.
     pub orig_sizes: Vec<(u32, u32)>,
+    /// The geometric map each image's pixels went through, in `size x size`
+    /// pixels ([`AugmentDraw::geometry`]; `None` where they did not move): how a
+    /// box predicted on the image maps back to it ([`box_before_affine`]).
+    pub moves: Vec<Option<Affine>>,
 }
 
 #[derive(Debug, thiserror::Error)]

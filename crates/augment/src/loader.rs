@@ -257,6 +257,7 @@ fn build_batch(shared: &EpochShared, batch_index: usize, pipeline: &mut ImagePip
         dropped_objects: 0,
         indices: Vec::with_capacity(indices.len()),
         orig_sizes: Vec::with_capacity(indices.len()),
+        moves: Vec::with_capacity(indices.len()),
     };
     let mut skipped = Vec::new();
     for &item_index in indices {
@@ -316,6 +317,7 @@ fn build_batch(shared: &EpochShared, batch_index: usize, pipeline: &mut ImagePip
         batch.dropped_objects += dropped;
         batch.indices.push(item_index);
         batch.orig_sizes.push(orig_size);
+        batch.moves.push(forward);
         batch.n += 1;
     }
     x.truncate(batch.n * per_image);

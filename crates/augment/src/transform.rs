@@ -572,6 +572,33 @@ pub fn box_after_affine(bbox: [f32; 4], forward: &Affine, width: u32, height: u3
     clamp_box(tight_box(bbox, forward), width, height)
 }
 
+/// What a box was before `forward` moved it, when `moved` is its tight box
+/// ([`box_after_affine`] before clamping): how a box predicted on an augmented
+/// image maps back to the image (test-time augmentation). Rotation makes the
+/// tight box larger than the box, so the corners mapped back would give a box
+/// larger still; this undoes the tight box instead. A `w x h` box's tight box
+/// under the linear part `[[a, b], [d, e]]` of `forward` is
+/// `(|a| w + |b| h) x (|d| w + |e| h)` about the moved centre, so the extents
+/// solve a 2x2 system and the centre maps back. An extent that comes out
+/// negative (a moved box thinner than any tight box of that rotation) is 0;
+/// where the system is singular (a rotation by 45 degrees) the tight box of
+/// the corners mapped back is the answer.
+pub fn box_before_affine(moved: [f32; 4], forward: &Affine) -> [f32; 4] {
+    let [[a, b, _], [d, e, _]] = forward.0;
+    let (a, b, d, e) = (a.abs(), b.abs(), d.abs(), e.abs());
+    let det = a * e - b * d;
+    let inverse = forward.inverse();
+    if det.abs() < 1e-9 * (a * e + b * d).max(f64::MIN_POSITIVE) {
+        return tight_box(moved, &inverse);
+    }
+    let [top, left, bottom, right] = moved.map(|v| v as f64);
+    let (width, height) = (right - left, bottom - top);
+    let w = ((e * width - b * height) / det).max(0.0);
+    let h = ((a * height - d * width) / det).max(0.0);
+    let (cx, cy) = inverse.apply((left + right) / 2.0, (top + bottom) / 2.0);
+    [cy - h / 2.0, cx - w / 2.0, cy + h / 2.0, cx + w / 2.0].map(|v| v as f32)
+}
+
 /// The lesson's box transform: the box rasterised as a 0/1 mask (rows
 /// `round(top)..=round(bottom)`, columns likewise), warped by `forward` with
 /// bilinear sampling and a zero border, and the bounding box of the pixels

@@ -439,6 +439,8 @@ fn the_loader_gives_each_image_its_moved_objects_in_batch_order() {
                 SIZE,
             );
             assert_eq!(batch.objects[i], want, "item {index}");
+            // and the batch says how the image moved (what TTA maps boxes back through)
+            assert_eq!(batch.moves[i], forward, "item {index}");
             dropped_in_batch += dropped;
             // classes say whose object it is: this image's, in their order
             let classes: Vec<i64> = batch.objects[i].iter().map(|o| o.class).collect();
@@ -482,6 +484,7 @@ fn without_augmentation_every_object_is_kept() {
     let batches = collect(&Loader::new(items.clone(), config(2, None)), 0);
     for batch in &batches {
         assert_eq!(batch.dropped_objects, 0);
+        assert_eq!(batch.moves, vec![None; batch.n], "validation moves nothing");
         for (i, &index) in batch.indices.iter().enumerate() {
             assert_eq!(batch.objects[i].len(), items[index].objects.len());
             assert!(batch.objects[i]

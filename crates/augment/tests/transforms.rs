@@ -3,9 +3,9 @@
 mod util;
 
 use augment::{
-    augment_one, box_after_affine, decode_squashed, denorm, hflip_into, lighting,
-    mask_box_after_affine, normalize_into, warp_affine_reflect, Affine, AugmentDraw, AugmentParams,
-    BoxMode, IMAGENET_MEAN, IMAGENET_STD,
+    augment_one, box_after_affine, box_before_affine, decode_squashed, denorm, hflip_into,
+    lighting, mask_box_after_affine, normalize_into, warp_affine_reflect, Affine, AugmentDraw,
+    AugmentParams, BoxMode, IMAGENET_MEAN, IMAGENET_STD,
 };
 use image::RgbImage;
 use proptest::prelude::*;
@@ -246,6 +246,52 @@ proptest! {
         prop_assert!(bbox.iter().all(|v| (0.0..=max).contains(v)), "{bbox:?} outside 0..={max}");
         prop_assert!(bbox[0] <= bbox[2] && bbox[1] <= bbox[3], "{bbox:?} inverted");
     }
+}
+
+proptest! {
+    #[test]
+    fn a_tight_box_maps_back_to_the_box_it_was(
+        corners in prop::array::uniform4(0.3f32..0.7),
+        deg in -30.0f32..30.0,
+        flip: bool,
+        zoom in 1.0f32..1.3,
+        zoom_at in prop::array::uniform2(0.0f32..1.0),
+    ) {
+        // What test-time augmentation does with a box predicted on a copy:
+        // the tight box of a rotated, flipped, zoomed box maps back to the box.
+        let size = 224u32;
+        let max = (size - 1) as f32;
+        let (top, bottom) = (corners[0].min(corners[2]) * max, corners[0].max(corners[2]) * max);
+        let (left, right) = (corners[1].min(corners[3]) * max, corners[1].max(corners[3]) * max);
+        let draw = AugmentDraw { rotate_deg: deg, flip, zoom, zoom_at, ..AugmentDraw::NONE };
+        let forward = draw.affine(size, size);
+        let bbox = [top, left, bottom, right];
+        let moved = box_after_affine(bbox, &forward, size, size);
+        // Only where the image's edge did not clip the moved box is it invertible.
+        prop_assume!(moved.iter().all(|v| *v > 0.0 && *v < max));
+        let back = box_before_affine(moved, &forward);
+        for (got, want) in back.iter().zip(bbox) {
+            prop_assert!((got - want).abs() < 1e-2, "{back:?} against {bbox:?} ({draw:?})");
+        }
+    }
+}
+
+#[test]
+fn a_box_thinner_than_any_tight_box_maps_back_to_a_line_and_45_degrees_to_the_corners() {
+    // Rotated by 10 degrees, a 10 x 200 box is the tight box of no box (every
+    // tight box of a 200-high box is at least 200 sin 10 = 35 wide): width 0.
+    let forward = Affine::rotation(10.0, 112.0, 112.0);
+    let [top, left, bottom, right] = box_before_affine([12.0, 107.0, 212.0, 117.0], &forward);
+    assert!((right - left).abs() < 1e-4, "{left}..{right}");
+    assert!(bottom - top > 200.0, "{top}..{bottom}");
+    // At 45 degrees every square's tight box is the same shape: no unique answer,
+    // so the corners are mapped back (a box no smaller than the one moved).
+    let forward = Affine::rotation(45.0, 112.0, 112.0);
+    let back = box_before_affine([62.0, 62.0, 162.0, 162.0], &forward);
+    assert!(
+        back[2] - back[0] >= 100.0 && back[3] - back[1] >= 100.0,
+        "{back:?}"
+    );
 }
 
 #[test]

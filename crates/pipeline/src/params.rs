@@ -469,6 +469,12 @@ pub struct TrainParams {
     /// predict: also score (and write) predictions averaged with the mirror image's.
     #[serde(default)]
     pub tta: bool,
+    /// predict: average in this many copies of each image drawn with the training
+    /// augmentation too, each copy's box mapped back through its own rotation, flip
+    /// and zoom (the lesson's `learn.TTA()` draws 4); 0 (the default) draws none.
+    /// Not for the detector, whose TTA is the mirror image.
+    #[serde(default)]
+    pub tta_augmented: usize,
     /// EfficientNet-Lite's stochastic depth while a body group trains: the last
     /// block's drop-connect rate (earlier blocks less). Default: the reference's
     /// 0.2; 0 turns it off.
@@ -522,6 +528,18 @@ impl TrainParams {
             }
             Some(ssd) => ssd.check()?,
             None => {}
+        }
+        if self.tta_augmented > 0 {
+            if self.task == TaskKind::Ssd {
+                return Err(
+                    "tta_augmented is not available for task ssd (the detector's TTA is the \
+                     mirror image: tta = true)"
+                        .into(),
+                );
+            }
+            if self.augment.is_none() {
+                return Err("tta_augmented draws copies with augment, which is not set".into());
+            }
         }
         if let Some(rate) = self.drop_connect {
             if !(0.0..1.0).contains(&rate) {
@@ -706,6 +724,14 @@ mod tests {
             (
                 serde_json::json!({"task": "classify", "label_smoothing": 1.0}),
                 "label_smoothing",
+            ),
+            (
+                serde_json::json!({"task": "ssd", "tta_augmented": 4, "augment": {}}),
+                "tta_augmented is not available for task ssd",
+            ),
+            (
+                serde_json::json!({"task": "bbox", "tta_augmented": 4}),
+                "tta_augmented draws copies with augment",
             ),
             (
                 serde_json::json!({"task": "ssd", "ssd": {"box_weight": -1.0}}),

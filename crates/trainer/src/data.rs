@@ -20,6 +20,9 @@ pub struct Batch {
     pub indices: Vec<usize>,
     /// (height, width) of each original image.
     pub orig_sizes: Vec<(u32, u32)>,
+    /// The geometric map each image went through (`augment::Batch::moves`), for
+    /// mapping boxes predicted on augmented copies back; empty where none moved.
+    pub moves: Vec<Option<augment::Affine>>,
 }
 
 /// A dataset that yields the same epochs again when asked with the same epoch number.

@@ -6,6 +6,7 @@ use crate::model::LayeredModel;
 use crate::optim::{Optimiser, OptimiserConfig, Param};
 use crate::schedule::{fit_epochs, lr_finder_multiplier, Schedule, SmoothedLoss};
 use crate::task::{MetricSums, Outputs, Targets, Task, BOX_UNITS};
+use crate::tta::Tta;
 use crate::TrainError;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
@@ -488,52 +489,108 @@ impl<M: LayeredModel> Learner<M> {
 
     /// Loss and metrics over `data`, every group in eval mode, no gradients.
     pub fn validate(&self, data: &dyn DataSource) -> Result<MetricSums, TrainError> {
-        Ok(self.evaluate(data, false, false)?.1)
+        Ok(self.evaluate(data, false, Tta::NONE)?.1)
     }
 
     /// Predictions for every image of `data` (eval mode), with the loss and metrics of
-    /// the same pass; with `tta`, each image's output is merged with its mirror image's
-    /// ([`Outputs::merge_mirrored`], the lesson's `learn.TTA()` restricted to the flip;
-    /// for the detector, both passes' boxes pooled before NMS).
+    /// the same pass; with `tta`, each image's output is averaged over the views it
+    /// names (the lesson's `learn.TTA()`, [`crate::tta`]).
     pub fn predict(
         &self,
         data: &dyn DataSource,
-        tta: bool,
+        tta: Tta,
     ) -> Result<(Vec<Prediction>, MetricSums), TrainError> {
         self.evaluate(data, true, tta)
     }
 
-    /// The model's predictions for a batch in eval mode without gradients, merged with
-    /// those on the mirror image when `tta` is set.
-    pub fn infer(&self, x: &Tensor, tta: bool) -> Outputs {
+    /// The model's outputs for a batch in eval mode, without gradients.
+    fn forward_eval(&self, x: &Tensor) -> Outputs {
         let eval = vec![false; self.n_groups()];
-        let forward = |x: &Tensor| tch::no_grad(|| self.task.decode(&self.model.forward(x, &eval)));
-        let out = forward(x);
-        if !tta {
-            return out;
+        tch::no_grad(|| self.task.decode(&self.model.forward(x, &eval)))
+    }
+
+    /// The model's predictions for a batch in eval mode without gradients, with
+    /// `flip` averaged with those on the mirror image mapped back (for the detector,
+    /// both passes' detections pooled before NMS).
+    pub fn infer(&self, x: &Tensor, flip: bool) -> Outputs {
+        if let (true, Some((ssd, _))) = (flip, self.task.detector()) {
+            let size = x.size()[3] as usize;
+            let (out, mirrored) = (self.forward_eval(x), self.forward_eval(&x.flip([3])));
+            if let (Some(output), Some(mirrored)) = (&out.detector, &mirrored.detector) {
+                return Outputs {
+                    detector: Some(ssd.merge_mirrored(output, mirrored, size)),
+                    ..out
+                };
+            }
         }
-        let size = x.size()[3] as usize;
-        let detector = self.task.detector();
-        out.merge_mirrored(
-            forward(&x.flip([3])),
-            size,
-            detector.as_ref().map(|(ssd, _)| ssd),
-        )
+        Outputs::average(self.plain_views(x, flip))
+    }
+
+    /// The outputs on a batch and, with `flip`, on its mirror image mapped back.
+    fn plain_views(&self, x: &Tensor, flip: bool) -> Vec<Outputs> {
+        let mut views = vec![self.forward_eval(x)];
+        if flip {
+            let size = x.size()[3] as usize;
+            let mirror = vec![Some(augment::Affine::hflip(size as u32)); x.size()[0] as usize];
+            let mirrored = self.forward_eval(&x.flip([3]));
+            views.push(
+                mirrored
+                    .mapped_back(&mirror, size)
+                    .expect("the detector's flip pools its passes instead"),
+            );
+        }
+        views
+    }
+
+    /// `infer` on a batch of `data`, averaged further over the augmented copies of
+    /// its images that `copies` yield (their boxes mapped back through each image's move).
+    fn infer_views(
+        &self,
+        x: &Tensor,
+        batch: &Batch,
+        flip: bool,
+        copies: &mut [Box<dyn Iterator<Item = Result<Batch, TrainError>> + '_>],
+    ) -> Result<Outputs, TrainError> {
+        if copies.is_empty() {
+            return Ok(self.infer(x, flip));
+        }
+        if self.task.detector().is_some() {
+            return Err(TrainError::TtaAugmentedDetector);
+        }
+        let mut views = self.plain_views(x, flip);
+        for (copy, source) in copies.iter_mut().enumerate() {
+            let augmented = source
+                .next()
+                .transpose()?
+                .filter(|augmented| augmented.indices == batch.indices)
+                .ok_or(TrainError::TtaCopyMisaligned { copy })?;
+            let (ax, _) = self.to_device(&augmented);
+            views.push(
+                self.forward_eval(&ax)
+                    .mapped_back(&augmented.moves, augmented.size)?,
+            );
+        }
+        Ok(Outputs::average(views))
     }
 
     fn evaluate(
         &self,
         data: &dyn DataSource,
         keep: bool,
-        tta: bool,
+        tta: Tta,
     ) -> Result<(Vec<Prediction>, MetricSums), TrainError> {
         let mut sums = MetricSums::default();
         let mut predictions = Vec::with_capacity(if keep { data.n_items() } else { 0 });
         let detector = self.task.detector();
+        // Copy k is epoch k of the augmented source: its own random draw per image.
+        let mut copies: Vec<_> = tta
+            .augmented
+            .map(|a| (0..a.copies).map(|k| a.source.batches(k)).collect())
+            .unwrap_or_default();
         for batch in data.batches(0) {
             let batch = batch?;
             let (x, targets) = self.to_device(&batch);
-            let out = self.infer(&x, tta);
+            let out = self.infer_views(&x, &batch, tta.flip, &mut copies)?;
             let detector_io = match (&detector, &out.detector, &targets.objects) {
                 (Some((ssd, nms)), Some(output), Some(objects)) => {
                     Some((ssd, nms, output, objects))

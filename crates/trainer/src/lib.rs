@@ -8,6 +8,7 @@
 //! - [`checkpoint`]: safetensors with JSON metadata, written atomically.
 //! - [`stage`]: the `trainer stage --spec` runner (lr_find, train, predict).
 //! - [`infer`]: predictions on a user's own images (`trainer predict`).
+//! - [`tta`]: test-time augmentation, predictions averaged over views of each image.
 
 pub mod checkpoint;
 pub mod data;
@@ -19,6 +20,7 @@ pub mod schedule;
 pub mod ssd;
 pub mod stage;
 pub mod task;
+pub mod tta;
 
 pub use data::{cv_indices, Batch, DataSource, InMemorySource};
 pub use learner::{
@@ -29,6 +31,7 @@ pub use model::{LayeredModel, TinyCnn};
 pub use optim::{Method, Optimiser, OptimiserConfig, Param};
 pub use schedule::{Schedule, SmoothedLoss};
 pub use task::{iou, Task};
+pub use tta::{AugmentedCopies, Tta};
 
 use std::path::{Path, PathBuf};
 
@@ -100,6 +103,16 @@ pub enum TrainError {
     NoFiniteLoss,
     #[error("the training set yields no batches")]
     NoBatches,
+    #[error(
+        "test-time augmentation: augmented copy {copy} does not hold the images predicted on, \
+         in their order"
+    )]
+    TtaCopyMisaligned { copy: usize },
+    #[error(
+        "test-time augmentation: augmented copies are not available for the detector \
+         (its TTA is the mirror image: tta = true)"
+    )]
+    TtaAugmentedDetector,
     /// An epoch-end callback asked the fit to stop (tests that interrupt and resume).
     #[error("stopped by the caller after {epochs_done} epochs")]
     Stopped { epochs_done: usize },

@@ -20,6 +20,7 @@ use crate::learner::{
 use crate::model::{LayeredModel, TinyCnn};
 use crate::optim::{Method, OptimiserConfig};
 use crate::task::{detection_in_original_pixels, iou, unsquash_box, Task};
+use crate::tta::{AugmentedCopies, Tta};
 use crate::TrainError;
 use anyhow::{bail, Context, Result};
 use augment::Normalisation;
@@ -432,6 +433,7 @@ impl DataSource for LoaderSource {
                     objects: b.objects,
                     indices: b.indices,
                     orig_sizes: b.orig_sizes,
+                    moves: b.moves,
                 })
                 .map_err(TrainError::Load)
         }))
@@ -446,6 +448,9 @@ struct Prepared {
     val_rows: Vec<usize>,
     train: LoaderSource,
     valid: LoaderSource,
+    /// The validation images with the training augmentation, for test-time
+    /// augmentation's copies (`tta_augmented`), in the same order as `valid`.
+    valid_augmented: Option<LoaderSource>,
 }
 
 fn prepare(
@@ -553,7 +558,7 @@ fn prepare(
     // A last batch of one image would make BatchNorm's batch statistics degenerate.
     let drop_last = train_rows.len() % params.batch == 1;
     let train_items = train_rows.iter().map(|&i| items[i].clone()).collect();
-    let val_items = val_rows.iter().map(|&i| items[i].clone()).collect();
+    let val_items: Vec<_> = val_rows.iter().map(|&i| items[i].clone()).collect();
     let train = LoaderSource::new(
         train_items,
         augment::LoaderConfig {
@@ -561,6 +566,15 @@ fn prepare(
             ..base.clone()
         },
     );
+    let valid_augmented = (params.tta_augmented > 0).then(|| {
+        LoaderSource::new(
+            val_items.clone(),
+            augment::LoaderConfig {
+                shuffle: false,
+                ..base.clone()
+            },
+        )
+    });
     let valid = LoaderSource::new(
         val_items,
         augment::LoaderConfig {
@@ -576,6 +590,7 @@ fn prepare(
         val_rows,
         train,
         valid,
+        valid_augmented,
     })
 }
 
@@ -1160,13 +1175,20 @@ fn predict(spec: &StageSpec, params: &Params) -> Result<()> {
         meta.val_fraction,
         meta.seed,
     )?;
+    let tta = Tta {
+        flip: params.tta,
+        augmented: data.valid_augmented.as_ref().map(|source| AugmentedCopies {
+            source,
+            copies: params.tta_augmented,
+        }),
+    };
     // With TTA, the plain pass is scored too, so the summary gives both figures.
-    let plain = if params.tta {
-        Some(learner.predict(&data.valid, false)?.1)
+    let plain = if tta.is_on() {
+        Some(learner.predict(&data.valid, Tta::NONE)?.1)
     } else {
         None
     };
-    let (predictions, val) = learner.predict(&data.valid, params.tta)?;
+    let (predictions, val) = learner.predict(&data.valid, tta)?;
     let metric_figures = |sums: &crate::task::MetricSums| {
         let values = meta.task.metric_names().iter().zip(sums.values(&meta.task));
         let named: Vec<String> = values.map(|(name, v)| format!("{name} {v:.4}")).collect();
@@ -1178,7 +1200,13 @@ fn predict(spec: &StageSpec, params: &Params) -> Result<()> {
         write_detector_predictions(spec, &data, &predictions, classes, meta.size)?;
         let without = plain
             .as_ref()
-            .map(|plain| format!(" with flip TTA ({} without)", metric_figures(plain)))
+            .map(|plain| {
+                format!(
+                    " with {} ({} without)",
+                    tta.describe(),
+                    metric_figures(plain)
+                )
+            })
             .unwrap_or_default();
         println!(
             "{}: {} validation images, {} detections, val_loss {:.4}, {}{without} (input pixels, difficult objects not ignored; the evaluate stage scores VOC's way)",
@@ -1207,7 +1235,11 @@ fn predict(spec: &StageSpec, params: &Params) -> Result<()> {
         figures(&val)
     );
     if let Some(plain) = &plain {
-        summary = format!("{summary} with flip TTA ({} without)", figures(plain));
+        summary = format!(
+            "{summary} with {} ({} without)",
+            tta.describe(),
+            figures(plain)
+        );
     }
     if meta.task.has_boxes() {
         summary.push_str(&format!(

@@ -44,36 +44,6 @@ pub struct Outputs {
     pub detector: Option<Tensor>,
 }
 
-impl Outputs {
-    /// Merges the predictions on a batch of `size`-pixel images with those on the same
-    /// images flipped left-right: classes by averaging the probabilities, boxes by
-    /// averaging the box and the mirrored box flipped back (column `x` of the input
-    /// mirrors to `size - 1 - x`, augment's `Affine::hflip`); the detector's output by
-    /// [`Ssd::merge_mirrored`] (`detector`: the task's, for the detector task).
-    pub fn merge_mirrored(self, mirrored: Outputs, size: usize, detector: Option<&Ssd>) -> Outputs {
-        let class_log_probs = self
-            .class_log_probs
-            .zip(mirrored.class_log_probs)
-            .map(|(a, b)| ((a.exp() + b.exp()) / 2.0).log());
-        let boxes = self.boxes.zip(mirrored.boxes).map(|(a, b)| {
-            let edge = (size as f64 - 1.0) * BOX_UNITS / size as f64;
-            let [top, left, bottom, right] = [0, 1, 2, 3].map(|i| b.select(1, i));
-            let back = Tensor::stack(&[top, -right + edge, bottom, -left + edge], 1);
-            (a + back) / 2.0
-        });
-        let detector = self.detector.zip(mirrored.detector).map(|(a, b)| {
-            detector
-                .expect("a detector's output is merged with the detector's anchors")
-                .merge_mirrored(&a, &b, size)
-        });
-        Outputs {
-            class_log_probs,
-            boxes,
-            detector,
-        }
-    }
-}
-
 /// What a batch should give, on the model's device.
 #[derive(Debug)]
 pub struct Targets {
@@ -494,41 +464,6 @@ mod tests {
         assert_eq!(b, [20.0, 10.0, 200.0, 100.0]);
         let outside = unsquash_box([-5.0, -5.0, 300.0, 300.0], (448, 112), 224);
         assert_eq!(outside, [0.0, 0.0, 447.0, 111.0]);
-    }
-
-    fn boxes(values: [f32; 4]) -> Outputs {
-        Outputs {
-            class_log_probs: None,
-            boxes: Some(Tensor::from_slice(&values).view([1, 4])),
-            detector: None,
-        }
-    }
-
-    #[test]
-    fn a_mirror_symmetric_prediction_is_unchanged_by_merging() {
-        // In a 224 input, a box from column 50 to 173 is its own mirror image.
-        let symmetric = [10.0f32, 50.0, 100.0, 173.0];
-        let merged = boxes(symmetric).merge_mirrored(boxes(symmetric), 224, None);
-        let want = Tensor::from_slice(&symmetric).view([1, 4]);
-        assert!(merged.boxes.unwrap().allclose(&want, 1e-5, 1e-5, false));
-        // A box predicted on the mirror image maps back: 10..30 mirrors to 193..213.
-        let left_box = [0.0f32, 10.0, 20.0, 30.0];
-        let merged = boxes(left_box).merge_mirrored(boxes([0.0, 193.0, 20.0, 213.0]), 224, None);
-        let want = Tensor::from_slice(&left_box).view([1, 4]);
-        assert!(merged.boxes.unwrap().allclose(&want, 1e-5, 1e-5, false));
-        // Classes: the average of the two distributions.
-        let task = Task::Classify {
-            classes: vec!["a".into(), "b".into()],
-        };
-        let a = task.decode(&Tensor::from_slice(&[0.0f32, 0.0]).view([1, 2])); // 0.5, 0.5
-        let b = task.decode(&Tensor::from_slice(&[(3.0f32).ln(), 0.0]).view([1, 2])); // 0.75, 0.25
-        let probs = a
-            .merge_mirrored(b, 224, None)
-            .class_log_probs
-            .unwrap()
-            .exp();
-        let want = Tensor::from_slice(&[0.625f32, 0.375]).view([1, 2]);
-        assert!(probs.allclose(&want, 1e-5, 1e-5, false));
     }
 
     #[test]

@@ -5,7 +5,9 @@ mod common;
 use common::*;
 use std::collections::HashMap;
 use trainer::task::BOX_UNITS;
-use trainer::{checkpoint, Batch, DataSource, FitConfig, FitResume, Task, TrainError};
+use trainer::{
+    checkpoint, AugmentedCopies, Batch, DataSource, FitConfig, FitResume, Task, TrainError, Tta,
+};
 
 const SIZE: usize = 32;
 
@@ -309,4 +311,42 @@ fn classifier_beats_chance_and_boxes_beat_the_mean_box() {
         (l1 as f32) < 0.6 * baseline,
         "box L1 {l1} px vs mean-box baseline {baseline} px"
     );
+}
+
+#[test]
+fn augmented_copies_are_averaged_image_by_image_and_must_hold_the_same_images() {
+    let valid_data = samples(40, SIZE, 11);
+    let valid = source(&valid_data, SIZE, 16, None);
+    let learner = tiny_learner(Task::Bbox, SIZE, 1);
+    // A copy that is each image mirrored, its moves saying so: averaged in and
+    // mapped back, it is what flip TTA does.
+    let mut mirrored = source(&valid_data, SIZE, 16, None);
+    for batch in &mut mirrored.batches {
+        for row in batch.x.chunks_mut(SIZE) {
+            row.reverse();
+        }
+        batch.moves = vec![Some(augment::Affine::hflip(SIZE as u32)); batch.n];
+    }
+    let boxes = |tta: Tta| -> Vec<[f32; 4]> {
+        let (predictions, _) = learner.predict(&valid, tta).unwrap();
+        predictions.iter().map(|p| p.bbox.unwrap()).collect()
+    };
+    fn copy(source: &dyn DataSource) -> Tta<'_> {
+        Tta {
+            flip: false,
+            augmented: Some(AugmentedCopies { source, copies: 1 }),
+        }
+    }
+    let (plain, flipped, with_copy) = (boxes(Tta::NONE), boxes(Tta::FLIP), boxes(copy(&mirrored)));
+    assert_eq!(with_copy.len(), 40);
+    for (got, want) in with_copy.iter().flatten().zip(flipped.iter().flatten()) {
+        assert!((got - want).abs() < 1e-3, "{got} against flip TTA's {want}");
+    }
+    assert_ne!(plain, with_copy, "the copy was averaged in");
+    // A copy whose batches hold other images is refused, not averaged with the wrong ones.
+    let other_batches = source(&valid_data, SIZE, 8, None);
+    assert!(matches!(
+        learner.predict(&valid, copy(&other_batches)),
+        Err(TrainError::TtaCopyMisaligned { copy: 0 })
+    ));
 }

@@ -72,6 +72,7 @@ pub fn source(
             objects: Vec::new(),
             indices: (b * batch..b * batch + chunk.len()).collect(),
             orig_sizes: vec![(size as u32, size as u32); chunk.len()],
+            moves: Vec::new(),
         })
         .collect();
     InMemorySource {
